@@ -1,0 +1,36 @@
+"""Backbone names → constructors, so configs and checkpoints can name an architecture as a string."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from torch import nn
+
+from marginface.backbones.iresnet import iresnet
+from marginface.backbones.mobilefacenet import mobilefacenet
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "r18": partial(iresnet, 18),
+    "r34": partial(iresnet, 34),
+    "r50": partial(iresnet, 50),
+    "r100": partial(iresnet, 100),
+    "r200": partial(iresnet, 200),
+    "mbf": partial(mobilefacenet, large=False),
+    "mbf_large": partial(mobilefacenet, large=True),
+}
+ALIASES = {"iresnet18": "r18", "iresnet34": "r34", "iresnet50": "r50", "iresnet100": "r100",
+           "iresnet200": "r200", "mobilefacenet": "mbf"}
+
+
+def backbone_names() -> list[str]:
+    """Canonical names accepted by get_backbone (aliases such as 'iresnet50' also work)."""
+    return sorted(BACKBONES)
+
+
+def get_backbone(name: str, num_features: int = 512, **kwargs) -> nn.Module:
+    """Build a backbone by name, e.g. get_backbone("r50", num_features=512, dropout=0.2)."""
+    key = ALIASES.get(name, name)
+    if key not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {backbone_names()}")
+    return BACKBONES[key](num_features=num_features, **kwargs)

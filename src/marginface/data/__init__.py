@@ -1,0 +1,25 @@
+"""Data: decoding, identity folders, RecordIO, verification pairs, synthetic faces and 5-point alignment."""
+
+from marginface.data.align import ARCFACE_TEMPLATE, align_face, alignment_matrix, umeyama
+from marginface.data.folder import ImageFolderDataset, scan_identity_folder
+from marginface.data.image import ImageDecodeError, decode_image, encode_image
+from marginface.data.pairs import PairSet, PairSetError, read_bin, read_pairs_txt, write_bin
+from marginface.data.recordio import (
+    IRHeader,
+    RecordIODataset,
+    RecordIOError,
+    RecordIOReader,
+    RecordIOWriter,
+    write_face_records,
+)
+from marginface.data.samples import Batch, Sample, SampleDecoder, collate
+from marginface.data.synthetic import SyntheticFaces, synthetic_face, synthetic_pairs
+from marginface.data.transforms import flip_batch, to_model_input
+
+__all__ = [
+    "ARCFACE_TEMPLATE", "Batch", "IRHeader", "ImageDecodeError", "ImageFolderDataset", "PairSet", "PairSetError",
+    "RecordIODataset", "RecordIOError", "RecordIOReader", "RecordIOWriter", "Sample", "SampleDecoder",
+    "SyntheticFaces", "align_face", "alignment_matrix", "collate", "decode_image", "encode_image", "flip_batch",
+    "read_bin", "read_pairs_txt", "scan_identity_folder", "synthetic_face", "synthetic_pairs", "to_model_input",
+    "umeyama", "write_bin", "write_face_records",
+]

@@ -1,0 +1,80 @@
+"""Turning stored bytes into training samples, and batching samples that may have been skipped.
+
+Undecodable items become None (or raise, by flag) and are counted at collate time, as are resized ones,
+so the training loop can report both however many DataLoader workers did the decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, ensure_size
+
+log = logging.getLogger(__name__)
+OnError = Literal["skip", "raise"]
+
+
+@dataclass
+class Sample:
+    """One decoded training sample: RGB uint8 (size, size, 3) image and its integer label."""
+
+    image: np.ndarray
+    label: int
+    resized: bool = False
+
+
+@dataclass
+class Batch:
+    """A collated batch: uint8 (B, H, W, 3) images, (B,) labels, and counts of skipped / resized samples."""
+
+    images: Tensor
+    labels: Tensor
+    skipped: int = 0
+    resized: int = 0
+
+
+class SampleDecoder:
+    """Decode, resize to the face size (warning once) and optionally flip; bad images skip or raise."""
+
+    def __init__(self, on_error: OnError = "skip", flip: bool = False, size: int = FACE_SIZE) -> None:
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.on_error = on_error
+        self.flip = flip
+        self.size = size
+        self._warned_size = False
+
+    def __call__(self, data: bytes, label: int, source: str) -> Sample | None:
+        """The sample, or None when `data` does not decode and on_error is 'skip'."""
+        try:
+            image = decode_image(data, source)
+        except ImageDecodeError:
+            if self.on_error == "raise":
+                raise
+            log.warning("skipping undecodable image %s", source)
+            return None
+        image, resized = ensure_size(image, self.size)
+        if resized and not self._warned_size:
+            log.warning("%s is not %dx%d; resizing (further resizes are only counted)", source, self.size, self.size)
+            self._warned_size = True
+        if self.flip and bool(torch.rand(()) < 0.5):
+            image = np.ascontiguousarray(image[:, ::-1])
+        return Sample(image, int(label), resized)
+
+
+def collate(items: list[Sample | None]) -> Batch:
+    """Stack samples into a Batch, dropping and counting the None of skipped ones."""
+    kept = [item for item in items if item is not None]
+    skipped = len(items) - len(kept)
+    if not kept:
+        empty = torch.empty(0, FACE_SIZE, FACE_SIZE, 3, dtype=torch.uint8)
+        return Batch(empty, torch.empty(0, dtype=torch.long), skipped)
+    images = torch.from_numpy(np.stack([item.image for item in kept]))
+    labels = torch.tensor([item.label for item in kept], dtype=torch.long)
+    return Batch(images, labels, skipped, sum(item.resized for item in kept))

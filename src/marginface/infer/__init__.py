@@ -1,0 +1,1 @@
+"""Inference: detection, recognition (embed, verify, search) and export."""

@@ -1,0 +1,104 @@
+"""Offline face detection with 5 landmarks: YuNet through cv2.FaceDetectorYN, model file given by path."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+YUNET_URL = ("https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+             "face_detection_yunet_2023mar.onnx")
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face: box (x, y, w, h), five (x, y) landmarks in template order, confidence."""
+
+    box: np.ndarray
+    landmarks: np.ndarray  # (5, 2): image-left eye, image-right eye, nose, image-left / right mouth corner
+    score: float
+
+
+class YuNetDetector:
+    """YuNet face detector (ONNX) via OpenCV; landmarks come out in the alignment template's order."""
+
+    def __init__(self, model_path: str | Path, score_threshold: float = 0.6, nms_threshold: float = 0.3,
+                 top_k: int = 50) -> None:
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"YuNet model {self.model_path} does not exist")
+        self._detector = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
+                                                   nms_threshold, top_k)
+        self._size: tuple[int, int] = (320, 320)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in an RGB uint8 image, best score first."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
+        height, width = rgb.shape[:2]
+        if (width, height) != self._size:
+            self._detector.setInputSize((width, height))
+            self._size = (width, height)
+        _, found = self._detector.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if found is None:
+            return []
+        faces = [Face(row[:4].astype(np.float64), row[4:14].reshape(5, 2).astype(np.float64), float(row[14]))
+                 for row in found]
+        return sorted(faces, key=lambda f: -f.score)
+
+
+def pick_main_face(faces: list[Face], image_shape: tuple[int, ...]) -> Face | None:
+    """The face a photo is 'of': largest area, discounted by its centre's distance from the image centre."""
+    if not faces:
+        return None
+    height, width = image_shape[:2]
+    centre = np.array([width / 2.0, height / 2.0])
+    half_diagonal = float(np.hypot(width, height)) / 2.0
+
+    def rank(face: Face) -> float:
+        x, y, w, h = face.box
+        offset = float(np.hypot(*(np.array([x + w / 2, y + h / 2]) - centre))) / half_diagonal
+        return w * h * (1.0 - 0.5 * min(offset, 1.0))
+
+    return max(faces, key=rank)
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> Path:
+    """Download `url` once into the cache (default ~/.cache/marginface) and verify its sha256.
+
+    A cached file with the right hash is reused without any network access.
+    """
+    cache = Path(cache_dir or os.environ.get("MARGINFACE_CACHE", Path.home() / ".cache" / "marginface"))
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / Path(url).name
+    if target.is_file() and sha256_of(target) == sha256:
+        return target
+    tmp = target.with_suffix(target.suffix + ".part")
+    log.info("downloading %s to %s", url, target)
+    with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 - user-given model URL
+        shutil.copyfileobj(response, out)
+    found = sha256_of(tmp)
+    if found != sha256:
+        tmp.unlink()
+        raise ValueError(f"{url}: sha256 {found} does not match the expected {sha256}")
+    tmp.replace(target)
+    return target

@@ -1,0 +1,65 @@
+"""Detect, choose the main face, align to 112×112 and write: a raw photo folder becomes training data."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from marginface.data.align import align_face
+from marginface.data.folder import IMAGE_EXTENSIONS
+from marginface.data.image import ImageDecodeError, decode_image
+from marginface.infer.detect import YuNetDetector, pick_main_face
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlignReport:
+    """What an alignment run did: counts and the images that gave no face or did not decode."""
+
+    total: int = 0
+    aligned: int = 0
+    no_face: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def align_folder(
+    raw_root: str | Path, out_root: str | Path, detector: YuNetDetector, size: int = 112,
+    progress: Callable[[int, int], None] | None = None,
+) -> AlignReport:
+    """Align every image under raw_root/<identity>/ into out_root/<identity>/ as JPEG (quality 95).
+
+    Writes out_root/no_face.txt listing images without a detected face (and unreadable ones).
+    """
+    raw_root, out_root = Path(raw_root), Path(out_root)
+    if not raw_root.is_dir():
+        raise FileNotFoundError(f"raw image folder {raw_root} does not exist")
+    files = sorted(p for p in raw_root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    report = AlignReport(total=len(files))
+    for done, path in enumerate(files, start=1):
+        relative = path.relative_to(raw_root)
+        try:
+            rgb = decode_image(path.read_bytes(), str(path))
+        except (ImageDecodeError, OSError) as err:
+            log.warning("cannot read %s: %s", path, err)
+            report.unreadable.append(str(relative))
+            continue
+        face = pick_main_face(detector.detect(rgb), rgb.shape)
+        if face is None:
+            report.no_face.append(str(relative))
+        else:
+            target = (out_root / relative).with_suffix(".jpg")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            crop = align_face(rgb, face.landmarks, size)
+            cv2.imwrite(str(target), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            report.aligned += 1
+        if progress is not None:
+            progress(done, len(files))
+    out_root.mkdir(parents=True, exist_ok=True)
+    lines = [f"no_face\t{p}" for p in report.no_face] + [f"unreadable\t{p}" for p in report.unreadable]
+    (out_root / "no_face.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    return report

@@ -1,0 +1,24 @@
+"""Shared fixtures: where the real data lies (../shared/data unless MARGINFACE_DATA says otherwise)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The folder with LFW, ORL, YuNet and MobileFaceNet (read in place, never copied)."""
+    return Path(os.environ.get("MARGINFACE_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips the test with a reason when it is absent."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} is absent (set MARGINFACE_DATA to point at shared/data)")
+    return path
