@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 FACE_SIZE = 112
+_DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
 
 
 class ImageDecodeError(ValueError):
@@ -23,9 +24,15 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray, source: str 
     buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     if buffer.size == 0:
         raise ImageDecodeError(f"{source}: empty image data")
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # converts gray, alpha and CMYK to 3-channel BGR
-    if bgr is not None:
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    # IMREAD_COLOR(_RGB) converts gray, alpha and CMYK to 3 channels; the RGB flag saves a colour pass.
+    if _DECODE_RGB is not None:
+        rgb = cv2.imdecode(buffer, _DECODE_RGB)
+        if rgb is not None:
+            return rgb
+    else:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if bgr is not None:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     try:  # Pillow reads a few formats and damaged-but-readable files OpenCV refuses
         with Image.open(io.BytesIO(buffer.tobytes())) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()

@@ -155,6 +155,10 @@ class RecordIOReader:
         else:
             log.warning("%s is missing: rebuilding the index by scanning %s", self.idx_path, self.rec_path)
             self.index = dict(enumerate(scan_offsets(self.rec_path)))
+        ordered = sorted(self.index.values())
+        size = self.rec_path.stat().st_size
+        # Each record's extent, so that a read is one pread of exactly its bytes.
+        self._extent = {start: end - start for start, end in zip(ordered, ordered[1:] + [size], strict=False)}
         self._handle = None
         self._pid = -1
 
@@ -175,7 +179,15 @@ class RecordIOReader:
         if self._handle is None or self._pid != os.getpid():
             self._handle = open(self.rec_path, "rb")  # noqa: SIM115 - kept open across reads
             self._pid = os.getpid()
-        payload, _ = read_record_at(self._handle, self.index[key], self.rec_path)
+        offset = self.index[key]
+        extent = self._extent.get(offset, 0)
+        blob = os.pread(self._handle.fileno(), extent, offset) if extent >= 8 else b""
+        if len(blob) >= 8:
+            magic, lrec = struct.unpack_from("<II", blob)
+            length = lrec & _LENGTH_MASK
+            if magic == MAGIC and lrec >> 29 == 0 and 8 + length <= len(blob):
+                return blob[8:8 + length]  # the common single-part record
+        payload, _ = read_record_at(self._handle, offset, self.rec_path)  # multi-part, or an error to report
         return payload
 
     def read_header(self, key: int) -> tuple[IRHeader, bytes]:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -49,6 +50,15 @@ class SampleDecoder:
         self.flip = flip
         self.size = size
         self._warned_size = False
+        self._rng: np.random.Generator | None = None
+        self._rng_seed = -1
+
+    def _flip_rng(self) -> np.random.Generator:
+        """A numpy generator seeded from torch's per-worker seed (so DataLoader workers differ)."""
+        seed = torch.initial_seed()
+        if self._rng is None or seed != self._rng_seed:
+            self._rng, self._rng_seed = np.random.default_rng(seed % 2**63), seed
+        return self._rng
 
     def __call__(self, data: bytes, label: int, source: str) -> Sample | None:
         """The sample, or None when `data` does not decode and on_error is 'skip'."""
@@ -63,8 +73,8 @@ class SampleDecoder:
         if resized and not self._warned_size:
             log.warning("%s is not %dx%d; resizing (further resizes are only counted)", source, self.size, self.size)
             self._warned_size = True
-        if self.flip and bool(torch.rand(()) < 0.5):
-            image = np.ascontiguousarray(image[:, ::-1])
+        if self.flip and self._flip_rng().random() < 0.5:
+            image = cv2.flip(image, 1)  # SIMD mirror; numpy's negative-stride copy is ~10x slower
         return Sample(image, int(label), resized)
 
 
