@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from marginface.data.align import align_face
 from marginface.data.folder import IMAGE_EXTENSIONS
@@ -15,6 +16,32 @@ from marginface.data.image import ImageDecodeError, decode_image
 from marginface.infer.detect import YuNetDetector, pick_main_face
 
 log = logging.getLogger(__name__)
+
+
+class FacePreprocessor:
+    """Photo → aligned face: images already at the face size pass through; others are detected and aligned,
+    or, when no face is found (or no detector is given), centre-cropped and resized, and counted."""
+
+    def __init__(self, detector: YuNetDetector | None = None, size: int = 112, crop_fraction: float = 0.5) -> None:
+        self.detector = detector
+        self.size = size
+        self.crop_fraction = crop_fraction
+        self.aligned = 0
+        self.fallbacks = 0
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """An aligned size × size RGB face."""
+        if rgb.shape[0] == self.size and rgb.shape[1] == self.size:
+            return rgb
+        face = pick_main_face(self.detector.detect(rgb), rgb.shape) if self.detector is not None else None
+        if face is not None:
+            self.aligned += 1
+            return align_face(rgb, face.landmarks, self.size)
+        self.fallbacks += 1
+        height, width = rgb.shape[:2]
+        side = int(min(height, width) * self.crop_fraction)
+        top, left = (height - side) // 2, (width - side) // 2
+        return cv2.resize(rgb[top:top + side, left:left + side], (self.size, self.size), interpolation=cv2.INTER_AREA)
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""Identification (1:N): closed-set rank-k / CMC and open-set DIR at FPIR, from labelled embeddings.
+
+Protocol: identities with at least `min_images` images are used. A share of them (`unknown_fraction`) is
+kept out of the gallery entirely: their probes are impostors that the system should reject. Every other
+identity contributes its first `gallery_per_identity` images (averaged, normalised) as its gallery
+template; its remaining images are probes. Scores are cosine similarities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_FPIRS = (1e-1, 1e-2)
+
+
+@dataclass
+class IdentificationSplit:
+    """Index lists into the embedding array: gallery (with identity), known probes, unknown probes."""
+
+    gallery: list[list[int]]  # per enrolled identity, the indices averaged into its template
+    gallery_labels: np.ndarray
+    probes: np.ndarray
+    probe_labels: np.ndarray
+    unknown_probes: np.ndarray
+
+
+@dataclass
+class IdentificationResult:
+    """Closed-set CMC and open-set DIR@FPIR."""
+
+    rank1: float
+    rank5: float
+    cmc: list[float]
+    dir_at_fpir: dict[str, float | None]
+    fpir_notes: dict[str, str] = field(default_factory=dict)
+    num_gallery: int = 0
+    num_probes: int = 0
+    num_unknown_probes: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return dict(vars(self))
+
+
+def split_gallery_probes(labels: np.ndarray, gallery_per_identity: int = 1, min_images: int = 2,
+                         unknown_fraction: float = 0.3, seed: int = 0) -> IdentificationSplit:
+    """Deterministic gallery / probe / impostor split of a labelled image list (see module docstring)."""
+    labels = np.asarray(labels)
+    if not 0.0 <= unknown_fraction < 1.0:
+        raise ValueError(f"unknown_fraction must be in [0, 1), got {unknown_fraction}")
+    if min_images <= gallery_per_identity:
+        raise ValueError(f"min_images ({min_images}) must exceed gallery_per_identity ({gallery_per_identity})")
+    identities, counts = np.unique(labels, return_counts=True)
+    eligible = identities[counts >= min_images]
+    if len(eligible) < 2:
+        raise ValueError(f"need at least 2 identities with >= {min_images} images, found {len(eligible)}")
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(eligible)
+    unknown = set(shuffled[: int(round(unknown_fraction * len(eligible)))].tolist())
+    gallery, gallery_labels, probes, probe_labels, unknown_probes = [], [], [], [], []
+    for identity in eligible:
+        indices = np.flatnonzero(labels == identity)
+        if identity in unknown:
+            unknown_probes.extend(indices.tolist())
+            continue
+        gallery.append(indices[:gallery_per_identity].tolist())
+        gallery_labels.append(identity)
+        probes.extend(indices[gallery_per_identity:].tolist())
+        probe_labels.extend([identity] * (len(indices) - gallery_per_identity))
+    return IdentificationSplit(gallery, np.asarray(gallery_labels), np.asarray(probes, np.int64),
+                               np.asarray(probe_labels), np.asarray(unknown_probes, np.int64))
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def evaluate_identification(embeddings: np.ndarray, split: IdentificationSplit, max_rank: int = 20,
+                            fpirs: tuple[float, ...] = DEFAULT_FPIRS) -> IdentificationResult:
+    """CMC of known probes against the gallery templates; DIR@FPIR using the unknown probes."""
+    emb = _normalise(np.asarray(embeddings, np.float64))
+    templates = _normalise(np.stack([emb[idx].mean(axis=0) for idx in split.gallery]))
+    scores = emb[split.probes] @ templates.T  # (P, G)
+    column_of = {label: column for column, label in enumerate(split.gallery_labels.tolist())}
+    true_column = np.array([column_of[label] for label in split.probe_labels.tolist()], dtype=np.int64)
+    true_score = scores[np.arange(len(scores)), true_column]
+    rank = (scores > true_score[:, None]).sum(axis=1)  # 0 = correct at rank 1 (ties favour the truth)
+    ranks = min(max_rank, templates.shape[0])
+    cmc = [float(np.mean(rank < k)) for k in range(1, ranks + 1)]
+    top_correct = rank == 0
+    dirs: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    unknown_max = (emb[split.unknown_probes] @ templates.T).max(axis=1) if len(split.unknown_probes) else None
+    for target in fpirs:
+        key = f"{target:g}"
+        if unknown_max is None:
+            dirs[key], notes[key] = None, "no unknown probes (unknown_fraction = 0)"
+            continue
+        allowed = int(np.floor(target * len(unknown_max) + 1e-9))
+        if allowed < 1:
+            dirs[key] = None
+            notes[key] = f"not measurable: {len(unknown_max)} unknown probes, FPIR {key} needs {round(1 / target)}"
+            continue
+        ordered = np.sort(unknown_max)[::-1]
+        threshold = ordered[allowed] if allowed < len(ordered) else -np.inf
+        dirs[key] = float(np.mean(top_correct & (true_score > threshold)))
+    return IdentificationResult(
+        rank1=cmc[0], rank5=cmc[min(4, len(cmc) - 1)], cmc=cmc, dir_at_fpir=dirs, fpir_notes=notes,
+        num_gallery=len(split.gallery), num_probes=len(split.probes), num_unknown_probes=len(split.unknown_probes),
+    )

@@ -1,0 +1,116 @@
+"""From a model and a data set to metrics: images stream through in batches (never one giant array),
+decoding and alignment overlapping with the model on a background thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from marginface.data.folder import scan_identity_folder
+from marginface.data.image import decode_image
+from marginface.data.pairs import PairSet
+from marginface.eval.identification import IdentificationResult, evaluate_identification, split_gallery_probes
+from marginface.eval.verification import ThresholdSearch, VerificationResult, evaluate_verification
+from marginface.infer.embedder import Embedder, flip_embed
+from marginface.infer.prepare import FacePreprocessor
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+def embed_images(count: int, load: Callable[[int], np.ndarray], embedder: Embedder, batch_size: int = 64,
+                 flip: bool = True, progress: Progress | None = None) -> np.ndarray:
+    """(count, D) raw embeddings of images 0..count−1 (flip-test sums when `flip`), batch by batch."""
+    if count == 0:
+        raise ValueError("no images to embed")
+    batches: queue.Queue = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            for start in range(0, count, batch_size):
+                batches.put(np.stack([load(i) for i in range(start, min(start + batch_size, count))]))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
+            batches.put(err)
+        batches.put(None)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    outputs, done = [], 0
+    while (item := batches.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        outputs.append(flip_embed(embedder, item, flip))
+        done += len(item)
+        if progress is not None:
+            progress(done, count)
+    thread.join()
+    return np.concatenate(outputs)
+
+
+@dataclass
+class PairSetEvaluation:
+    """Verification of one pair set, with the embedding statistics behind it."""
+
+    name: str
+    verification: VerificationResult
+    raw_norm_mean: float
+    raw_norm_std: float
+    num_images: int
+    aligned: int
+    fallbacks: int
+    scores: np.ndarray = field(repr=False)
+    issame: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (scores left out)."""
+        return {"name": self.name, **self.verification.to_dict(), "raw_norm_mean": self.raw_norm_mean,
+                "raw_norm_std": self.raw_norm_std, "num_images": self.num_images, "aligned": self.aligned,
+                "fallback_crops": self.fallbacks}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
+                      flip: bool = True, batch_size: int = 64, search: ThresholdSearch = "exact",
+                      progress: Progress | None = None) -> PairSetEvaluation:
+    """Embed every image of `pair_set` once, score pairs by cosine, run the k-fold protocol and ROC."""
+    prep = preprocessor or FacePreprocessor(size=embedder.input_size)
+    raw = embed_images(len(pair_set.images), lambda i: prep(pair_set.load_image(i)), embedder, batch_size,
+                       flip, progress)
+    norms = np.linalg.norm(raw, axis=1)
+    emb = _unit(raw)
+    scores = np.sum(emb[pair_set.pairs[:, 0]] * emb[pair_set.pairs[:, 1]], axis=1)
+    result = evaluate_verification(scores, pair_set.issame, pair_set.folds, search)
+    log.info("%s: accuracy %.4f ± %.4f over %d folds", pair_set.name, result.accuracy_mean, result.accuracy_std,
+             len(result.folds))
+    return PairSetEvaluation(pair_set.name, result, float(norms.mean()), float(norms.std()),
+                             len(pair_set.images), prep.aligned, prep.fallbacks, scores, pair_set.issame)
+
+
+def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
+                             min_images: int = 2, gallery_per_identity: int = 1, unknown_fraction: float = 0.3,
+                             flip: bool = True, batch_size: int = 64, seed: int = 0,
+                             progress: Progress | None = None) -> IdentificationResult:
+    """Closed- and open-set identification over root/<identity>/<image> (identities with >= min_images)."""
+    _, items = scan_identity_folder(Path(root))
+    labels = np.array([label for _, label in items])
+    split = split_gallery_probes(labels, gallery_per_identity, min_images, unknown_fraction, seed)
+    used = np.unique(np.concatenate([np.concatenate(split.gallery), split.probes, split.unknown_probes]))
+    prep = preprocessor or FacePreprocessor(size=embedder.input_size)
+
+    def load(i: int) -> np.ndarray:
+        path = items[int(used[i])][0]
+        return prep(decode_image(path.read_bytes(), str(path)))
+
+    emb_used = embed_images(len(used), load, embedder, batch_size, flip, progress)
+    embeddings = np.zeros((len(items), emb_used.shape[1]), np.float32)
+    embeddings[used] = emb_used
+    return evaluate_identification(embeddings, split)
