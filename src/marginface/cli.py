@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_data_commands(commands)
     _add_eval_command(commands)
+    _add_train_command(commands)
+    _add_export_command(commands)
     return parser
 
 
@@ -114,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # TrainingDiverged is a RuntimeError
         print(f"marginface: error: {err}", file=sys.stderr)
         return 2
 
@@ -212,4 +214,82 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.out:
         options = {k: v for k, v in vars(args).items() if k != "handler"}
         print(f"report: {write_report(args.out, args.model, options, results, identification)}")
+    return 0
+
+
+def _add_train_command(commands) -> None:
+    tr = commands.add_parser("train", help="train a recognizer (single process or under torchrun)",
+                             description="Train from a YAML config (default: the embedded synthetic demo). "
+                                         "Under torchrun every process runs this same command.")
+    tr.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: built-in defaults")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
+    tr.add_argument("--resume", help="'auto' (newest valid checkpoint in the run directory) or a checkpoint path")
+    tr.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from marginface.train.config import load_config
+    from marginface.train.distributed import init_distributed
+    from marginface.train.trainer import Trainer
+
+    config = load_config(args.config, args.set)
+    ctx = init_distributed(config.device)
+    bar = None
+
+    def on_event(event: dict) -> None:
+        nonlocal bar
+        if not ctx.is_main:
+            return
+        kind = event["type"]
+        if kind == "step":
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=event["total"], desc="train", unit="step", file=sys.stderr)
+            bar.update(event["step"] - bar.n)
+            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.4g}",
+                            img_s=f"{event['images_per_s']:.0f}")
+        elif kind == "eval":
+            message = f"step {event['step']}: {event['set']} accuracy {100 * event['accuracy']:.2f} %"
+            (bar.write(message) if bar is not None else print(message))
+        elif kind == "checkpoint" and bar is not None:
+            bar.set_description(f"train (saved step {event['step']})")
+
+    trainer = Trainer(config, ctx, on_event)
+    if args.resume:
+        trainer.resume(args.resume)
+    result = trainer.train()
+    if bar is not None:
+        bar.close()
+    if ctx.is_main:
+        accuracy = ", ".join(f"{k} {100 * v:.2f} %" for k, v in result.verification.items())
+        print(f"done: {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}; "
+              f"held-out verification: {accuracy or 'none configured'}")
+        print(f"run directory: {result.run_dir} (model in {result.run_dir / 'model'})")
+    return 0
+
+
+def _add_export_command(commands) -> None:
+    ex = commands.add_parser("export", help="export a trained model")
+    sub = ex.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
+    onnx = sub.add_parser("onnx", help="RUN_DIR (or exported model dir) -> ONNX, checked against PyTorch")
+    onnx.add_argument("run_dir")
+    onnx.add_argument("--out", help="output .onnx (default RUN_DIR/model/model.onnx)")
+    onnx.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| accepted")
+    onnx.set_defaults(handler=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marginface.backbones import load
+    from marginface.infer.export import export_onnx, max_abs_difference
+
+    root = Path(args.run_dir)
+    folder = root / "model" if (root / "model" / "model.json").is_file() else root
+    model = load(folder)
+    out = Path(args.out) if args.out else folder / "model.onnx"
+    export_onnx(model, out, check_tolerance=args.tolerance)
+    print(f"wrote {out} (max |ONNX - PyTorch| = {max_abs_difference(model, out):.2e})")
     return 0

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from marginface.backbones.precision import full_precision
+
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 200: (6, 26, 60, 6),
 }
@@ -91,7 +93,7 @@ class IResNet(nn.Module):
             x = self._run_stage(stage, x)
         x = self.dropout(torch.flatten(self.bn2(x), 1))
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.features(self.fc(x.float()))
+            return self.features(self.fc(full_precision(x)))
 
 
 def iresnet(depth: int, **kwargs) -> IResNet:

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from marginface.backbones.precision import full_precision
+
 
 class ConvBlock(nn.Module):
     """Conv → BN → PReLU (stored as `layers` so that state-dict keys match arcface_torch)."""
@@ -129,7 +131,7 @@ class MobileFaceNet(nn.Module):
         for layer in self.layers:
             x = checkpoint(layer, x, use_reentrant=False) if use_checkpoint and x.requires_grad else layer(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.features(self.conv_sep(x.float()))
+            return self.features(self.conv_sep(full_precision(x)))
 
 
 def mobilefacenet(large: bool = False, **kwargs) -> MobileFaceNet:

@@ -8,7 +8,8 @@ Both modes give the same loss and gradients. The weight rows are normalised on t
 scale the logits' columns), so no normalised C × D copy of the weights is ever made.
 
 When a process group is given the weight is this rank's shard of the classes (model parallel): the
-maximum, the normaliser and the target logit are all-reduced, and the embedding gradient is summed.
+maximum, the normaliser and the target logit are all-reduced; the embedding gradient returned is this
+shard's share (the caller's autograd-aware all_gather sums the shares).
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
 
         grad_x = None
         if grad_xh is not None:
-            _all_reduce(grad_xh, dist.ReduceOp.SUM, group)
+            # With a group this is the local shard's share; the autograd-aware all_gather that produced the
+            # embeddings sums the shares across ranks in its backward.
             along = torch.linalg.vecdot(grad_xh, xh, dim=1).unsqueeze(1)
             grad_x = ((grad_xh - along * xh) / x_norm.unsqueeze(1)).to(x_dtype)
         if grad_w is not None and grad_w.dtype != w_dtype:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int = 112, opset
     model = model.eval().cpu()
     example = torch.rand(2, 3, input_size, input_size) * 2 - 1
     tmp = path.with_suffix(".onnx.tmp")
-    with torch.no_grad():
+    # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript); silence its notice.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["embedding"],
                           dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=opset,
                           dynamo=False)

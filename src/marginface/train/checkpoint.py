@@ -1,0 +1,135 @@
+"""Crash-safe checkpoints: written to a temporary directory, fsynced, checksummed, then renamed.
+
+    checkpoints/step-00000200/
+        weights.safetensors   backbone.* and head.weight (class centres in global class order)
+        state.pt              optimizer (head rows in global order), schedule, sampler, scaler, RNG, counters
+        meta.json             step, world size, sha256 of both files (written last: no meta, no checkpoint)
+
+A crash mid-save leaves only a `*.tmp` directory behind, never a damaged `step-*` one; a checkpoint whose
+files do not match their checksums is skipped with a warning by `latest_valid`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+WEIGHTS, STATE, META = "weights.safetensors", "state.pt", "meta.json"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint directory and the step it was taken at."""
+
+    path: Path
+    step: int
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, torch.Tensor], state: dict,
+                    extra_meta: dict | None = None, keep: int = 2) -> Path:
+    """Atomically write checkpoint `step` under run_dir/checkpoints and prune all but the newest `keep`."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f"step-{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    (tmp / STATE).write_bytes(buffer.getvalue())
+    for name in (WEIGHTS, STATE):
+        _fsync_file(tmp / name)
+    meta = {"step": step, "files": {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}, **(extra_meta or {})}
+    (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    _fsync_file(tmp / META)
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _fsync_dir(root)
+    for old in list_checkpoints(run_dir)[keep:]:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
+    """Finished checkpoints (not *.tmp), newest first."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    for path in root.glob("step-*") if root.is_dir() else []:
+        if path.is_dir() and not path.name.endswith(".tmp"):
+            try:
+                found.append(CheckpointInfo(path, int(path.name.split("-", 1)[1])))
+            except ValueError:
+                continue
+    return sorted(found, key=lambda c: -c.step)
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """None when the checkpoint is complete and its checksums match, else the reason it is not."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META).read_text())
+        files = meta["files"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        return f"no readable {META} ({err})"
+    for name, expected in files.items():
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if _sha256(path / name) != expected:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def latest_valid(run_dir: str | Path) -> CheckpointInfo | None:
+    """The newest checkpoint that verifies; corrupt ones are skipped with a warning."""
+    for info in list_checkpoints(run_dir):
+        problem = verify_checkpoint(info.path)
+        if problem is None:
+            return info
+        log.warning("skipping corrupt checkpoint %s: %s", info.path, problem)
+    return None
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(weights, state, meta) of a verified checkpoint; raises ValueError naming the problem otherwise."""
+    path = Path(path)
+    problem = verify_checkpoint(path)
+    if problem is not None:
+        raise ValueError(f"checkpoint {path} is not usable: {problem}")
+    meta = json.loads((path / META).read_text())
+    state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    return load_file(str(path / WEIGHTS)), state, meta

@@ -1,0 +1,220 @@
+"""Training configuration: dataclasses with YAML round trip and `--set a.b=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Where training images come from and how they are batched."""
+
+    kind: str = "synthetic"  # synthetic | folder | recordio
+    path: str | None = None  # folder root, or RecordIO directory / train.rec
+    synthetic_identities: int = 200
+    synthetic_samples: int = 24
+    synthetic_seed: int = 0
+    batch_size: int = 64  # global batch (split across processes)
+    workers: int = 2
+    flip: bool = True
+    on_error: str = "skip"  # skip | raise for undecodable images
+
+
+@dataclass
+class ModelConfig:
+    """Backbone architecture and options; `pretrained` starts from a checkpoint."""
+
+    backbone: str = "mbf"
+    num_features: int = 512
+    dropout: float = 0.0
+    gradient_checkpointing: bool = False
+    channels_last: bool = False
+    pretrained: str | None = None  # exported model dir, or arcface_torch backbone .pth / model.pt
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor options (e.g. mbf scale, blocks)
+
+
+@dataclass
+class HeadConfig:
+    """Margin head: s·(cos(m1·θ + m2) − m3), Partial FC rate and memory mode."""
+
+    s: float = 64.0
+    m1: float = 1.0
+    m2: float = 0.5
+    m3: float = 0.0
+    sample_rate: float = 1.0
+    chunk_size: int | None = None
+    detach_margin: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule (linear warm-up then polynomial decay, per iteration) and step options."""
+
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 10
+    max_steps: int | None = None  # stop early (and size the schedule) at this many steps
+    warmup_epochs: float = 0.0
+    poly_power: float = 2.0
+    grad_clip: float | None = 5.0
+    accumulate: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    nan_patience: int = 5  # stop after this many non-finite steps in a row
+
+
+@dataclass
+class EvalConfig:
+    """Periodic verification: which sets, how often."""
+
+    every_steps: int = 0  # 0 = only at the end
+    synthetic: bool = True  # held-out synthetic identities
+    synthetic_identities: int = 100
+    synthetic_pairs_per_fold: int = 30
+    bins: list[str] = field(default_factory=list)
+    pairs: list[list[str]] = field(default_factory=list)  # [[pairs.txt, image_root], ...]
+    flip: bool = True
+    batch_size: int = 64
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved resolved as run_dir/config.yaml."""
+
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    deterministic: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    export_onnx: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        """Nested plain dict."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """YAML text of the resolved configuration."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check/convert a YAML value against a dataclass field annotation."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(annotation) or (Any,)
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _from_dict(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> TrainConfig:
+    """Build and validate a TrainConfig from nested dicts (unknown keys and wrong types are errors)."""
+    config = _from_dict(TrainConfig, data or {}, "")
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Cross-field checks with messages that name the key and the value."""
+    choices = {"data.kind": (config.data.kind, ("synthetic", "folder", "recordio")),
+               "data.on_error": (config.data.on_error, ("skip", "raise")),
+               "optim.optimizer": (config.optim.optimizer, ("sgd", "adamw")),
+               "optim.precision": (config.optim.precision, ("fp32", "bf16", "fp16")),
+               "device": (config.device, ("auto", "cpu", "cuda"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{key} = {value!r}; choose one of {list(allowed)}")
+    if config.data.kind != "synthetic" and not config.data.path:
+        raise ValueError(f"data.path is required for data.kind = {config.data.kind!r}")
+    if config.data.batch_size < 1 or config.optim.accumulate < 1:
+        raise ValueError("data.batch_size and optim.accumulate must be >= 1")
+    if config.optim.optimizer == "adamw" and config.head.sample_rate < 1:
+        raise ValueError("head.sample_rate < 1 (Partial FC) needs optim.optimizer = 'sgd' (sparse row updates)")
+    if config.optim.lr <= 0:
+        raise ValueError(f"optim.lr must be > 0, got {config.optim.lr}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read YAML (or start from defaults) and apply `a.b=value` overrides (values parsed as YAML)."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as err:
+            raise FileNotFoundError(f"cannot read config {path}: {err}") from err
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return config_from_dict(data)

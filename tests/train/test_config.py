@@ -1,0 +1,44 @@
+"""Config: YAML round trip, overrides, clear errors; shipped presets parse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from marginface.train.config import config_from_dict, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
+    config = load_config(None, ["optim.lr=0.05", "head.chunk_size=4096", "model.kwargs={scale: 1}",
+                                "eval.pairs=[[p.txt, imgs]]"])
+    assert config.optim.lr == 0.05 and config.head.chunk_size == 4096 and config.model.kwargs == {"scale": 1}
+    (tmp_path / "c.yaml").write_text(config.to_yaml())
+    assert load_config(tmp_path / "c.yaml") == config
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", r"optim: unknown key\(s\) \['lrr'\]"),
+    ("optim.lr=abc", "optim.lr: expected float, got 'abc'"),
+    ("data.kind=video", "data.kind = 'video'; choose one of"),
+    ("data.kind=folder", "data.path is required"),
+    ("optim.precision=fp8", "optim.precision"),
+    ("lr", "--set expects key=value"),
+])
+def test_errors_name_key_and_value(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_adamw_with_partial_fc_rejected() -> None:
+    with pytest.raises(ValueError, match="sample_rate < 1"):
+        config_from_dict({"optim": {"optimizer": "adamw"}, "head": {"sample_rate": 0.5}})
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_presets_parse(name: str) -> None:
+    config = load_config(CONFIGS / name)
+    assert config_from_dict(yaml.safe_load(config.to_yaml())) == config

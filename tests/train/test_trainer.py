@@ -1,0 +1,105 @@
+"""The loop: trains, logs, exports; NaN guard; SIGKILL at a random step + resume = uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from marginface.backbones import load
+from marginface.cli import main
+from marginface.train.checkpoint import latest_valid, list_checkpoints
+from marginface.train.trainer import Trainer, TrainingDiverged
+
+from .helpers import TINY, tiny_config
+
+
+def test_tiny_run_trains_logs_and_exports(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", "export_onnx=true", "eval.synthetic=true",
+                         "eval.synthetic_identities=6", "eval.synthetic_pairs_per_fold=2")
+    events: list[dict] = []
+    result = Trainer(config, on_event=events.append).train()
+    assert result.steps == 6 and result.skipped_steps == 0
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4, 5, 6]
+    assert steps[-1]["loss"] < steps[0]["loss"] * 1.5
+    run = tmp_path / "run"
+    for name in ("config.yaml", "labels.json", "metrics.csv", "result.json", "model/model.json",
+                 "model/model.safetensors", "model/model.onnx"):
+        assert (run / name).is_file(), name
+    assert "synthetic" in json.loads((run / "result.json").read_text())["verification"]
+    assert any((run / "tensorboard").iterdir())
+    assert load(run / "model").num_features == 16
+
+
+def test_nan_guard_stops_with_context_and_keeps_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    config = tiny_config(tmp_path / "run", "optim.max_steps=20", "optim.nan_patience=3")
+    trainer = Trainer(config)
+    real_forward = type(trainer.head).forward
+    calls = {"n": 0}
+
+    def poisoned(self, embeddings, labels):
+        calls["n"] += 1
+        loss = real_forward(self, embeddings, labels)
+        return loss * float("nan") if calls["n"] > 4 else loss
+
+    monkeypatch.setattr(type(trainer.head), "forward", poisoned)
+    # calls 1-4 train (steps 0-3); calls 5, 6, 7 are skipped steps 4, 5, 6 and the third one stops the run
+    expected = r"stopped at step 6: 3 non-finite steps in a row \(lr .*, last finite loss"
+    with pytest.raises(TrainingDiverged, match=expected):
+        trainer.train()
+    info = latest_valid(tmp_path / "run")
+    weights = load_file(str(info.path / "weights.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert trainer.skipped_steps == 3
+
+
+def _train_cli(run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "marginface", "train", *sum((["--set", s] for s in TINY), []),
+            "--set", f"output_dir={run}", "--set", "optim.max_steps=8", "--set", "checkpoint_every=1",
+            "--set", "model.dropout=0.2", "--set", "head.sample_rate=0.5", *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_cli(tmp_path / "straight"), check=True, env=env, capture_output=True)
+    kill_after = random.Random(os.getpid()).randint(2, 6)
+    proc = subprocess.Popen(_train_cli(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list_checkpoints(tmp_path / "killed")) >= kill_after:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = latest_valid(tmp_path / "killed").step
+    assert killed_at < 8, "the run finished before it could be killed"
+    subprocess.run(_train_cli(tmp_path / "killed", "--resume", "auto"), check=True, env=env, capture_output=True)
+    straight = load_file(str(tmp_path / "straight" / "checkpoints" / "step-00000008" / "weights.safetensors"))
+    resumed = load_file(str(tmp_path / "killed" / "checkpoints" / "step-00000008" / "weights.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_resume_auto_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2"))
+    assert trainer.resume("auto") is False
+
+
+def test_cli_export_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2")).train()
+    assert main(["export", "onnx", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "max |ONNX - PyTorch|" in capsys.readouterr().out
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
