@@ -145,6 +145,9 @@ class Trainer:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         broadcast_module(self.backbone, self.ctx)
         self.head = self._build_head().to(self.device)
+        # Same seed for construction (identical replicas); from here each rank draws its own dropout and
+        # Partial FC streams.
+        torch.manual_seed(config.seed + 1_000_003 * self.ctx.rank)
         self.optimizer = self._build_optimizer()
         o = config.optim
         self.steps_per_epoch = max(1, self.sampler.batches_per_epoch // o.accumulate)
@@ -442,8 +445,8 @@ class Trainer:
             else:
                 self.sampler.epoch += 1
                 self.sampler.batches_done = 0
-        if cfg.checkpoint_every:
-            self.save()
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every:
+            self.save()  # the final step, unless the loop just saved it
         verification = self.evaluate()
         seconds = time.perf_counter() - started
         result = TrainResult(self.run_dir, self.step, loss_value, seconds, self.skipped_steps, self.skipped_images,
