@@ -102,3 +102,16 @@ def test_random_bytes_only_raise_documented_errors(tmp_path: Path, data: bytes, 
                 unpack_record(reader.read(key))
         except RecordIOError:
             pass
+
+
+def test_dataset_with_dataloader_workers(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from marginface.data import collate
+
+    folder = write_identity_folder(tmp_path / "faces", identities=3, per_identity=4)
+    pack_folder(folder, tmp_path / "rec")
+    dataset = RecordIODataset(tmp_path / "rec")
+    dataset[0]  # the parent opens its handle first: each worker must open its own after the fork
+    batches = list(DataLoader(dataset, batch_size=5, num_workers=2, collate_fn=collate))
+    assert sorted(sum((b.labels.tolist() for b in batches), [])) == sorted(i // 4 for i in range(12))

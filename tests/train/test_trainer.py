@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -103,3 +104,40 @@ def test_cli_export_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["export", "onnx", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")]) == 0
     assert "max |ONNX - PyTorch|" in capsys.readouterr().out
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_adamw_accumulation_bf16_and_clipping(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", "optim.optimizer=adamw", "optim.lr=0.001", "optim.accumulate=2",
+                         "optim.precision=bf16", "optim.grad_clip=0.5", "optim.max_steps=3", "checkpoint_every=0")
+    events: list[dict] = []
+    result = Trainer(config, on_event=events.append).train()
+    assert result.steps == 3 and result.skipped_steps == 0
+    steps = [e for e in events if e["type"] == "step"]
+    assert all(math.isfinite(e["loss"]) for e in steps)
+    assert not list_checkpoints(tmp_path / "run")
+
+
+def test_finetune_from_arcface_torch_style_pth(tmp_path: Path) -> None:
+    from marginface.backbones import get_backbone
+
+    source = get_backbone("mbf", num_features=16, scale=1, blocks=(1, 1, 1, 1))
+    torch.nn.init.constant_(source.features.layers[2].weight, 0.01)
+    # arcface_torch's model.pt of a DDP run: parameter names behind 'module.'
+    torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, tmp_path / "model.pt")
+    trainer = Trainer(tiny_config(tmp_path / "run", f"model.pretrained={tmp_path / 'model.pt'}"))
+    torch.testing.assert_close(trainer.backbone.features.layers[2].weight.detach(),
+                               source.features.layers[2].weight.detach())
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        Trainer(tiny_config(tmp_path / "run2", f"model.pretrained={tmp_path / 'missing.pth'}"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "marginface", "train", *sum((["--set", s] for s in TINY), []),
+               "--set", f"output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=3"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "done: 3 steps" in done.stdout
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["steps"] == 3
