@@ -14,12 +14,12 @@ from marginface.data.recordio import (
 )
 from marginface.data.samples import Batch, Sample, SampleDecoder, collate
 from marginface.data.synthetic import SyntheticFaces, synthetic_face, synthetic_pairs
-from marginface.data.transforms import flip_batch, to_model_input
+from marginface.data.transforms import to_model_input
 
 __all__ = [
     "ARCFACE_TEMPLATE", "Batch", "IRHeader", "ImageDecodeError", "ImageFolderDataset", "PairSet", "PairSetError",
     "RecordIODataset", "RecordIOError", "RecordIOReader", "RecordIOWriter", "Sample", "SampleDecoder",
-    "SyntheticFaces", "align_face", "alignment_matrix", "collate", "decode_image", "encode_image", "flip_batch",
+    "SyntheticFaces", "align_face", "alignment_matrix", "collate", "decode_image", "encode_image",
     "read_bin", "read_pairs_txt", "scan_identity_folder", "synthetic_face", "synthetic_pairs", "to_model_input",
     "umeyama", "write_bin", "write_face_records",
 ]

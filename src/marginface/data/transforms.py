@@ -1,4 +1,4 @@
-"""The batch step that turns uint8 images into model input (flip augmentation lives in samples.py).
+"""The batch step that turns uint8 images into model input.
 
 Images stay uint8 HWC until the batch reaches the training process: workers ship 4× fewer bytes.
 """
@@ -14,8 +14,3 @@ def to_model_input(images: Tensor) -> Tensor:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
     return images.permute(0, 3, 1, 2).float().sub_(127.5).div_(127.5)
-
-
-def flip_batch(inputs: Tensor) -> Tensor:
-    """Horizontally mirrored copy of a (B, 3, H, W) batch (for flip-test embeddings)."""
-    return torch.flip(inputs, dims=[3])

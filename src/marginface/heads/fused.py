@@ -100,8 +100,8 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         store = chunk_size is None
         blocks = _blocks(num_classes, FULL_MODE_BLOCK if store else chunk_size)
         kept: list[Tensor] = []
-        block_max = torch.empty(len(blocks), batch, dtype=dtype)
-        block_sum = torch.empty(len(blocks), batch, dtype=dtype)
+        block_max = torch.empty(len(blocks), batch, dtype=dtype, device=x.device)
+        block_sum = torch.empty(len(blocks), batch, dtype=dtype, device=x.device)
         for i, (start, stop) in enumerate(blocks):
             z = _block_logits(xh, w, inv_wn, start, stop, scale, rows, cols, target_logit)
             block_max[i] = z.amax(dim=1)
@@ -114,7 +114,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         row_sum = _all_reduce((block_sum * rescale).sum(dim=0), dist.ReduceOp.SUM, group)
         lse = row_max + torch.log(row_sum)
 
-        z_target = torch.zeros(batch, dtype=dtype)
+        z_target = torch.zeros(batch, dtype=dtype, device=x.device)
         z_target[rows] = target_logit
         _all_reduce(z_target, dist.ReduceOp.SUM, group)
         loss = (lse - z_target).mean()
@@ -143,7 +143,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         target_grad = (p_target - 1.0) * coef * slope.to(dtype)
 
         grad_xh = torch.zeros_like(xh) if need_x else None
-        grad_w = torch.empty(w.shape, dtype=dtype) if need_w else None
+        grad_w = torch.empty(w.shape, dtype=dtype, device=w.device) if need_w else None
         col_factor = inv_wn * coef
         for i, (start, stop) in enumerate(blocks):
             if store:

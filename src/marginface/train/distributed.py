@@ -150,6 +150,6 @@ def all_agree(flag: bool, ctx: DistContext) -> bool:
     """True only if `flag` is true on every rank."""
     if ctx.group is None:
         return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=ctx.device)  # NCCL needs CUDA tensors
     dist.all_reduce(value, op=dist.ReduceOp.MIN, group=ctx.group)
     return bool(value.item())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -290,20 +291,18 @@ class Trainer:
 
     def _grads_finite_and_clip(self) -> tuple[bool, float]:
         """(all gradients finite on every rank, total norm), clipping to optim.grad_clip when set."""
-        backbone_sq = torch.zeros((), dtype=torch.float64)
-        for p in self.backbone.parameters():
-            if p.grad is not None:
-                backbone_sq += p.grad.detach().double().pow(2).sum().cpu()
+        grads = [p.grad.detach() for p in self.backbone.parameters() if p.grad is not None]
+        backbone_sq = sum((g.double().pow(2).sum() for g in grads), torch.zeros((), dtype=torch.float64,
+                                                                               device=self.device))
         head_grad = self.head.weight.grad
-        head_sq = torch.zeros((), dtype=torch.float64)
+        head_sq = torch.zeros((), dtype=torch.float64, device=self.device)
         if head_grad is not None:
             values = head_grad.coalesce().values() if head_grad.is_sparse else head_grad
-            head_sq = values.detach().double().pow(2).sum().cpu()
+            head_sq = values.detach().double().pow(2).sum()
         if self.ctx.group is not None:
-            import torch.distributed as dist
-
-            dist.all_reduce(head_sq, group=self.ctx.group)
-        total = math.sqrt(float(backbone_sq + head_sq)) if torch.isfinite(backbone_sq + head_sq) else math.inf
+            dist.all_reduce(head_sq, group=self.ctx.group)  # each rank holds other class centres
+        squared = float(backbone_sq + head_sq)  # one device sync
+        total = math.sqrt(squared) if math.isfinite(squared) else math.inf
         finite = all_agree(math.isfinite(total), self.ctx)
         clip = self.config.optim.grad_clip
         if finite and clip and total > clip:
