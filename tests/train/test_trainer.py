@@ -141,3 +141,17 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "done: 3 steps" in done.stdout
     assert json.loads((tmp_path / "run" / "result.json").read_text())["steps"] == 3
+
+
+def test_folder_data_with_corrupt_images_counts_skips(tmp_path: Path) -> None:
+    from ..data.helpers import write_identity_folder
+
+    folder = write_identity_folder(tmp_path / "faces", identities=3, per_identity=4)
+    (folder / "id_00" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    config = tiny_config(tmp_path / "run", "data.kind=folder", f"data.path={folder}", "optim.max_steps=3")
+    events: list[dict] = []
+    result = Trainer(config, on_event=events.append).train()
+    assert result.steps == 3 and result.skipped_images >= 1
+    assert any(e["type"] == "skip" for e in events)
+    labels = json.loads((tmp_path / "run" / "labels.json").read_text())
+    assert labels["0"] == "id_00" and len(labels) == 3
