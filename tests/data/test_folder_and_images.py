@@ -85,3 +85,19 @@ def test_orl_grayscale_pgm(shared_data: Path) -> None:
     assert ds.num_classes == 40 and len(ds) == 400
     sample = ds[0]
     assert sample.image.shape == (112, 112, 3) and sample.resized  # 92×112 PGM is resized
+
+
+def test_substitute_keeps_batch_size_and_counts(tmp_path: Path) -> None:
+    from marginface.data import SubstituteBadSamples
+
+    root = write_identity_folder(tmp_path / "f", identities=2, per_identity=3)
+    (root / "id_00" / "0_bad.png").write_bytes(b"junk")
+    dataset = SubstituteBadSamples(ImageFolderDataset(root))
+    assert dataset.num_classes == 2  # attributes pass through
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    assert len(batch.labels) == 7 and batch.skipped == 1
+    bad_root = tmp_path / "g" / "x"
+    bad_root.mkdir(parents=True)
+    (bad_root / "a.png").write_bytes(b"junk")
+    with pytest.raises(ImageDecodeError, match="consecutive undecodable"):
+        SubstituteBadSamples(ImageFolderDataset(tmp_path / "g"), max_tries=3)[0]

@@ -12,13 +12,14 @@ from marginface.data.recordio import (
     RecordIOWriter,
     write_face_records,
 )
-from marginface.data.samples import Batch, Sample, SampleDecoder, collate
+from marginface.data.samples import Batch, Sample, SampleDecoder, SubstituteBadSamples, collate
 from marginface.data.synthetic import SyntheticFaces, synthetic_face, synthetic_pairs
 from marginface.data.transforms import to_model_input
 
 __all__ = [
     "ARCFACE_TEMPLATE", "Batch", "IRHeader", "ImageDecodeError", "ImageFolderDataset", "PairSet", "PairSetError",
     "RecordIODataset", "RecordIOError", "RecordIOReader", "RecordIOWriter", "Sample", "SampleDecoder",
+    "SubstituteBadSamples",
     "SyntheticFaces", "align_face", "alignment_matrix", "collate", "decode_image", "encode_image",
     "read_bin", "read_pairs_txt", "scan_identity_folder", "synthetic_face", "synthetic_pairs", "to_model_input",
     "umeyama", "write_bin", "write_face_records",

@@ -7,13 +7,14 @@ so the training loop can report both however many DataLoader workers did the dec
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, ensure_size
 
@@ -28,6 +29,7 @@ class Sample:
     image: np.ndarray
     label: int
     resized: bool = False
+    substituted: bool = False  # stands in for an undecodable sample (see SubstituteBadSamples)
 
 
 @dataclass
@@ -78,10 +80,33 @@ class SampleDecoder:
         return Sample(image, int(label), resized)
 
 
+class SubstituteBadSamples(Dataset):
+    """Wraps a dataset whose bad samples come back as None: each is replaced by the next decodable sample
+    (marked `substituted`, counted as skipped by collate), so every batch keeps its size — what
+    distributed training needs, where all processes must contribute equal batches."""
+
+    def __init__(self, dataset: Dataset, max_tries: int = 16) -> None:
+        self.dataset = dataset
+        self.max_tries = max_tries
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["dataset"], name)
+
+    def __getitem__(self, index: int) -> Sample:
+        for offset in range(self.max_tries):
+            sample = self.dataset[(index + offset) % len(self)]
+            if sample is not None:
+                return replace(sample, substituted=True) if offset else sample
+        raise ImageDecodeError(f"{self.max_tries} consecutive undecodable samples starting at index {index}")
+
+
 def collate(items: list[Sample | None]) -> Batch:
-    """Stack samples into a Batch, dropping and counting the None of skipped ones."""
+    """Stack samples into a Batch, dropping the None of skipped ones; skipped counts those and substitutes."""
     kept = [item for item in items if item is not None]
-    skipped = len(items) - len(kept)
+    skipped = len(items) - len(kept) + sum(item.substituted for item in kept)
     if not kept:
         empty = torch.empty(0, FACE_SIZE, FACE_SIZE, 3, dtype=torch.uint8)
         return Batch(empty, torch.empty(0, dtype=torch.long), skipped)

@@ -26,7 +26,7 @@ from marginface.backbones import save as save_backbone
 from marginface.data.folder import ImageFolderDataset
 from marginface.data.pairs import PairSet, read_bin, read_pairs_txt
 from marginface.data.recordio import RecordIODataset
-from marginface.data.samples import collate
+from marginface.data.samples import SubstituteBadSamples, collate
 from marginface.data.synthetic import SyntheticFaces, synthetic_pairs
 from marginface.data.transforms import to_model_input
 from marginface.eval.pipeline import evaluate_pair_set
@@ -133,6 +133,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         self.device = self.ctx.device
         self.dataset = build_dataset(config)
+        if self.ctx.world_size > 1:  # equal batches on every process: bad images are replaced, not dropped
+            self.dataset = SubstituteBadSamples(self.dataset)
         self.num_classes = int(self.dataset.num_classes)
         if config.data.batch_size % self.ctx.world_size:
             raise ValueError(f"data.batch_size = {config.data.batch_size} must be divisible by the "
@@ -364,10 +366,11 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
-        if hasattr(self.dataset, "save_label_map"):
-            self.dataset.save_label_map(self.run_dir / "labels.json")
-        elif isinstance(self.dataset, SyntheticFaces):
-            labels = {i: f"synthetic_{self.dataset.first_identity + i}" for i in range(self.num_classes)}
+        dataset = getattr(self.dataset, "dataset", self.dataset)  # unwrap SubstituteBadSamples
+        if hasattr(dataset, "save_label_map"):
+            dataset.save_label_map(self.run_dir / "labels.json")
+        elif isinstance(dataset, SyntheticFaces):
+            labels = {i: f"synthetic_{dataset.first_identity + i}" for i in range(self.num_classes)}
             (self.run_dir / "labels.json").write_text(json.dumps(labels, indent=1))
 
     def train(self) -> TrainResult:
@@ -389,8 +392,8 @@ class Trainer:
                 if batch.skipped:
                     self.on_event({"type": "skip", "step": self.step, "images": batch.skipped})
                 if len(batch.labels) != self.local_batch and self.ctx.world_size > 1:
-                    raise RuntimeError(f"step {self.step}: {batch.skipped} undecodable images left an uneven batch; "
-                                       "distributed runs need clean data (pack it with `marginface data pack`)")
+                    raise RuntimeError(f"step {self.step}: rank {self.ctx.rank} got {len(batch.labels)} of "
+                                       f"{self.local_batch} samples; distributed batches must be equal")
                 if len(batch.labels) == 0:
                     continue
                 with self._autocast():
