@@ -93,6 +93,8 @@ class SubstituteBadSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str):
+        if "dataset" not in self.__dict__:  # during unpickling
+            raise AttributeError(name)
         return getattr(self.__dict__["dataset"], name)
 
     def __getitem__(self, index: int) -> Sample:
