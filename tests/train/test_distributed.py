@@ -18,7 +18,7 @@ from marginface.train.distributed import (
     DistContext,
     ShardedMarginHead,
     all_reduce_gradients,
-    class_shard,
+    even_share,
     gather_rows,
 )
 from marginface.train.optim import SparseRowSGD
@@ -106,8 +106,8 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     torch.testing.assert_close(got["head"], head, rtol=1e-5, atol=1e-12)
 
 
-def test_class_shards_cover_all_classes() -> None:
-    shards = [class_shard(11, r, 3) for r in range(3)]
+def test_even_shares_cover_all_classes() -> None:
+    shards = [even_share(11, r, 3) for r in range(3)]
     assert shards == [(0, 4), (4, 8), (8, 11)]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from marginface.train.sampler import ResumableSampler, rank_slice
+from marginface.train.distributed import even_share
+from marginface.train.sampler import ResumableSampler
 from marginface.train.schedule import lr_factor
 
 
@@ -22,7 +23,7 @@ def test_ranks_partition_the_global_batch() -> None:
     rebuilt = []
     for batch in range(5):
         for rank in range(2):
-            start, stop = rank_slice(8, rank, 2)
+            start, stop = even_share(8, rank, 2)
             rebuilt += parts[rank][batch * (stop - start):(batch + 1) * (stop - start)]
     assert rebuilt == single
 

@@ -63,9 +63,10 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(rank, dist.get_world_size(), target, dist.group.WORLD)
 
 
-def class_shard(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[start, stop) of the classes rank owns (the first ranks take one extra when C is not divisible)."""
-    base, extra = divmod(num_classes, world_size)
+def even_share(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of `rank`'s contiguous share of `total` items (the first ranks take the remainder):
+    its class centres, and its slice of every global batch."""
+    base, extra = divmod(total, world_size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
 
@@ -79,7 +80,7 @@ class ShardedMarginHead(nn.Module):
                  sample_rate: float = 1.0, detach_margin: bool = False) -> None:
         super().__init__()
         self.embedding_dim, self.num_classes, self.ctx = embedding_dim, num_classes, ctx
-        self.start, self.stop = class_shard(num_classes, ctx.rank, ctx.world_size)
+        self.start, self.stop = even_share(num_classes, ctx.rank, ctx.world_size)
         self.s, self.margin = float(s), Margin(m1, m2, m3)
         self.chunk_size, self.sample_rate, self.detach_margin = chunk_size, sample_rate, detach_margin
         self.weight = nn.Parameter(torch.empty(self.stop - self.start, embedding_dim))
@@ -133,7 +134,7 @@ def gather_rows(shard: Tensor, num_rows: int, ctx: DistContext) -> Tensor:
     """The global (num_rows, ...) tensor from each rank's row shard (every rank receives it)."""
     if ctx.group is None:
         return shard
-    widest = class_shard(num_rows, 0, ctx.world_size)
+    widest = even_share(num_rows, 0, ctx.world_size)
     size = widest[1] - widest[0]
     padded = torch.zeros((size, *shard.shape[1:]), dtype=shard.dtype, device=shard.device)
     padded[:shard.shape[0]] = shard
@@ -141,7 +142,7 @@ def gather_rows(shard: Tensor, num_rows: int, ctx: DistContext) -> Tensor:
     dist.all_gather(parts, padded, group=ctx.group)
     pieces = []
     for rank, part in enumerate(parts):
-        start, stop = class_shard(num_rows, rank, ctx.world_size)
+        start, stop = even_share(num_rows, rank, ctx.world_size)
         pieces.append(part[:stop - start])
     return torch.cat(pieces)
 

@@ -12,12 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-
-def rank_slice(global_batch: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[start, stop) of `rank`'s share of a global batch (the first ranks take the remainder)."""
-    base, extra = divmod(global_batch, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
+from marginface.train.distributed import even_share
 
 
 class ResumableSampler(Sampler[int]):
@@ -45,13 +40,13 @@ class ResumableSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = self.permutation(self.epoch)
-        start, stop = rank_slice(self.global_batch, self.rank, self.world_size)
+        start, stop = even_share(self.global_batch, self.rank, self.world_size)
         for batch in range(self.batches_done, self.batches_per_epoch):
             offset = batch * self.global_batch
             yield from order[offset + start:offset + stop].tolist()
 
     def __len__(self) -> int:
-        start, stop = rank_slice(self.global_batch, self.rank, self.world_size)
+        start, stop = even_share(self.global_batch, self.rank, self.world_size)
         return (self.batches_per_epoch - self.batches_done) * (stop - start)
 
     def state_dict(self) -> dict:

@@ -40,10 +40,11 @@ from marginface.train.distributed import (
     all_agree,
     all_reduce_gradients,
     broadcast_module,
+    even_share,
     gather_rows,
 )
 from marginface.train.optim import SparseRowSGD
-from marginface.train.sampler import ResumableSampler, rank_slice
+from marginface.train.sampler import ResumableSampler
 from marginface.train.schedule import PolySchedule
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class Trainer:
                              f"{self.ctx.world_size} processes")
         self.sampler = ResumableSampler(len(self.dataset), config.data.batch_size, config.seed,
                                         self.ctx.rank, self.ctx.world_size)
-        start, stop = rank_slice(config.data.batch_size, self.ctx.rank, self.ctx.world_size)
+        start, stop = even_share(config.data.batch_size, self.ctx.rank, self.ctx.world_size)
         self.local_batch = stop - start
         self.backbone = build_backbone(config).to(self.device)
         if config.model.channels_last:
