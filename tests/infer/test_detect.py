@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from marginface.data import decode_image
-from marginface.infer.detect import YuNetDetector, fetch_model, pick_main_face, sha256_of
+from marginface.fileio import sha256_file
+from marginface.infer.detect import YuNetDetector, fetch_model, pick_main_face
 from marginface.infer.prepare import align_folder
 
 
@@ -52,7 +53,7 @@ def test_align_folder_reports_no_face(tmp_path: Path, shared_data: Path, detecto
 def test_fetch_model_uses_cache_and_checks_hash(tmp_path: Path) -> None:
     source = tmp_path / "model.onnx"
     source.write_bytes(b"weights")
-    digest = sha256_of(source)
+    digest = sha256_file(source)
     cached = fetch_model(source.as_uri(), digest, tmp_path / "cache")
     assert cached.read_bytes() == b"weights"
     source.unlink()  # a second call must not need the source any more

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from marginface.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,6 @@ def pick_main_face(faces: list[Face], image_shape: tuple[int, ...]) -> Face | No
     return max(faces, key=rank)
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> Path:
     """Download `url` once into the cache (default ~/.cache/marginface) and verify its sha256.
 
@@ -90,13 +82,13 @@ def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> P
     cache = Path(cache_dir or os.environ.get("MARGINFACE_CACHE", Path.home() / ".cache" / "marginface"))
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / Path(url).name
-    if target.is_file() and sha256_of(target) == sha256:
+    if target.is_file() and sha256_file(target) == sha256:
         return target
     tmp = target.with_suffix(target.suffix + ".part")
     log.info("downloading %s to %s", url, target)
     with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 - user-given model URL
         shutil.copyfileobj(response, out)
-    found = sha256_of(tmp)
+    found = sha256_file(tmp)
     if found != sha256:
         tmp.unlink()
         raise ValueError(f"{url}: sha256 {found} does not match the expected {sha256}")

@@ -11,7 +11,6 @@ files do not match their checksums is skipped with a warning by `latest_valid`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from marginface.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ class CheckpointInfo:
 
     path: Path
     step: int
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -72,7 +65,7 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, torch.Ten
     (tmp / STATE).write_bytes(buffer.getvalue())
     for name in (WEIGHTS, STATE):
         _fsync_file(tmp / name)
-    meta = {"step": step, "files": {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}, **(extra_meta or {})}
+    meta = {"step": step, "files": {name: sha256_file(tmp / name) for name in (WEIGHTS, STATE)}, **(extra_meta or {})}
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     _fsync_file(tmp / META)
     _fsync_dir(tmp)
@@ -109,7 +102,7 @@ def verify_checkpoint(path: str | Path) -> str | None:
     for name, expected in files.items():
         if not (path / name).is_file():
             return f"{name} is missing"
-        if _sha256(path / name) != expected:
+        if sha256_file(path / name) != expected:
             return f"{name} does not match its checksum"
     return None
 
