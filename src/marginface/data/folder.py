@@ -45,11 +45,6 @@ class ImageFolderDataset(Dataset):
         """Number of identities."""
         return len(self.class_names)
 
-    @property
-    def labels(self) -> list[int]:
-        """The label of every item, in order."""
-        return [label for _, label in self.items]
-
     def __len__(self) -> int:
         return len(self.items)
 

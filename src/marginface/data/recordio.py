@@ -44,6 +44,11 @@ class IRHeader:
     id: int
     id2: int
 
+    @property
+    def class_label(self) -> int:
+        """The integer class of an image record (the first entry when the label is an array)."""
+        return int(self.label[0] if isinstance(self.label, np.ndarray) else self.label)
+
 
 def pack_record(header: IRHeader, payload: bytes) -> bytes:
     """mx.recordio.pack: header struct, optional label array, then the payload."""
@@ -314,9 +319,7 @@ class RecordIODataset(Dataset):
 
     def label_of(self, key: int) -> int:
         """Integer label of record `key` (the first entry when the label is an array)."""
-        header, _ = self.reader.read_header(key)
-        label = header.label
-        return int(label[0] if isinstance(label, np.ndarray) else label)
+        return self.reader.read_header(key)[0].class_label
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -324,5 +327,4 @@ class RecordIODataset(Dataset):
     def __getitem__(self, index: int) -> Sample | None:
         key = self.keys[index]
         header, payload = self.reader.read_header(key)
-        label = header.label[0] if isinstance(header.label, np.ndarray) else header.label
-        return self.decoder(payload, int(label), f"{self.reader.rec_path} record {key}")
+        return self.decoder(payload, header.class_label, f"{self.reader.rec_path} record {key}")
