@@ -104,27 +104,6 @@ def _run_data_align(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv`, run the chosen subcommand and return its exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 0
-    try:
-        return handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # TrainingDiverged is a RuntimeError
-        print(f"marginface: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _add_eval_command(commands) -> None:
     ev = commands.add_parser("eval", help="verification (k-fold accuracy, ROC, TAR@FAR) and identification",
                              description="Evaluate an embedding model: an .onnx file, an exported model "
@@ -293,3 +272,24 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
     export_onnx(model, out, check_tolerance=args.tolerance)
     print(f"wrote {out} (max |ONNX - PyTorch| = {max_abs_difference(model, out):.2e})")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, run the chosen subcommand and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # TrainingDiverged is a RuntimeError
+        print(f"marginface: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
