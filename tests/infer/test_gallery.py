@@ -155,3 +155,37 @@ def test_gallery_decisions_reproduce_eval_identification(tmp_path: Path) -> None
     detected = [p.name == f"p{label}" for p, label in zip(probes, split.probe_labels, strict=True)]
     assert np.mean(detected) == result.dir_at_fpir["0.1"]
     assert np.mean([i.name is not None for i in impostors]) <= 0.1
+
+
+def test_changes_by_another_connection_are_seen(tmp_path: Path, gallery: Gallery) -> None:
+    """A service holding the gallery open sees people a CLI process enrolled or removed meanwhile."""
+    with Gallery.open(tmp_path / "g.db") as other:
+        assert other.search(_unit(1, 0, 0, 0, 0, 0, 0, 0)) == [[]]
+        gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+        assert other.search(_unit(1, 0, 0, 0, 0, 0, 0, 0))[0][0].name == "ann"
+        other.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), None)], FP)
+        gallery.remove("ann")
+        assert [m.name for m in other.search(_unit(1, 0, 0, 0, 0, 0, 0, 0), k=5)[0]] == ["bob"]
+        assert other.stats()["templates"] == 1
+
+
+def test_concurrent_enrolment_and_search_are_safe(gallery: Gallery) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def enrol(worker: int) -> None:
+        try:
+            for i in range(20):
+                gallery.add(f"w{worker}", unit_rows(np.random.default_rng(worker * 100 + i).normal(size=8))[0],
+                            fingerprint=FP, source_sha256=str(i))
+                gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0), k=3)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=enrol, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and gallery.stats()["templates"] == 80 and len(gallery) == 4
