@@ -189,3 +189,9 @@ def test_concurrent_enrolment_and_search_are_safe(gallery: Gallery) -> None:
     for t in threads:
         t.join()
     assert errors == [] and gallery.stats()["templates"] == 80 and len(gallery) == 4
+
+
+def test_empty_gallery_answers_unknown_without_a_score(gallery: Gallery) -> None:
+    [decision] = gallery.identify_faces([_face(_unit(1, 0, 0, 0, 0, 0, 0, 0))], fingerprint=FP)
+    assert decision.name is None and decision.candidates == []
+    assert decision.to_dict()["score"] is None and decision.to_dict()["name"] == "unknown"

@@ -276,9 +276,9 @@ class FaceRecognizer:
                 found = self._detect(rgb)
                 pending.append((path, found, self._align(rgb, found) if found else None))
                 queued += len(found)
-            except (ValueError, OSError) as err:
+            except (ValueError, OSError, cv2.error) as err:  # reported for this file; the scan goes on
                 pending.append((path, err, None))
-            if queued >= self.batch_size:
+            if queued >= self.batch_size or len(pending) >= self.batch_size:
                 for item in flush():
                     done += 1
                     if progress is not None:
