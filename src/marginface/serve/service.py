@@ -58,11 +58,7 @@ class RecognitionService:
 
     def __init__(self, gallery_path: str | Path, *, recognizer: FaceRecognizer | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.gallery_path = Path(gallery_path)
-        if not self.gallery_path.is_file():
-            raise FileNotFoundError(f"gallery {self.gallery_path} does not exist; create it with "
-                                    "`marginface gallery create`")
-        self.gallery = Gallery.open(self.gallery_path)
+        self.gallery = Gallery.open(gallery_path)  # GalleryError naming the file when absent or not a gallery
         try:
             if recognizer is None:
                 recognizer = FaceRecognizer.from_gallery(self.gallery)

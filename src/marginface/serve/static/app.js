@@ -118,10 +118,11 @@ function drawPhoto(faces) {
     const label = `${index === 0 ? "" : index + 1 + ". "}${face.name} ${fmt(face.score, 2)}`;
     const width = ctx.measureText(label).width + 8;
     const top = Math.max(fontSize + 4, y);
+    const left = Math.max(0, Math.min(x - line / 2, canvas.width - width));  // keep the label inside the photo
     ctx.fillStyle = colour;
-    ctx.fillRect(x - line / 2, top - fontSize - 4, width, fontSize + 4);
+    ctx.fillRect(left, top - fontSize - 4, width, fontSize + 4);
     ctx.fillStyle = "#fff";
-    ctx.fillText(label, x + 4, top - 2);
+    ctx.fillText(label, left + 4, top - 2);
   });
 }
 
