@@ -193,16 +193,22 @@ def test_concurrent_enrol_and_identify(client, lfw):
     def enrol(person: str) -> int:
         return _enrol(client, person, lfw(person, 1)).status_code
 
+    photos = []  # three photos at three sizes, so detections with different input sizes overlap in time
+    for index, side in zip((2, 3, 4), (250, 330, 410), strict=True):
+        buffer = io.BytesIO()
+        Image.open(lfw(COLIN, index)).resize((side, side)).save(buffer, format="JPEG", quality=95)
+        photos.append((f"colin_{side}.jpg", buffer.getvalue(), "image/jpeg"))
+
     def identify(index: int) -> str:
-        response = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 2 + index % 3))})
+        response = client.post("/v1/identify", files={"image": photos[index % 3]})
         assert response.status_code == 200, response.text
         return response.json()["faces"][0]["name"]
 
     with ThreadPoolExecutor(4) as pool:
         enrolments = [pool.submit(enrol, person) for person in people]
-        identifications = [pool.submit(identify, i) for i in range(12)]
+        identifications = [pool.submit(identify, i) for i in range(18)]
         assert [f.result() for f in enrolments] == [201] * len(people)
-        assert [f.result() for f in identifications] == ["Colin"] * 12
+        assert [f.result() for f in identifications] == ["Colin"] * 18
     listed = {item["name"]: item["templates"] for item in client.get("/v1/identities").json()["identities"]}
     assert listed == {"Colin": 1, **{person: 1 for person in people}}
     blair = client.post("/v1/identify", files={"image": _file(lfw(BLAIR, 2))}).json()["faces"][0]
