@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,7 +115,31 @@ def test_bad_uploads_name_the_problem(client, tmp_path):
     assert empty.status_code == 400 and "empty" in empty.json()["detail"]
 
     missing = client.post("/v1/identify", files={"photo": ("x.jpg", jpeg.getvalue(), "image/jpeg")})
-    assert missing.status_code == 422  # no `image` field
+    assert missing.status_code == 422 and "'image'" in missing.json()["detail"]
+
+
+def test_uploads_stay_in_memory(client, monkeypatch):
+    """A 1.7 MB photo (beyond Starlette's 1 MiB spooling threshold) is parsed without any temporary file."""
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_disk)
+    noise = np.random.default_rng(1).integers(0, 256, (700, 800, 3), dtype=np.uint8)
+    photo = _png(800, 700, noise)
+    assert len(photo) > 1024 * 1024
+    response = client.post("/v1/detect", files={"image": ("noise.png", photo, "image/png")})
+    assert response.status_code == 200, response.text
+    assert response.json()["image"]["width"] == 800
+
+
+def test_body_that_is_not_multipart(gallery_path, recognizer):
+    with TestClient(create_app(gallery_path, api_key=KEY, recognizer=recognizer)) as client:
+        assert client.post("/v1/identify", json={"image": "x"}).status_code == 401  # the key is checked first
+        response = client.post("/v1/identify", json={"image": "x"}, headers={"X-API-Key": KEY})
+        assert response.status_code == 415 and "multipart/form-data" in response.json()["detail"]
+        broken = client.post("/v1/identify", content=b"--zz\r\nnot a part", headers={
+            "X-API-Key": KEY, "content-type": "multipart/form-data; boundary=zz"})
+        assert broken.status_code in (400, 422), broken.text
 
 
 def test_photo_without_a_face_is_422(client):
