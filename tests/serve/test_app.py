@@ -198,6 +198,9 @@ def test_enrol_identify_delete(client, lfw):
     missing = client.delete("/v1/identities/Colin Powell")
     assert missing.status_code == 404 and "Colin Powell" in missing.json()["detail"]
 
+    assert _enrol(client, "AC/DC", lfw(COLIN, 1)).status_code == 201  # a name with a slash can be deleted too
+    assert client.delete("/v1/identities/AC%2FDC").json() == {"removed": "AC/DC"}
+
 
 def test_enrolment_with_a_faceless_photo_enrols_nothing(client, lfw, tmp_path):
     wall = tmp_path / "wall.png"

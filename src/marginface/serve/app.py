@@ -163,7 +163,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         added, duplicates = await run_in_threadpool(service.enrol, name, decoded)
         return {"name": name, "added": added, "duplicates": duplicates}
 
-    @app.delete("/v1/identities/{name}", dependencies=guarded, tags=["gallery"])
+    @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"])
     async def delete_identity(name: str) -> dict:
         """Delete a person and all their templates."""
         try:

@@ -121,6 +121,7 @@ class RecognitionService:
         faces = [(self.main_face(image), image.sha256) for image in images]
         with self._write_lock:
             added = self.gallery.enroll(name, faces, self.recognizer.fingerprint)
+        log.info("enrolled %r: %d new templates, %d already enrolled", name, added, len(faces) - added)
         return added, len(faces) - added
 
     def identities(self) -> list[dict]:
@@ -133,6 +134,7 @@ class RecognitionService:
             if name not in self.gallery:
                 raise KeyError(name)
             self.gallery.remove(name)
+        log.info("removed %r and its templates", name)
 
     def stats(self) -> dict:
         """Gallery statistics (identities, templates, ...)."""
