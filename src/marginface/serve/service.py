@@ -1,5 +1,5 @@
 """The recognizer and gallery behind the HTTP routes: model loaded once, inference and gallery changes made
-safe for the threadpool that runs them (one recognizer lock, gallery writes serialised)."""
+safe for the threadpool that runs them (gallery writes serialised; the recognizer guards its own detector)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class Decoded:
 class RecognitionService:
     """One FaceRecognizer and one Gallery shared by all requests; every method is safe to call from any thread.
 
-    YuNet through OpenCV keeps per-instance input-size state, so recognizer calls take `_infer_lock`. Gallery
+    The recognizer serialises its own detector calls (OpenCV's YuNet keeps per-call input-size state) and lets
+    embeddings run concurrently, so requests call it without a lock here. Gallery
     changes (enrol, remove) take `_write_lock`, so one change's transaction and its in-memory index update finish
     before the next change starts; searches and listings go straight to the Gallery, which guards its SQLite
     connection and index with its own lock, so identification never waits for a detection or an enrolment's
@@ -69,7 +70,6 @@ class RecognitionService:
             raise
         self.recognizer = recognizer
         self.max_pixels = max_pixels
-        self._infer_lock = threading.Lock()
         self._write_lock = threading.Lock()
 
     @property
@@ -89,8 +89,7 @@ class RecognitionService:
 
     def faces(self, image: Decoded) -> list[FaceResult]:
         """Every face in the image, main face first; [] when none."""
-        with self._infer_lock:
-            return self.recognizer.faces(image.rgb, name=image.name)
+        return self.recognizer.faces(image.rgb, name=image.name)
 
     def main_face(self, image: Decoded) -> FaceResult:
         """The face the photo is of; NoFaceError naming the upload when there is none."""
