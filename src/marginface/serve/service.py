@@ -50,11 +50,10 @@ class RecognitionService:
     """One FaceRecognizer and one Gallery shared by all requests; every method is safe to call from any thread.
 
     The recognizer serialises its own detector calls (OpenCV's YuNet keeps per-call input-size state) and lets
-    embeddings run concurrently, so requests call it without a lock here. Gallery
-    changes (enrol, remove) take `_write_lock`, so one change's transaction and its in-memory index update finish
-    before the next change starts; searches and listings go straight to the Gallery, which guards its SQLite
-    connection and index with its own lock, so identification never waits for a detection or an enrolment's
-    embedding, only for the short index update.
+    embeddings run concurrently, so requests call it without a lock here. Gallery changes (enrol, remove) take
+    `_write_lock`, so one change's transaction and its in-memory index update finish before the next change
+    starts; searches and listings go straight to the Gallery, which guards its SQLite connection and index with
+    its own lock, so identification never waits for a detection or an enrolment's embedding.
     """
 
     def __init__(self, gallery_path: str | Path, *, recognizer: FaceRecognizer | None = None,
