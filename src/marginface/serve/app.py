@@ -78,8 +78,11 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     `api_key` (when given) guards every route except the page's static files and the API description;
     request bodies over `max_upload_mb` MiB get 413; images over `max_pixels` pixels get 400.
     """
+    guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
+    if max_upload_mb <= 0:
+        raise ValueError(f"the upload limit must be positive, got {max_upload_mb} MiB")
+    max_bytes = int(max_upload_mb * 1024 * 1024)
     service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels)
-    guard = ApiKeyGuard(api_key)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +93,6 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                   description="Face detection, verification and identification against a gallery. "
                               "Every decision carries its threshold and where the threshold came from.")
     app.state.service = service
-    max_bytes = int(max_upload_mb * 1024 * 1024)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
     guarded = [Depends(guard)]
 
