@@ -81,6 +81,7 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, dic
     for name, bad in [("fractional", 2.7), ("nan", float("nan")), ("out_of_range", 9.0)]:
         pack = write_raw_pack(root / name, [0.0, 0.0, 1.0, bad, 1.0, 2.0, 2.0, 0.0], classes=3)
         argv[f"train_label_{name}"] = _train(pack, root / f"r_{name}")
+    argv["train_label_in_worker"] = [*_train(root / "fractional", root / "r_worker"), "--set", "data.workers=2"]
     for name, text in [("binary", b"\x00\xff\xfe\x89PNG"), ("zero", b"0,112,112\n"), ("negative", b"-4,112,112\n")]:
         pack = write_raw_pack(root / f"prop_{name}", labels, property_text=text)
         argv[f"train_property_{name}"] = _train(pack, root / f"rp_{name}")
@@ -173,6 +174,12 @@ def test_record0_ranges_refused_before_allocating(probes, name: str, fragment: s
 def test_bad_labels_name_file_and_record(probes, name: str, fragment: str) -> None:
     results, _ = probes
     _one_error(results, f"train_label_{name}", f"{name}/train.rec {fragment}")
+
+
+def test_bad_label_met_in_a_dataloader_worker_keeps_its_message(probes) -> None:
+    results, _ = probes
+    line = _one_error(results, "train_label_in_worker", "fractional/train.rec record 4: label 2.7 is not an integer")
+    assert "DataLoader worker" not in line and "Traceback" not in results["train_label_in_worker"]["stderr"]
 
 
 @pytest.mark.parametrize(("name", "fragment"), [

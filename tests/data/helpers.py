@@ -55,12 +55,6 @@ def write_raw_pack(out: Path, labels: list[float], ranges: tuple[float, float] |
     return out
 
 
-def can_mount() -> bool:
-    """True when this process may mount a tmpfs (root with CAP_SYS_ADMIN), so disks can be made full or
-    read-only for real."""
-    return os.geteuid() == 0 and subprocess.run(["mount", "--version"], capture_output=True).returncode == 0
-
-
 @contextmanager
 def tmpfs(target: Path, size: int, read_only: bool = False, prepare: tuple[str, ...] = ()) -> Iterator[Path | None]:
     """A tmpfs of `size` bytes at `target` (folders `prepare` made first, then remounted read-only when asked);

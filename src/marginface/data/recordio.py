@@ -131,39 +131,79 @@ def scan_offsets(path: Path | str) -> list[int]:
 
 
 def read_index(idx_path: Path | str) -> dict[int, int]:
-    """Parse a .idx file (lines 'key<TAB>offset') into {key: offset}; duplicate or negative entries are errors."""
+    """Parse a .idx file (lines 'key<TAB>offset') into {key: offset}; duplicate or negative entries are errors.
+
+    A well-formed file is parsed in bulk (an ms1m-sized index in a few seconds); anything else goes through
+    the line-by-line parser, which names the first bad line.
+    """
+    data = Path(idx_path).read_bytes()
+    values = _parse_index_bulk(data)
+    if values is not None:
+        index = dict(zip(values[:, 0].tolist(), values[:, 1].tolist(), strict=True))
+        if len(index) == len(values):
+            return index
+    return _read_index_lines(data, idx_path)
+
+
+def _parse_index_bulk(data: bytes) -> np.ndarray | None:
+    """(N, 2) keys and offsets when every line is exactly 'digits<TAB>digits', else None."""
+    if not data:
+        return np.zeros((0, 2), dtype=np.int64)
+    if data.translate(None, b"0123456789\t\n"):
+        return None  # signs, spaces, CR or junk: leave it to the line parser
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    raw = np.frombuffer(data, dtype=np.uint8)
+    seps = np.flatnonzero((raw == 9) | (raw == 10))
+    kinds = raw[seps]
+    widths = np.diff(seps, prepend=-1) - 1  # digits in each field
+    if len(seps) % 2 or np.any(kinds[0::2] != 9) or np.any(kinds[1::2] != 10) or widths.min() < 1 or \
+            widths.max() > 18:
+        return None  # not one TAB then one newline per line, an empty field, or a number too long for int64
+    values = np.fromstring(data.decode("ascii"), dtype=np.int64, sep=" ")
+    return values.reshape(-1, 2) if values.size == len(seps) else None
+
+
+def _read_index_lines(data: bytes, idx_path: Path | str) -> dict[int, int]:
     index: dict[int, int] = {}
-    with open(idx_path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                key_text, offset_text = line.split(b"\t")
-                key, offset = int(key_text), int(offset_text)
-            except ValueError as err:
-                shown = line[:60].decode("ascii", "backslashreplace")
-                raise RecordIOError(f"{idx_path}: line {line_no} is not 'key<TAB>offset': {shown!r}") from err
-            if key < 0 or offset < 0:
-                raise RecordIOError(f"{idx_path}: line {line_no} has a negative key or offset ({key}, {offset})")
-            if key in index:
-                raise RecordIOError(f"{idx_path}: line {line_no} repeats key {key} (first at offset {index[key]})")
-            index[key] = offset
+    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            key_text, offset_text = line.split(b"\t")
+            key, offset = int(key_text), int(offset_text)
+        except ValueError as err:
+            shown = line[:60].decode("ascii", "backslashreplace")
+            raise RecordIOError(f"{idx_path}: line {line_no} is not 'key<TAB>offset': {shown!r}") from err
+        if key < 0 or offset < 0:
+            raise RecordIOError(f"{idx_path}: line {line_no} has a negative key or offset ({key}, {offset})")
+        if key in index:
+            raise RecordIOError(f"{idx_path}: line {line_no} repeats key {key} (first at offset {index[key]})")
+        index[key] = offset
     return index
 
 
 def check_index_extents(index: dict[int, int], size: int, rec_path: Path | str, idx_path: Path | str) -> None:
-    """Every offset inside the .rec with room for a record header, no two records at the same place."""
-    ordered = sorted(index.items(), key=lambda item: item[1])
-    previous_key, previous = None, -8
-    for key, offset in ordered:
-        if offset + 8 > size:
-            raise RecordIOError(f"{idx_path}: key {key} points at byte offset {offset}, past the end of "
-                                f"{rec_path} ({size} bytes)")
-        if offset - previous < 8:
-            raise RecordIOError(f"{idx_path}: keys {previous_key} and {key} point at byte offsets {previous} and "
-                                f"{offset}, too close for two records of {rec_path}")
-        previous_key, previous = key, offset
+    """Every offset inside the .rec with room for a record header, no two records at the same place
+    (vectorised: a 5 M-entry index takes well under a second)."""
+    if not index:
+        return
+    offsets = np.fromiter(index.values(), dtype=np.int64, count=len(index))
+    order = np.argsort(offsets, kind="stable")
+    ordered = offsets[order]
+    keys = None
+    if ordered[-1] + 8 > size:
+        keys = np.fromiter(index.keys(), dtype=np.int64, count=len(index))[order]
+        first = int(np.flatnonzero(ordered + 8 > size)[0])
+        raise RecordIOError(f"{idx_path}: key {keys[first]} points at byte offset {ordered[first]}, past the end "
+                            f"of {rec_path} ({size} bytes)")
+    close = np.flatnonzero(np.diff(ordered) < 8)
+    if close.size:
+        keys = np.fromiter(index.keys(), dtype=np.int64, count=len(index))[order]
+        i = int(close[0])
+        raise RecordIOError(f"{idx_path}: keys {keys[i]} and {keys[i + 1]} point at byte offsets {ordered[i]} and "
+                            f"{ordered[i + 1]}, too close for two records of {rec_path}")
 
 
 class RecordIOReader:

@@ -138,12 +138,38 @@ def dataset_name(dataset: object) -> str:
     return str(getattr(dataset, "source", type(dataset).__name__))
 
 
+def unwrap_worker_error(err: Exception) -> Exception:
+    """The error a DataLoader worker raised, with its own one-line message again: torch re-raises it in the
+    main process as the same type whose message is "Caught X in DataLoader worker ..." plus the worker's
+    traceback (kept in the debug log, shown with -v). Returns `err` itself when it is not such an error."""
+    text = str(err)
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return err
+    log.debug("%s", text)
+    last = text.rstrip().splitlines()[-1]
+    message = last.split(": ", 1)[1] if ": " in last else last
+    try:
+        return type(err)(message)
+    except Exception:  # noqa: BLE001 - an exception type that cannot be rebuilt from a message stays as it is
+        return err
+
+
 def require_samples(batches: Iterable[Batch], dataset: object, max_empty_in_row: int = 20) -> Iterator[Batch]:
     """Pass batches through, stopping with NoUsableSamples once `max_empty_in_row` batches in a row, or a
     whole pass, brought no decodable image — instead of skipping empty batches forever. Logs one count of
-    the images skipped in the pass."""
+    the images skipped in the pass; a data error raised in a DataLoader worker comes out with its own message."""
     seen = skipped = empty_in_row = 0
-    for batch in batches:
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        except Exception as err:
+            unwrapped = unwrap_worker_error(err)
+            if unwrapped is err:
+                raise
+            raise unwrapped from err
         kept = len(batch.labels)
         seen += kept + batch.skipped
         skipped += batch.skipped
