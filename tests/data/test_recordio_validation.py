@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from marginface.data import RecordIODataset, RecordIOError, RecordIOReader
-from marginface.data.recordio import read_index
+from marginface.data.recordio import _read_index_lines, read_index
 
 from .helpers import write_raw_pack
 
@@ -108,3 +110,22 @@ def test_index_offsets_too_close_for_a_record(tmp_path: Path) -> None:
     (pack / "train.idx").write_text("".join(f"{k}\t{v}\n" for k, v in index.items()))
     with pytest.raises(RecordIOError, match=r"keys 1 and 2 point at byte offsets \d+ and \d+, too close"):
         RecordIOReader(pack / "train.rec")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(st.tuples(st.integers(0, 10**12), st.integers(0, 10**12)), max_size=30),
+       noise=st.binary(max_size=12), cut=st.integers(0, 400))
+def test_bulk_index_parse_agrees_with_the_line_parser(tmp_path: Path, entries, noise: bytes, cut: int) -> None:
+    """The fast path for well-formed .idx files returns exactly what the line parser returns, and damaged
+    files (noise spliced in) still raise only RecordIOError naming a line."""
+    path = tmp_path / "t.idx"
+    text = "".join(f"{k}\t{v}\n" for k, v in entries).encode()
+    for data in (text, text[:cut] + noise + text[cut:]):
+        path.write_bytes(data)
+        try:
+            expected = _read_index_lines(data, path)
+        except RecordIOError:
+            with pytest.raises(RecordIOError, match="t.idx: line"):
+                read_index(path)
+            continue
+        assert read_index(path) == expected

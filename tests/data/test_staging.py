@@ -129,3 +129,19 @@ def test_old_pack_intact_when_packing_fails_half_way(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         pack_folder(write_identity_folder(tmp_path / "second", identities=3, per_identity=2), out, interrupt)
     assert seen == [1, 2, 3] and _digests(out) == before
+
+
+def test_unreadable_input_is_skipped_not_blamed_on_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write_identity_folder(tmp_path / "faces", identities=2, per_identity=2)
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == "1.png" and self.parent.name == "id_00":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    report = pack_folder(folder, tmp_path / "out")
+    assert (report.images, report.skipped) == (3, [str(folder / "id_00" / "1.png")])
+    with pytest.raises(PermissionError), StagedOutputs(tmp_path / "out2"):  # a read error elsewhere stays itself
+        (folder / "id_00" / "1.png").read_bytes()

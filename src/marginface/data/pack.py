@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PackReport:
-    """Counts of a packing run; `skipped` lists files that did not decode."""
+    """Counts of a packing run; `skipped` lists files that could not be read or decoded."""
 
     images: int = 0
     classes: int = 0
@@ -27,8 +27,8 @@ class PackReport:
 
 def pack_folder(folder: str | Path, out_dir: str | Path, progress: Callable[[int, int], None] | None = None,
                 ) -> PackReport:
-    """Write `folder`/<identity>/<image> as RecordIO in `out_dir`; undecodable files are skipped and listed,
-    images that are not 112×112 are resized and re-encoded (JPEG), others are stored byte for byte.
+    """Write `folder`/<identity>/<image> as RecordIO in `out_dir`; unreadable or undecodable files are skipped
+    and listed, images that are not 112×112 are resized and re-encoded (JPEG), others are stored as they are.
 
     Identity names that cannot be one line of labels.tsv are refused before any work; the output directory
     must be writable; every output is written under a temporary name and renamed at the end, so an existing
@@ -45,10 +45,10 @@ def pack_folder(folder: str | Path, out_dir: str | Path, progress: Callable[[int
 
     def payloads() -> Iterator[tuple[bytes, int]]:
         for done, (path, label) in enumerate(items, start=1):
-            data = path.read_bytes()
             try:
+                data = path.read_bytes()
                 image = decode_image(data, str(path))
-            except ImageDecodeError as err:
+            except (ImageDecodeError, OSError) as err:
                 log.warning("skipping %s", err)
                 report.skipped.append(str(path))
                 continue

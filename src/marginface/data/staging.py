@@ -121,7 +121,16 @@ class StagedOutputs:
                 raise OutputError(f"cannot write outputs in {self.directory}: {err.strerror or err}") from err
             return
         self.discard()
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        if isinstance(exc, OSError) and self._is_ours(exc.filename):  # a read error elsewhere stays what it is
             where = exc.filename or self.directory
             raise OutputError(f"cannot write {where}: {exc.strerror or exc}; nothing was replaced "
                               f"in {self.directory}") from exc
+
+    def _is_ours(self, filename: object) -> bool:
+        """Whether an OSError's file is one of ours (None: a failed write on an open handle, e.g. ENOSPC)."""
+        if filename is None:
+            return True
+        try:
+            return Path(os.fsdecode(filename)).resolve().is_relative_to(self.directory.resolve())
+        except (TypeError, ValueError, OSError):
+            return False
