@@ -45,11 +45,6 @@ class IRHeader:
     id: int
     id2: int
 
-    @property
-    def class_label(self) -> int:
-        """The integer class of an image record (the first entry when the label is an array)."""
-        return int(self.label[0] if isinstance(self.label, np.ndarray) else self.label)
-
 
 def pack_record(header: IRHeader, payload: bytes) -> bytes:
     """mx.recordio.pack: header struct, optional label array, then the payload."""
@@ -467,7 +462,6 @@ class RecordIODataset(Dataset):
     def __init__(self, path: str | Path, flip: bool = False, on_error: OnError = "skip") -> None:
         rec, idx, prop = resolve_rec_paths(path)
         self.reader = RecordIOReader(rec, idx)
-        self.property_path = prop
         property_classes = read_property(prop) if prop.is_file() else None
         self.layout = read_layout(self.reader, property_classes, prop)
         self.keys = self.layout.image_keys
