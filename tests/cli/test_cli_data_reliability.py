@@ -108,6 +108,8 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, dic
         if read_only is not None:
             argv["pack_read_only"] = ["data", "pack", str(faces), str(read_only / "existing")]
             argv["bin_read_only"] = ["data", "bin", str(root / "pairs.txt"), str(faces), str(read_only / "x.bin")]
+            argv["align_read_only"] = ["data", "align", str(faces), str(read_only / "existing"), "--detector",
+                                       str(root / "no_such_detector.onnx")]  # the output is checked first
             (root / "pairs.txt").write_text("1 1\nid_00 0 1\nid_00 0 id_01 0\n")
         old_faces = write_identity_folder(root / "old_faces", identities=2, per_identity=2, ext=".jpg")
         pack_folder(old_faces, root / "size_probe")
@@ -212,6 +214,7 @@ def test_read_only_outputs_fail_before_work(probes) -> None:
         pytest.skip("cannot mount a read-only tmpfs here (covered in tests/data/test_staging.py)")
     _one_error(results, "pack_read_only", "ro/existing is not writable", "Read-only file system")
     _one_error(results, "bin_read_only", "ro is not writable")
+    _one_error(results, "align_read_only", "ro/existing is not writable")
 
 
 def test_full_disk_keeps_the_old_pack(probes) -> None:

@@ -145,3 +145,38 @@ def test_unreadable_input_is_skipped_not_blamed_on_the_output(tmp_path: Path, mo
     assert (report.images, report.skipped) == (3, [str(folder / "id_00" / "1.png")])
     with pytest.raises(PermissionError), StagedOutputs(tmp_path / "out2"):  # a read error elsewhere stays itself
         (folder / "id_00" / "1.png").read_bytes()
+
+
+class _TemplateDetector:
+    """Finds one face per photo, at the alignment template's landmarks (no model needed)."""
+
+    def detect(self, rgb):
+        import numpy as np
+
+        from marginface.data.align import ARCFACE_TEMPLATE
+        from marginface.infer.detect import Face
+
+        return [Face(np.array([20.0, 20.0, 70.0, 80.0]), np.asarray(ARCFACE_TEMPLATE, dtype=np.float64), 0.99)]
+
+
+def test_align_outputs_are_staged(tmp_path: Path) -> None:
+    from marginface.infer.prepare import align_folder
+
+    raw = write_identity_folder(tmp_path / "raw", identities=2, per_identity=2)
+    out = tmp_path / "aligned"
+    (out / "id_00").mkdir(parents=True)
+    (out / "id_00" / "0.jpg").write_bytes(b"an earlier result")
+
+    def interrupt(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        align_folder(raw, out, _TemplateDetector(), progress=interrupt)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["id_00", "id_00/0.jpg"]
+    assert (out / "id_00" / "0.jpg").read_bytes() == b"an earlier result"
+    report = align_folder(raw, out, _TemplateDetector())
+    assert report.aligned == 4 and (out / "no_face.txt").read_text() == ""
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg")) == [
+        "id_00/0.jpg", "id_00/1.jpg", "id_01/0.jpg", "id_01/1.jpg"]
+    assert not list(out.rglob("*.tmp"))
