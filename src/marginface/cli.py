@@ -48,6 +48,12 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
 
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # also on errors, so the error line is not glued to a half-drawn bar
+
 
 def _add_data_commands(commands) -> None:
     data = commands.add_parser("data", help="prepare data sets (pack RecordIO, build .bin, align photos)")
@@ -71,22 +77,26 @@ def _add_data_commands(commands) -> None:
     align.add_argument("--detector", required=True, help="YuNet ONNX model file (face_detection_yunet_*.onnx)")
     align.add_argument("--score", type=float, default=0.6, help="detection score threshold (default 0.6)")
     align.set_defaults(handler=_run_data_align)
+    _add_data_check_command(sub)
 
 
 def _run_data_pack(args: argparse.Namespace) -> int:
     from marginface.data.pack import pack_folder
 
-    progress = _Progress("pack")
-    report = pack_folder(args.folder, args.out, progress)
-    progress.close()
+    with _Progress("pack") as progress:
+        report = pack_folder(args.folder, args.out, progress)
     print(f"packed {report.images} images of {report.classes} identities into {args.out} "
           f"(resized {report.resized}, skipped {len(report.skipped)} undecodable)")
     return 0
 
 
 def _run_data_bin(args: argparse.Namespace) -> int:
-    from marginface.data.pairs import read_pairs_txt, write_bin
+    from pathlib import Path
 
+    from marginface.data.pairs import read_pairs_txt, write_bin
+    from marginface.data.staging import ensure_writable
+
+    ensure_writable(Path(args.out).parent)
     pair_set = read_pairs_txt(args.pairs, args.folder, ext=args.ext)
     write_bin(pair_set, args.out)
     print(f"wrote {len(pair_set)} pairs ({int(pair_set.issame.sum())} same) to {args.out}")
@@ -94,13 +104,14 @@ def _run_data_bin(args: argparse.Namespace) -> int:
 
 
 def _run_data_align(args: argparse.Namespace) -> int:
+    from marginface.data.staging import ensure_writable
     from marginface.infer.detect import YuNetDetector
     from marginface.infer.prepare import align_folder
 
-    progress = _Progress("align")
-    report = align_folder(args.raw, args.out, YuNetDetector(args.detector, score_threshold=args.score),
-                          progress=progress)
-    progress.close()
+    ensure_writable(args.out)
+    with _Progress("align") as progress:
+        report = align_folder(args.raw, args.out, YuNetDetector(args.detector, score_threshold=args.score),
+                              progress=progress)
     print(f"aligned {report.aligned} of {report.total} images ({len(report.no_face)} without a face, "
           f"{len(report.unreadable)} unreadable); list in {args.out}/no_face.txt")
     return 0
@@ -572,6 +583,40 @@ def _run_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
     serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb)
     return 0
+
+
+def _add_data_check_command(sub) -> None:
+    check = sub.add_parser("check", help="full scan of a pack, .bin or identity folder before a long run",
+                           description="Read everything: every RecordIO header and framing, every image decode, "
+                                       "labels against the class range and identity records, counts per "
+                                       "identity. Exit status 0 when nothing is wrong, 2 when problems were found.")
+    check.add_argument("path", help="pack directory or train.rec, verification .bin, or identity folder")
+    check.add_argument("--max-problems", type=int, default=20, help="problems listed in full (default 20)")
+    check.set_defaults(handler=_run_data_check)
+
+
+def _run_data_check(args: argparse.Namespace) -> int:
+    import statistics
+
+    from marginface.data.check import check_data
+
+    with _Progress("check") as progress:
+        report = check_data(args.path, progress, keep=max(args.max_problems, 0))
+    counts = [report.per_identity[c] for c in range(report.identities)] or list(report.per_identity.values())
+    spread = (f" (images per identity: min {min(counts)}, median {statistics.median(counts):g}, max {max(counts)})"
+              if counts else "")
+    print(f"{report.path} ({report.kind}): {report.images} images, {report.decoded} decode, "
+          f"{report.identities or len(report.per_identity)} identities{spread}")
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.ok:
+        print("OK: no problems found")
+        return 0
+    shown = len(report.problems)
+    print(f"{report.problem_count} problems found" + (f", the first {shown}:" if shown < report.problem_count else ":"))
+    for problem in report.problems:
+        print(f"  {problem}")
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -61,12 +61,15 @@ def test_missing_idx_is_rebuilt(tmp_path: Path) -> None:
 
 def test_truncated_record_names_offset(tmp_path: Path) -> None:
     with RecordIOWriter(tmp_path / "t.rec") as writer:
-        writer.write(0, b"x" * 100)
-        writer.write(1, b"y" * 100)
+        for key in range(3):
+            writer.write(key, bytes([65 + key]) * 100)
     data = (tmp_path / "t.rec").read_bytes()
     (tmp_path / "t.rec").write_bytes(data[:-40])
+    with pytest.raises(RecordIOError, match="byte offset 216"):  # opening looks at the last record
+        RecordIOReader(tmp_path / "t.rec")
+    (tmp_path / "t.rec").write_bytes(data[:108] + b"\0" * 4 + data[112:])  # the middle record's magic
     reader = RecordIOReader(tmp_path / "t.rec")
-    assert reader.read(0) == b"x" * 100
+    assert reader.read(0) == b"A" * 100 and reader.read(2) == b"C" * 100
     with pytest.raises(RecordIOError, match="byte offset 108"):
         reader.read(1)
 

@@ -36,7 +36,10 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray, source: str 
     try:  # Pillow reads a few formats and damaged-but-readable files OpenCV refuses
         with Image.open(io.BytesIO(buffer.tobytes())) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError(f"{source}: cannot decode image (not a format OpenCV or Pillow recognises, "
+                               f"{buffer.size} bytes starting {buffer[:8].tobytes()!r})") from err
+    except (OSError, ValueError, SyntaxError) as err:
         raise ImageDecodeError(f"{source}: cannot decode image ({err})") from err
 
 

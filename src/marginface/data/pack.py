@@ -7,16 +7,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marginface.data.folder import scan_identity_folder
+from marginface.data.folder import survey_identity_folder, warn_left_out
 from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, encode_image, ensure_size
-from marginface.data.recordio import write_face_records
+from marginface.data.recordio import stage_face_records
+from marginface.data.staging import StagedOutputs
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class PackReport:
-    """Counts of a packing run; `skipped` lists files that did not decode."""
+    """Counts of a packing run; `skipped` lists files that could not be read or decoded."""
 
     images: int = 0
     classes: int = 0
@@ -26,17 +27,28 @@ class PackReport:
 
 def pack_folder(folder: str | Path, out_dir: str | Path, progress: Callable[[int, int], None] | None = None,
                 ) -> PackReport:
-    """Write `folder`/<identity>/<image> as RecordIO in `out_dir`; undecodable files are skipped and listed,
-    images that are not 112×112 are resized and re-encoded (JPEG), others are stored byte for byte."""
-    names, items = scan_identity_folder(Path(folder))
+    """Write `folder`/<identity>/<image> as RecordIO in `out_dir`; unreadable or undecodable files are skipped
+    and listed, images that are not 112×112 are resized and re-encoded (JPEG), others are stored as they are.
+
+    Identity names that cannot be one line of labels.tsv are refused before any work; the output directory
+    must be writable; every output is written under a temporary name and renamed at the end, so an existing
+    pack stays intact until the new one is complete and a failure leaves no partial file behind.
+    """
+    scan = survey_identity_folder(Path(folder))
+    if scan.unsafe_names:
+        raise ValueError(f"{folder}: {len(scan.unsafe_names)} identity folder names contain a TAB, newline or "
+                         f"other control character and would corrupt labels.tsv, e.g. {scan.unsafe_names[0]!r}; "
+                         f"rename them")
+    warn_left_out(scan)
+    names, items = scan.names, scan.items
     report = PackReport(classes=len(names))
 
     def payloads() -> Iterator[tuple[bytes, int]]:
         for done, (path, label) in enumerate(items, start=1):
-            data = path.read_bytes()
             try:
+                data = path.read_bytes()
                 image = decode_image(data, str(path))
-            except ImageDecodeError as err:
+            except (ImageDecodeError, OSError) as err:
                 log.warning("skipping %s", err)
                 report.skipped.append(str(path))
                 continue
@@ -49,6 +61,8 @@ def pack_folder(folder: str | Path, out_dir: str | Path, progress: Callable[[int
                 progress(done, len(items))
             yield data, label
 
-    write_face_records(out_dir, payloads(), len(names))
-    (Path(out_dir) / "labels.tsv").write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
+    with StagedOutputs(out_dir) as staging:
+        stage_face_records(staging, payloads(), len(names))
+        labels = staging.path("labels.tsv")
+        labels.write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)), encoding="utf-8")
     return report

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from marginface.data.image import decode_image, encode_image
+from marginface.data.staging import StagedOutputs
 
 DEFAULT_FOLDS = 10
 
@@ -137,21 +138,25 @@ def read_bin(path: str | Path, num_folds: int = DEFAULT_FOLDS) -> PairSet:
 
 
 def write_bin(pair_set: PairSet, path: str | Path) -> None:
-    """Write an insightface .bin: (list of encoded images, pairs consecutive; list of bools)."""
-    bins: list[bytes] = []
-    for a, b in pair_set.pairs:
-        for index in (a, b):
-            source = pair_set.images[int(index)]
-            if isinstance(source, Path):
-                bins.append(source.read_bytes())
-            elif isinstance(source, np.ndarray) and source.ndim == 3:
-                bins.append(encode_image(source, ".png"))
-            else:
-                bins.append(bytes(source))
-    data = pickle.dumps((bins, [bool(v) for v in pair_set.issame]), protocol=4)
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write an insightface .bin: (list of encoded images, pairs consecutive; list of bools).
+
+    The target directory is checked for writing before any image is read; the file is written under a
+    temporary name and renamed when complete, so an existing .bin is replaced only by a whole one.
+    """
+    path = Path(path)
+    with StagedOutputs(path.parent) as staging:
+        bins: list[bytes] = []
+        for a, b in pair_set.pairs:
+            for index in (a, b):
+                source = pair_set.images[int(index)]
+                if isinstance(source, Path):
+                    bins.append(source.read_bytes())
+                elif isinstance(source, np.ndarray) and source.ndim == 3:
+                    bins.append(encode_image(source, ".png"))
+                else:
+                    bins.append(bytes(source))
+        with open(staging.path(path.name), "wb") as f:
+            pickle.dump((bins, [bool(v) for v in pair_set.issame]), f, protocol=4)
 
 
 # ---------------------------------------------------------------- pairs.txt (LFW)

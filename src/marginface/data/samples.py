@@ -7,6 +7,7 @@ so the training loop can report both however many DataLoader workers did the dec
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -20,6 +21,11 @@ from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, ens
 
 log = logging.getLogger(__name__)
 OnError = Literal["skip", "raise"]
+WARN_FIRST = 5  # undecodable images warned about one by one (per process and epoch); the rest are counted
+
+
+class NoUsableSamples(ValueError):
+    """A dataset yielded no decodable image for a whole epoch or many batches in a row; names it and counts."""
 
 
 @dataclass
@@ -52,6 +58,7 @@ class SampleDecoder:
         self.flip = flip
         self.size = size
         self._warned_size = False
+        self._skip_warnings = 0
         self._rng: np.random.Generator | None = None
         self._rng_seed = -1
 
@@ -62,14 +69,22 @@ class SampleDecoder:
             self._rng, self._rng_seed = np.random.default_rng(seed % 2**63), seed
         return self._rng
 
+    def warn_skip(self, source: str, reason: str) -> None:
+        """Warn about a skipped item: the first WARN_FIRST one by one, then silence (batches count them)."""
+        self._skip_warnings += 1
+        if self._skip_warnings < WARN_FIRST:
+            log.warning("skipping %s (%s)", source, reason)
+        elif self._skip_warnings == WARN_FIRST:
+            log.warning("skipping %s (%s); further skipped images are only counted", source, reason)
+
     def __call__(self, data: bytes, label: int, source: str) -> Sample | None:
         """The sample, or None when `data` does not decode and on_error is 'skip'."""
         try:
             image = decode_image(data, source)
-        except ImageDecodeError:
+        except ImageDecodeError as err:
             if self.on_error == "raise":
                 raise
-            log.warning("skipping undecodable image %s", source)
+            self.warn_skip(source, str(err).removeprefix(f"{source}: "))
             return None
         image, resized = ensure_size(image, self.size)
         if resized and not self._warned_size:
@@ -102,7 +117,8 @@ class SubstituteBadSamples(Dataset):
             sample = self.dataset[(index + offset) % len(self)]
             if sample is not None:
                 return replace(sample, substituted=True) if offset else sample
-        raise ImageDecodeError(f"{self.max_tries} consecutive undecodable samples starting at index {index}")
+        raise ImageDecodeError(f"{dataset_name(self.dataset)}: {self.max_tries} consecutive undecodable samples "
+                               f"starting at index {index}; check it with `marginface data check`")
 
 
 def collate(items: list[Sample | None]) -> Batch:
@@ -115,3 +131,57 @@ def collate(items: list[Sample | None]) -> Batch:
     images = torch.from_numpy(np.stack([item.image for item in kept]))
     labels = torch.tensor([item.label for item in kept], dtype=torch.long)
     return Batch(images, labels, skipped, sum(item.resized for item in kept))
+
+
+def dataset_name(dataset: object) -> str:
+    """What to call a dataset in messages: its `source` (file or folder) when it has one, else its type."""
+    return str(getattr(dataset, "source", type(dataset).__name__))
+
+
+def unwrap_worker_error(err: Exception) -> Exception:
+    """The error a DataLoader worker raised, with its own one-line message again: torch re-raises it in the
+    main process as the same type whose message is "Caught X in DataLoader worker ..." plus the worker's
+    traceback (kept in the debug log, shown with -v). Returns `err` itself when it is not such an error."""
+    text = str(err)
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return err
+    log.debug("%s", text)
+    last = text.rstrip().splitlines()[-1]
+    message = last.split(": ", 1)[1] if ": " in last else last
+    try:
+        return type(err)(message)
+    except Exception:  # noqa: BLE001 - an exception type that cannot be rebuilt from a message stays as it is
+        return err
+
+
+def require_samples(batches: Iterable[Batch], dataset: object, max_empty_in_row: int = 20) -> Iterator[Batch]:
+    """Pass batches through, stopping with NoUsableSamples once `max_empty_in_row` batches in a row, or a
+    whole pass, brought no decodable image — instead of skipping empty batches forever. Logs one count of
+    the images skipped in the pass; a data error raised in a DataLoader worker comes out with its own message."""
+    seen = skipped = empty_in_row = 0
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        except Exception as err:
+            unwrapped = unwrap_worker_error(err)
+            if unwrapped is err:
+                raise
+            raise unwrapped from err
+        kept = len(batch.labels)
+        seen += kept + batch.skipped
+        skipped += batch.skipped
+        empty_in_row = 0 if kept else empty_in_row + 1
+        if empty_in_row >= max_empty_in_row:
+            raise NoUsableSamples(f"{dataset_name(dataset)}: no decodable image in {empty_in_row} batches in a "
+                                  f"row ({skipped} of {seen} images read so far were undecodable); check it with "
+                                  f"`marginface data check`")
+        yield batch
+    if seen and seen == skipped:
+        raise NoUsableSamples(f"{dataset_name(dataset)}: a whole epoch brought no decodable image (all {seen} "
+                              f"images were undecodable); check it with `marginface data check`")
+    if skipped:
+        log.warning("%s: %d of %d images in this epoch were undecodable and skipped",
+                    dataset_name(dataset), skipped, seen)

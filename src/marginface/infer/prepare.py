@@ -12,7 +12,8 @@ import numpy as np
 
 from marginface.data.align import align_face
 from marginface.data.folder import IMAGE_EXTENSIONS
-from marginface.data.image import ImageDecodeError, decode_image
+from marginface.data.image import ImageDecodeError, decode_image, encode_image
+from marginface.data.staging import StagedOutputs
 from marginface.infer.detect import YuNetDetector, pick_main_face
 
 log = logging.getLogger(__name__)
@@ -60,33 +61,33 @@ def align_folder(
 ) -> AlignReport:
     """Align every image under raw_root/<identity>/ into out_root/<identity>/ as JPEG (quality 95).
 
-    Writes out_root/no_face.txt listing images without a detected face (and unreadable ones).
+    Writes out_root/no_face.txt listing images without a detected face (and unreadable ones). out_root is
+    checked for writing before any work; every output is written under a temporary name and renamed at the
+    end, and a failure (a full disk, an interrupted run) removes the temporaries and replaces nothing.
     """
     raw_root, out_root = Path(raw_root), Path(out_root)
     if not raw_root.is_dir():
         raise FileNotFoundError(f"raw image folder {raw_root} does not exist")
     files = sorted(p for p in raw_root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     report = AlignReport(total=len(files))
-    for done, path in enumerate(files, start=1):
-        relative = path.relative_to(raw_root)
-        try:
-            rgb = decode_image(path.read_bytes(), str(path))
-        except (ImageDecodeError, OSError) as err:
-            log.warning("cannot read %s: %s", path, err)
-            report.unreadable.append(str(relative))
-            continue
-        face = pick_main_face(detector.detect(rgb), rgb.shape)
-        if face is None:
-            report.no_face.append(str(relative))
-        else:
-            target = (out_root / relative).with_suffix(".jpg")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            crop = align_face(rgb, face.landmarks, size)
-            cv2.imwrite(str(target), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-            report.aligned += 1
-        if progress is not None:
-            progress(done, len(files))
-    out_root.mkdir(parents=True, exist_ok=True)
-    lines = [f"no_face\t{p}" for p in report.no_face] + [f"unreadable\t{p}" for p in report.unreadable]
-    (out_root / "no_face.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    with StagedOutputs(out_root) as staging:
+        for done, path in enumerate(files, start=1):
+            relative = path.relative_to(raw_root)
+            try:
+                rgb = decode_image(path.read_bytes(), str(path))
+            except (ImageDecodeError, OSError) as err:
+                log.warning("cannot read %s: %s", path, err)
+                report.unreadable.append(str(relative))
+                continue
+            face = pick_main_face(detector.detect(rgb), rgb.shape)
+            if face is None:
+                report.no_face.append(str(relative))
+            else:
+                crop = align_face(rgb, face.landmarks, size)
+                staging.path(relative.with_suffix(".jpg")).write_bytes(encode_image(crop, ".jpg", quality=95))
+                report.aligned += 1
+            if progress is not None:
+                progress(done, len(files))
+        lines = [f"no_face\t{p}" for p in report.no_face] + [f"unreadable\t{p}" for p in report.unreadable]
+        staging.path("no_face.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     return report

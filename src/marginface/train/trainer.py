@@ -26,7 +26,7 @@ from marginface.backbones import save as save_backbone
 from marginface.data.folder import ImageFolderDataset
 from marginface.data.pairs import PairSet, read_bin, read_pairs_txt
 from marginface.data.recordio import RecordIODataset
-from marginface.data.samples import SubstituteBadSamples, collate
+from marginface.data.samples import SubstituteBadSamples, collate, require_samples
 from marginface.data.synthetic import SyntheticFaces, synthetic_pairs
 from marginface.data.transforms import to_model_input
 from marginface.eval.pipeline import evaluate_pair_set
@@ -385,7 +385,7 @@ class Trainer:
         loss_value = float("nan")
         micro = 0
         while self.step < self.total_steps:
-            for batch in self._loader():
+            for batch in require_samples(self._loader(), self.dataset):  # stops when nothing decodes
                 if self.step >= self.total_steps:
                     break
                 self.sampler.batches_done += 1
