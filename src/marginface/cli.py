@@ -203,7 +203,8 @@ def _add_train_command(commands) -> None:
     tr.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: built-in defaults")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
-    tr.add_argument("--resume", help="'auto' (newest valid checkpoint in the run directory) or a checkpoint path")
+    tr.add_argument("--resume", help="'auto' (newest usable checkpoint of the run directory; refuses when all are "
+                                     "unusable), 'none' (start over) or a checkpoint path")
     tr.set_defaults(handler=_run_train)
 
 
@@ -274,6 +275,18 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+# Errors a user can act on (bad input, bad file, full or read-only disk, a diverged run): one line, exit 2.
+USER_ERRORS = (ValueError, OSError, RuntimeError)  # TrainingDiverged is a RuntimeError
+
+
+def _error_line(err: BaseException) -> str:
+    """`err` as one line (OSError keeps its file name; multi-line messages are joined)."""
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return " ".join(text.split()) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, run the chosen subcommand and return its exit status."""
     parser = build_parser()
@@ -286,9 +299,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # TrainingDiverged is a RuntimeError
-        print(f"marginface: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if args.verbose:
+            logging.getLogger("marginface").exception("the traceback behind the error below")
+        print(f"marginface: error: {_error_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Leave torch.distributed if this process joined it (a no-op outside torchrun)."""
+    torch_distributed = sys.modules.get("torch.distributed")
+    if torch_distributed is not None and torch_distributed.is_available() and torch_distributed.is_initialized():
+        torch_distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from marginface.backbones.registry import get_backbone
+from marginface.fileio import set_default_mode
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "model.json"
 INPUT_SPEC = {"size": 112, "channel_order": "RGB", "layout": "NCHW", "mean": 127.5, "std": 127.5}
@@ -29,6 +30,7 @@ def save(model: nn.Module, architecture: str, out_dir: str | Path, **kwargs) -> 
               "kwargs": kwargs, "input": INPUT_SPEC}
     tmp_weights, tmp_config = out / (WEIGHTS_NAME + ".tmp"), out / (CONFIG_NAME + ".tmp")
     save_file(state, str(tmp_weights))
+    set_default_mode(tmp_weights)  # safetensors creates 0600; model.json and model.onnx follow the umask
     tmp_config.write_text(json.dumps(config, indent=2) + "\n")
     tmp_weights.replace(out / WEIGHTS_NAME)
     tmp_config.replace(out / CONFIG_NAME)
