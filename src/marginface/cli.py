@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -159,6 +160,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     from marginface.infer.detect import YuNetDetector
     from marginface.infer.prepare import FacePreprocessor
 
+    if args.out:  # before any work: a read-only or full destination must not cost a whole evaluation
+        from marginface.fileio import ensure_writable_dir
+
+        ensure_writable_dir(args.out, "--out directory")
     embedder = _load_embedder(args)
     detector = YuNetDetector(args.detector) if args.detector else None
     sets = [read_bin(path) for path in args.bin]
@@ -190,6 +195,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     for r in results:
         folds = " ".join(f"{100 * f.accuracy:.2f}" for f in r.verification.folds)
         print(f"{r.name} folds: {folds}  (aligned {r.aligned}, centre-crop fallbacks {r.fallbacks})")
+        for warning in r.warnings:
+            print(f"marginface: warning: {r.name}: {warning}", file=sys.stderr)
     if args.out:
         options = {k: v for k, v in vars(args).items() if k != "handler"}
         print(f"report: {write_report(args.out, args.model, options, results, identification)}")
@@ -280,11 +287,21 @@ USER_ERRORS = (ValueError, OSError, RuntimeError)  # TrainingDiverged is a Runti
 
 
 def _error_line(err: BaseException) -> str:
-    """`err` as one line (OSError keeps its file name; multi-line messages are joined)."""
+    """`err` as one line: OSError keeps its file name, an error re-raised from a DataLoader worker shows the
+    worker's message (not its traceback), a collective that lost its peer says so, and under torchrun the
+    line starts with this process's rank."""
     text = str(err)
     if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
         text = f"{err.filename}: {text}"
-    return " ".join(text.split()) or type(err).__name__
+    if "Original Traceback (most recent call last)" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    if "closed by peer" in text or "reset by peer" in text:
+        text = ("lost contact with another process of this run: it stopped (its own error is printed) or was "
+                "killed")
+    text = " ".join(text.split()) or type(err).__name__
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    return f"rank {os.environ.get('RANK', '?')} of {world_size}: {text}" if world_size not in ("", "1") else text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
