@@ -317,12 +317,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except USER_ERRORS as err:
+        _close_progress_bars()
         if args.verbose:
             logging.getLogger("marginface").exception("the traceback behind the error below")
         print(f"marginface: error: {_error_line(err)}", file=sys.stderr)
         return 2
     finally:
         _leave_process_group()
+
+
+def _close_progress_bars() -> None:
+    """End any progress bar a failed subcommand left open, so that the error starts its own line."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", None) or []):
+        bar.close()
 
 
 def _leave_process_group() -> None:

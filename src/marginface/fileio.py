@@ -30,6 +30,20 @@ def current_umask() -> int:
     return mask
 
 
+def save_safetensors(tensors: dict, path: str | Path) -> None:
+    """safetensors' save_file with the umask's mode (it creates files 0600) and OSError for I/O failures
+    (it raises its own SafetensorError, even for a full disk)."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path))
+    except OSError:
+        raise
+    except Exception as err:  # SafetensorError: "Error while serializing: I/O error: No space left on device"
+        raise OSError(f"cannot write {path}: {err}") from err
+    set_default_mode(path)
+
+
 def set_default_mode(path: str | Path) -> None:
     """Give a file written by a library that creates it 0600 (safetensors) the mode open() would have given
     it (0666 minus the umask, 0644 usually), so every output of a run has the same permissions."""

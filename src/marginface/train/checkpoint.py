@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from marginface.fileio import set_default_mode, sha256_file
+from marginface.fileio import save_safetensors, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, torch.Ten
         shutil.rmtree(debris, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
-        set_default_mode(tmp / WEIGHTS)  # safetensors creates 0600; every other output follows the umask
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / WEIGHTS)
         buffer = io.BytesIO()
         torch.save(state, buffer)
         (tmp / STATE).write_bytes(buffer.getvalue())
