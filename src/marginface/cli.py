@@ -197,6 +197,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"{r.name} folds: {folds}  (aligned {r.aligned}, centre-crop fallbacks {r.fallbacks})")
         for warning in r.warnings:
             print(f"marginface: warning: {r.name}: {warning}", file=sys.stderr)
+    for name, result in identification.items():
+        for warning in result.warnings:
+            print(f"marginface: warning: {name}: {warning}", file=sys.stderr)
     if args.out:
         options = {k: v for k, v in vars(args).items() if k != "handler"}
         print(f"report: {write_report(args.out, args.model, options, results, identification)}")

@@ -147,4 +147,7 @@ def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor:
     emb_used = embed_images(len(used), load, embedder, batch_size, flip, progress)
     embeddings = np.zeros((len(items), emb_used.shape[1]), np.float32)
     embeddings[used] = emb_used
-    return evaluate_identification(embeddings, split)
+    result = evaluate_identification(embeddings, split)
+    result.no_face = list(prep.no_face)
+    result.warnings = quality_warnings(emb_used, prep.fallbacks, prep.detector is not None)
+    return result
