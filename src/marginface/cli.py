@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -164,6 +165,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     from marginface.infer.detect import YuNetDetector
     from marginface.infer.prepare import FacePreprocessor
 
+    if args.out:  # before any work: a read-only or full destination must not cost a whole evaluation
+        from marginface.fileio import ensure_writable_dir
+
+        ensure_writable_dir(args.out, "--out directory")
     embedder = _load_embedder(args)
     detector = YuNetDetector(args.detector) if args.detector else None
     sets = [read_bin(path) for path in args.bin]
@@ -195,6 +200,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     for r in results:
         folds = " ".join(f"{100 * f.accuracy:.2f}" for f in r.verification.folds)
         print(f"{r.name} folds: {folds}  (aligned {r.aligned}, centre-crop fallbacks {r.fallbacks})")
+        for warning in r.warnings:
+            print(f"marginface: warning: {r.name}: {warning}", file=sys.stderr)
+    for name, result in identification.items():
+        for warning in result.warnings:
+            print(f"marginface: warning: {name}: {warning}", file=sys.stderr)
     if args.out:
         options = {k: v for k, v in vars(args).items() if k != "handler"}
         print(f"report: {write_report(args.out, args.model, options, results, identification)}")
@@ -208,7 +218,8 @@ def _add_train_command(commands) -> None:
     tr.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: built-in defaults")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
-    tr.add_argument("--resume", help="'auto' (newest valid checkpoint in the run directory) or a checkpoint path")
+    tr.add_argument("--resume", help="'auto' (newest usable checkpoint of the run directory; refuses when all are "
+                                     "unusable), 'none' (start over) or a checkpoint path")
     tr.set_defaults(handler=_run_train)
 
 
@@ -617,6 +628,26 @@ def _run_data_check(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"  {problem}")
     return 2
+# Errors a user can act on (bad input, bad file, full or read-only disk, a diverged run): one line, exit 2.
+USER_ERRORS = (ValueError, OSError, RuntimeError)  # TrainingDiverged is a RuntimeError
+
+
+def _error_line(err: BaseException) -> str:
+    """`err` as one line: OSError keeps its file name, an error re-raised from a DataLoader worker shows the
+    worker's message (not its traceback), a collective that lost its peer says so, and under torchrun the
+    line starts with this process's rank."""
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    if "Original Traceback (most recent call last)" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    if "closed by peer" in text or "reset by peer" in text:
+        text = ("lost contact with another process of this run: it stopped (its own error is printed) or was "
+                "killed")
+    text = " ".join(text.split()) or type(err).__name__
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    return f"rank {os.environ.get('RANK', '?')} of {world_size}: {text}" if world_size not in ("", "1") else text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -631,9 +662,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # TrainingDiverged is a RuntimeError
-        print(f"marginface: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        _close_progress_bars()
+        if args.verbose:
+            logging.getLogger("marginface").exception("the traceback behind the error below")
+        print(f"marginface: error: {_error_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _close_progress_bars() -> None:
+    """End any progress bar a failed subcommand left open, so that the error starts its own line."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", None) or []):
+        bar.close()
+
+
+def _leave_process_group() -> None:
+    """Leave torch.distributed if this process joined it (a no-op outside torchrun)."""
+    torch_distributed = sys.modules.get("torch.distributed")
+    if torch_distributed is not None and torch_distributed.is_available() and torch_distributed.is_initialized():
+        torch_distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -42,3 +42,19 @@ def test_adamw_with_partial_fc_rejected() -> None:
 def test_presets_parse(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config_from_dict(yaml.safe_load(config.to_yaml())) == config
+
+
+def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-3\n  weight_decay: 5E-4\n  momentum: .9\nhead:\n  s: 6.4e+1\n")
+    config = load_config(path, ["optim.grad_clip=1e1", "data.path=1e3x"])
+    assert (config.optim.lr, config.optim.weight_decay, config.optim.momentum) == (0.001, 0.0005, 0.9)
+    assert config.head.s == 64.0 and config.optim.grad_clip == 10.0
+    assert config.data.path == "1e3x"  # not a number: stays a string
+    assert config.optim.epochs == 10 and isinstance(load_config(None, ["optim.epochs=12"]).optim.epochs, int)
+
+
+@pytest.mark.parametrize("value", ["!!python/object/apply:os.system [echo owned]", "{scale: [1, 2}", "[1"])
+def test_set_values_with_tags_or_unbalanced_brackets_name_the_key(value: str) -> None:
+    with pytest.raises(ValueError, match=r"^--set model\.kwargs: cannot read value"):
+        load_config(None, [f"model.kwargs={value}"])

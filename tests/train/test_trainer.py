@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import Tensor
 
 from marginface.backbones import load
 from marginface.cli import main
@@ -62,6 +63,39 @@ def test_nan_guard_stops_with_context_and_keeps_checkpoint(tmp_path: Path, monke
     weights = load_file(str(info.path / "weights.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert trainer.skipped_steps == 3
+
+
+def _poison(trainer: Trainer) -> tuple[torch.nn.Parameter, Tensor]:
+    """Fill the backbone's last parameter with NaN (a real non-finite embedding, as divergence gives)."""
+    weight = list(trainer.backbone.parameters())[-1]
+    original = weight.detach().clone()
+    with torch.no_grad():
+        weight.fill_(float("nan"))
+    return weight, original
+
+
+def test_nonfinite_embedding_is_skipped_counted_and_training_goes_on(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(tmp_path / "run", "optim.max_steps=6", "optim.nan_patience=3"))
+    saved: dict = {}
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "step" and event["step"] == 2:
+            saved["weight"], saved["original"] = _poison(trainer)
+        elif event["type"] == "nonfinite":  # the step was skipped without touching the weights: heal them
+            with torch.no_grad():
+                saved["weight"].copy_(saved["original"])
+
+    trainer.on_event = on_event
+    result = trainer.train()
+    assert result.steps == 6 and result.skipped_steps == 1 and math.isfinite(result.final_loss)
+
+
+def test_nonfinite_embeddings_stop_after_patience(tmp_path: Path, caplog) -> None:
+    trainer = Trainer(tiny_config(tmp_path / "run", "optim.max_steps=20", "optim.nan_patience=3"))
+    _poison(trainer)
+    with pytest.raises(TrainingDiverged, match=r"stopped at step 2: 3 non-finite steps in a row"):
+        trainer.train()
+    assert trainer.skipped_steps == 3 and "non-finite embedding, step skipped" in caplog.text
 
 
 def _train_cli(run: Path, *extra: str) -> list[str]:

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from marginface.backbones.registry import get_backbone
+from marginface.fileio import save_safetensors
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "model.json"
 INPUT_SPEC = {"size": 112, "channel_order": "RGB", "layout": "NCHW", "mean": 127.5, "std": 127.5}
@@ -28,7 +29,7 @@ def save(model: nn.Module, architecture: str, out_dir: str | Path, **kwargs) -> 
     config = {"architecture": architecture, "num_features": int(getattr(model, "num_features", 512)),
               "kwargs": kwargs, "input": INPUT_SPEC}
     tmp_weights, tmp_config = out / (WEIGHTS_NAME + ".tmp"), out / (CONFIG_NAME + ".tmp")
-    save_file(state, str(tmp_weights))
+    save_safetensors(state, tmp_weights)  # the umask's mode, like model.json and model.onnx
     tmp_config.write_text(json.dumps(config, indent=2) + "\n")
     tmp_weights.replace(out / WEIGHTS_NAME)
     tmp_config.replace(out / CONFIG_NAME)

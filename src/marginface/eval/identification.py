@@ -43,6 +43,8 @@ class IdentificationResult:
     num_probes: int = 0
     num_unknown_probes: int = 0
     threshold_at_fpir: dict[str, float | None] = field(default_factory=dict)  # lowest score accepted as known
+    no_face: list[str] = field(default_factory=list)  # images centre-cropped because no face was found
+    warnings: list[str] = field(default_factory=list)  # why these numbers should not be trusted, if they should not
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""

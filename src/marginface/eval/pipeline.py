@@ -72,12 +72,44 @@ class PairSetEvaluation:
     fallbacks: int
     scores: np.ndarray = field(repr=False)
     issame: np.ndarray = field(repr=False)
+    no_face: list[str] = field(default_factory=list)  # images centre-cropped because no face was found
+    warnings: list[str] = field(default_factory=list)  # why these numbers should not be trusted, if they should not
 
     def to_dict(self) -> dict:
         """JSON-ready dict (scores left out)."""
         return {"name": self.name, **self.verification.to_dict(), "raw_norm_mean": self.raw_norm_mean,
                 "raw_norm_std": self.raw_norm_std, "num_images": self.num_images, "aligned": self.aligned,
-                "fallback_crops": self.fallbacks}
+                "fallback_crops": self.fallbacks, "no_face": self.no_face, "warnings": self.warnings}
+
+
+FALLBACK_WARN_SHARE = 0.01  # more centre-crop fallbacks than this and the accuracy says little about the model
+
+
+def quality_warnings(raw: np.ndarray, fallbacks: int, detector: bool) -> list[str]:
+    """Reasons a verification result is degenerate: zero, non-finite or constant embeddings (the scores carry
+    no information, AUC 0.5), or too many photos in which no face was found."""
+    warnings = []
+    finite = np.isfinite(raw).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], raw, 0.0), axis=1)
+    if not finite.all():
+        warnings.append(f"{int((~finite).sum())} of {len(raw)} embeddings are NaN/Inf: the model is broken")
+    if finite.any() and float(norms[finite].max()) < 1e-6:
+        warnings.append("every embedding is zero: all pairs score alike, the metrics are chance level (AUC 0.5)")
+    elif finite.sum() > 1:
+        unit = unit_rows(raw[finite])
+        if float(np.abs(unit - unit[0]).max()) < 1e-4:
+            warnings.append("every image gets the same embedding: all pairs score alike, the metrics are chance "
+                            "level (AUC 0.5)")
+    if fallbacks > FALLBACK_WARN_SHARE * len(raw):
+        cause = "no face was found" if detector else "they are not aligned crops and no --detector was given"
+        warnings.append(f"{fallbacks} of {len(raw)} images ({100 * fallbacks / len(raw):.1f} %) were centre-cropped "
+                        f"because {cause}; the accuracy says little about the model")
+    return warnings
+
+
+def _image_name(pair_set: PairSet, index: int) -> str:
+    source = pair_set.images[index]
+    return str(source) if isinstance(source, Path) else f"{pair_set.name} image {index}"
 
 
 def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
@@ -85,8 +117,9 @@ def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FaceP
                       progress: Progress | None = None) -> PairSetEvaluation:
     """Embed every image of `pair_set` once, score pairs by cosine, run the k-fold protocol and ROC."""
     prep = preprocessor or FacePreprocessor(size=embedder.input_size)
-    raw = embed_images(len(pair_set.images), lambda i: prep(pair_set.load_image(i)), embedder, batch_size,
-                       flip, progress)
+    raw = embed_images(len(pair_set.images), lambda i: prep(pair_set.load_image(i), _image_name(pair_set, i)),
+                       embedder, batch_size, flip, progress)
+    warnings = quality_warnings(raw, prep.fallbacks, prep.detector is not None)  # returned, shown by the caller
     norms = np.linalg.norm(raw, axis=1)
     emb = unit_rows(raw)
     scores = np.sum(emb[pair_set.pairs[:, 0]] * emb[pair_set.pairs[:, 1]], axis=1)
@@ -94,7 +127,8 @@ def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FaceP
     log.info("%s: accuracy %.4f ± %.4f over %d folds", pair_set.name, result.accuracy_mean, result.accuracy_std,
              len(result.folds))
     return PairSetEvaluation(pair_set.name, result, float(norms.mean()), float(norms.std()),
-                             len(pair_set.images), prep.aligned, prep.fallbacks, scores, pair_set.issame)
+                             len(pair_set.images), prep.aligned, prep.fallbacks, scores, pair_set.issame,
+                             list(prep.no_face), warnings)
 
 
 @dataclass
@@ -142,9 +176,12 @@ def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor:
 
     def load(i: int) -> np.ndarray:
         path = files.paths[int(used[i])]
-        return prep(decode_image(path.read_bytes(), str(path)))
+        return prep(decode_image(path.read_bytes(), str(path)), str(path))
 
     emb_used = embed_images(len(used), load, embedder, batch_size, flip, progress)
     embeddings = np.zeros((len(files.paths), emb_used.shape[1]), np.float32)
     embeddings[used] = emb_used
-    return evaluate_identification(embeddings, split)
+    result = evaluate_identification(embeddings, split)
+    result.no_face = list(prep.no_face)
+    result.warnings = quality_warnings(emb_used, prep.fallbacks, prep.detector is not None)
+    return result

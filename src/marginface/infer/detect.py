@@ -38,9 +38,18 @@ class YuNetDetector:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"YuNet model {self.model_path} does not exist")
-        self._detector = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
-                                                   nms_threshold, top_k)
+        try:
+            self._detector = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
+                                                       nms_threshold, top_k)
+        except cv2.error as err:
+            raise ValueError(f"{self.model_path}: not a model OpenCV can read ({_cv_reason(err)}); "
+                             "expected a YuNet face_detection_yunet_*.onnx") from err
         self._size: tuple[int, int] = (320, 320)
+        try:  # another ONNX network loads fine and only fails on its first image: find out now
+            self._detector.detect(np.zeros((320, 320, 3), np.uint8))
+        except cv2.error as err:
+            raise ValueError(f"{self.model_path} is not a YuNet face detector (its outputs do not match: "
+                             f"{_cv_reason(err)})") from err
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an RGB uint8 image, best score first."""
@@ -56,6 +65,12 @@ class YuNetDetector:
         faces = [Face(row[:4].astype(np.float64), row[4:14].reshape(5, 2).astype(np.float64), float(row[14]))
                  for row in found]
         return sorted(faces, key=lambda f: -f.score)
+
+
+def _cv_reason(err: cv2.error) -> str:
+    """The informative line of an OpenCV error (its text spans several lines of C++ context)."""
+    lines = [line.strip(" >") for line in str(err).splitlines() if line.strip(" >")]
+    return (lines[-1] if lines else "OpenCV error")[:200]
 
 
 def pick_main_face(faces: list[Face], image_shape: tuple[int, ...]) -> Face | None:

@@ -74,7 +74,11 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's InvalidProtobuf / Fail derive from Exception only
+            reason = " ".join(str(err).split())[:300]
+            raise ValueError(f"{self.path}: not a valid ONNX model ({reason})") from err
         inputs = self.session.get_inputs()
         chosen = next((i for i in inputs if i.name == input_name), None) if input_name else inputs[0]
         if chosen is None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from marginface.data.align import align_face
 from marginface.data.folder import IMAGE_EXTENSIONS
-from marginface.data.image import ImageDecodeError, decode_image, encode_image
+from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, encode_image
 from marginface.data.staging import StagedOutputs
 from marginface.infer.detect import YuNetDetector, pick_main_face
 
@@ -20,25 +20,35 @@ log = logging.getLogger(__name__)
 
 
 class FacePreprocessor:
-    """Photo → aligned face: images already at the face size pass through; others are detected and aligned,
-    or, when no face is found (or no detector is given), centre-cropped and resized, and counted."""
+    """Photo → aligned face at the model's input size: faces already at that size pass through, standard
+    112×112 aligned crops are rescaled to it (the template scales with the crop), others are detected and
+    aligned to the template scaled to the size, or, when no face is found (or no detector is given),
+    centre-cropped and resized, counted and named in `no_face`."""
 
-    def __init__(self, detector: YuNetDetector | None = None, size: int = 112, crop_fraction: float = 0.5) -> None:
+    def __init__(self, detector: YuNetDetector | None = None, size: int = FACE_SIZE,
+                 crop_fraction: float = 0.5) -> None:
         self.detector = detector
         self.size = size
         self.crop_fraction = crop_fraction
         self.aligned = 0
+        self.rescaled = 0
         self.fallbacks = 0
+        self.no_face: list[str] = []
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """An aligned size × size RGB face."""
+    def __call__(self, rgb: np.ndarray, name: str | None = None) -> np.ndarray:
+        """An aligned size × size RGB face; `name` is what `no_face` lists when no face is found."""
         if rgb.shape[0] == self.size and rgb.shape[1] == self.size:
             return rgb
+        if rgb.shape[0] == FACE_SIZE and rgb.shape[1] == FACE_SIZE:  # an aligned crop for another input size
+            self.rescaled += 1
+            interpolation = cv2.INTER_AREA if self.size < FACE_SIZE else cv2.INTER_LINEAR
+            return cv2.resize(rgb, (self.size, self.size), interpolation=interpolation)
         face = pick_main_face(self.detector.detect(rgb), rgb.shape) if self.detector is not None else None
         if face is not None:
             self.aligned += 1
             return align_face(rgb, face.landmarks, self.size)
         self.fallbacks += 1
+        self.no_face.append(name if name is not None else f"image {self.aligned + self.fallbacks}")
         height, width = rgb.shape[:2]
         side = int(min(height, width) * self.crop_fraction)
         top, left = (height - side) // 2, (width - side) // 2

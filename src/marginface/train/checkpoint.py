@@ -5,8 +5,10 @@
         state.pt              optimizer (head rows in global order), schedule, sampler, scaler, RNG, counters
         meta.json             step, world size, sha256 of both files (written last: no meta, no checkpoint)
 
-A crash mid-save leaves only a `*.tmp` directory behind, never a damaged `step-*` one; a checkpoint whose
-files do not match their checksums is skipped with a warning by `latest_valid`.
+A failed save (full disk) removes its `*.tmp` directory; a killed one leaves only that directory, never a
+damaged `step-*` one, and the next save removes it. A checkpoint whose files do not match their checksums,
+or whose state file the safe loader refuses, is skipped with a warning; `load_latest` refuses when every
+checkpoint of a run is unusable. Weights files get the umask's mode like every other output (0644 usually).
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ import io
 import json
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from marginface.fileio import sha256_file
+from marginface.fileio import save_safetensors, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +60,27 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, torch.Ten
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = root / f"step-{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    (tmp / STATE).write_bytes(buffer.getvalue())
-    for name in (WEIGHTS, STATE):
-        _fsync_file(tmp / name)
-    meta = {"step": step, "files": {name: sha256_file(tmp / name) for name in (WEIGHTS, STATE)}, **(extra_meta or {})}
-    (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-    _fsync_file(tmp / META)
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    for debris in root.glob("step-*.tmp"):  # left by a killed save: one writer per run, so none is live
+        shutil.rmtree(debris, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / WEIGHTS)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        (tmp / STATE).write_bytes(buffer.getvalue())
+        for name in (WEIGHTS, STATE):
+            _fsync_file(tmp / name)
+        meta = {"step": step, "files": {name: sha256_file(tmp / name) for name in (WEIGHTS, STATE)},
+                **(extra_meta or {})}
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        _fsync_file(tmp / META)
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:  # a full disk (or a kill signal turned exception) must not leave the partial copy behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_dir(root)
     for old in list_checkpoints(run_dir)[keep:]:
         shutil.rmtree(old.path, ignore_errors=True)
@@ -118,11 +127,44 @@ def latest_valid(run_dir: str | Path) -> CheckpointInfo | None:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """(weights, state, meta) of a verified checkpoint; raises ValueError naming the problem otherwise."""
+    """(weights, state, meta) of a verified checkpoint; raises ValueError naming the problem otherwise
+    (checksum mismatch, missing file, a state file the safe loader refuses, unreadable weights)."""
     path = Path(path)
     problem = verify_checkpoint(path)
     if problem is not None:
         raise ValueError(f"checkpoint {path} is not usable: {problem}")
     meta = json.loads((path / META).read_text())
-    state = torch.load(path / STATE, map_location="cpu", weights_only=True)
-    return load_file(str(path / WEIGHTS)), state, meta
+    try:
+        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's text suggests weights_only=False: never do that here
+        lines = [line for line in str(err).splitlines() if line.strip()
+                 and not line.startswith(("Weights only load failed", "Check the documentation"))]
+        raise ValueError(f"checkpoint {path} is not usable: {STATE} holds objects the safe loader refuses "
+                         f"({(lines[0] if lines else type(err).__name__)[:200]})") from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"checkpoint {path} is not usable: {STATE} does not load ({err})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} is not usable: {STATE} holds {type(state).__name__}, not a dict")
+    try:
+        weights = load_file(str(path / WEIGHTS))
+    except Exception as err:  # safetensors raises its own SafetensorError for malformed headers
+        raise ValueError(f"checkpoint {path} is not usable: {WEIGHTS} does not load ({err})") from err
+    return weights, state, meta
+
+
+def load_latest(run_dir: str | Path) -> tuple[Path, tuple[dict[str, torch.Tensor], dict, dict]] | None:
+    """The newest checkpoint of the run that loads, as (path, load_checkpoint(path)); None when the run has
+    no checkpoint at all. Unusable ones are skipped with a warning; when every one is unusable, raises
+    ValueError listing each checkpoint and why (starting over must then be the user's explicit choice)."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        return None
+    problems = []
+    for info in found:
+        try:
+            return info.path, load_checkpoint(info.path)
+        except ValueError as err:
+            log.warning("skipping %s", err)
+            problems.append(f"{info.path.name}: {str(err).split(': ', 1)[-1]}")
+    raise ValueError(f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: " + "; ".join(problems)
+                     + ". Move them away or train without --resume auto (or with --resume none) to start over")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -10,6 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads the numbers people write: YAML 1.1 takes `1e-3` and `5E4` (no dot)
+    for strings, YAML 1.2 and every programming language for floats. Tags stay refused (safe loader)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+                    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text → Python values with ConfigLoader (safe, exponent notation read as float)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
 
 
 @dataclass
@@ -199,7 +221,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = parse_yaml(path.read_text()) or {}
         except OSError as err:
             raise FileNotFoundError(f"cannot read config {path}: {err}") from err
         except yaml.YAMLError as err:
@@ -216,5 +238,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"--set {key}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = parse_yaml(raw)
+        except yaml.YAMLError as err:
+            reason = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ValueError(f"--set {key}: cannot read value {raw!r} ({reason}); quote plain strings, "
+                             f"YAML tags are not allowed") from err
     return config_from_dict(data)

@@ -30,9 +30,10 @@ from marginface.data.samples import SubstituteBadSamples, collate, require_sampl
 from marginface.data.synthetic import SyntheticFaces, synthetic_pairs
 from marginface.data.transforms import to_model_input
 from marginface.eval.pipeline import evaluate_pair_set
+from marginface.fileio import ensure_writable_dir
 from marginface.heads import MarginHead
 from marginface.infer.embedder import TorchEmbedder
-from marginface.train.checkpoint import latest_valid, load_checkpoint, save_checkpoint
+from marginface.train.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from marginface.train.config import TrainConfig
 from marginface.train.distributed import (
     DistContext,
@@ -129,6 +130,8 @@ class Trainer:
         self.ctx = ctx or DistContext()
         self.on_event = on_event or (lambda event: None)
         self.run_dir = Path(config.output_dir)
+        if self.ctx.is_main:  # fail before reading data or building the model, not at the first checkpoint
+            ensure_writable_dir(self.run_dir, "output_dir")
         torch.manual_seed(config.seed)
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -221,16 +224,19 @@ class Trainer:
         return path
 
     def resume(self, where: str) -> bool:
-        """Resume from 'auto' (newest valid checkpoint of the run, if any) or a checkpoint path."""
+        """Resume from 'auto' (newest usable checkpoint of the run; none at all starts fresh; only unusable
+        ones is an error), 'none' (start fresh) or a checkpoint path."""
+        if where == "none":
+            return False
         if where == "auto":
-            info = latest_valid(self.run_dir)
-            if info is None:
+            found = load_latest(self.run_dir)
+            if found is None:
                 log.info("no checkpoint in %s: starting from scratch", self.run_dir)
                 return False
-            path = info.path
+            path, (weights, state, meta) = found
         else:
             path = Path(where)
-        weights, state, meta = load_checkpoint(path)
+            weights, state, meta = load_checkpoint(path)
         backbone_state = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
         self.backbone.load_state_dict(backbone_state, strict=True)
         head_weight = weights["head.weight"]
@@ -399,8 +405,13 @@ class Trainer:
                     continue
                 with self._autocast():
                     embeddings = self.backbone(self._inputs(batch.images))
-                loss = self.head(embeddings.float(), batch.labels.to(self.device))
-                finite_loss = all_agree(bool(torch.isfinite(loss)), self.ctx)
+                # every rank learns whether any rank's embeddings are non-finite before the head (whose input
+                # check would raise, and whose collectives a rank that raised would leave the others waiting in)
+                finite_embeddings = all_agree(bool(torch.isfinite(embeddings).all()), self.ctx)
+                finite_loss = False
+                if finite_embeddings:
+                    loss = self.head(embeddings.float(), batch.labels.to(self.device))
+                    finite_loss = all_agree(bool(torch.isfinite(loss)), self.ctx)
                 if finite_loss:
                     self.scaler.scale(loss / o.accumulate).backward()
                     loss_value = float(loss.detach())
@@ -408,9 +419,11 @@ class Trainer:
                 window_images += len(batch.labels) * self.ctx.world_size
                 if micro % o.accumulate and finite_loss:
                     continue
-                all_reduce_gradients([p for p in self.backbone.parameters() if p.requires_grad], self.ctx)
-                self.scaler.unscale_(self.optimizer)
-                grads_ok, grad_norm = self._grads_finite_and_clip() if finite_loss else (False, math.inf)
+                grads_ok, grad_norm = False, math.inf
+                if finite_loss:  # every rank agrees on it, so all take part in these collectives or none does
+                    all_reduce_gradients([p for p in self.backbone.parameters() if p.requires_grad], self.ctx)
+                    self.scaler.unscale_(self.optimizer)
+                    grads_ok, grad_norm = self._grads_finite_and_clip()
                 if grads_ok:
                     self.scaler.step(self.optimizer)
                     self.last_finite_loss = loss_value
@@ -419,14 +432,15 @@ class Trainer:
                     self.skipped_steps += 1
                     self.nonfinite_in_row += 1
                     self.on_event({"type": "nonfinite", "step": self.step, "lr": self.schedule.lr})
-                    log.warning("step %d: non-finite %s, step skipped", self.step,
-                                "loss" if not finite_loss else "gradient")
+                    what = "embedding" if not finite_embeddings else "loss" if not finite_loss else "gradient"
+                    log.warning("step %d: non-finite %s, step skipped", self.step, what)
                     if self.nonfinite_in_row >= o.nan_patience:
                         raise TrainingDiverged(
                             f"stopped at step {self.step}: {self.nonfinite_in_row} non-finite steps in a row "
                             f"(lr {self.schedule.lr:.6g}, last finite loss {self.last_finite_loss:.6g}); "
                             f"the last good checkpoint in {self.run_dir / 'checkpoints'} is intact")
-                self.scaler.update()
+                if finite_loss:  # a step without backward records no inf checks for the scaler
+                    self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 micro = 0
                 self.step += 1
