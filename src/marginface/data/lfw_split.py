@@ -9,6 +9,7 @@ alignment and packing are done by the existing commands over the folders it writ
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,12 +66,13 @@ def link_photos(files: list[Path], raw_root: str | Path, out_root: str | Path) -
     """Mirror `files` (under raw_root) into out_root/<identity>/<file> as symbolic links; returns the count.
 
     Links are per file, not per folder: the alignment step walks real directories only."""
-    raw_root, out_root = Path(raw_root).resolve(), Path(out_root)
+    raw_root, out_root = Path(os.path.abspath(raw_root)), Path(out_root)
     for path in files:
-        target = out_root / Path(path).resolve().relative_to(raw_root)
+        source = Path(os.path.abspath(path))  # absolute, but a link inside raw_root stays inside it
+        target = out_root / source.relative_to(raw_root)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_symlink():
-            target.symlink_to(Path(path).resolve())
+            target.symlink_to(source)
     return len(files)
 
 
