@@ -29,12 +29,18 @@ LABELS = {"softmax": "Softmax", "normface": "NormFace (s·cos θ)", "sphereface"
           "combined": "Combined (1, 0.3, 0.2)"}
 
 
-def run_one(table: str, loss: str, seed: int, runs: Path, overrides: list[str]) -> dict:
-    """Train one (loss, seed) through the CLI unless its result exists; returns its record."""
+def run_one(table: str, loss: str, seed: int, runs: Path, overrides: list[str], train: bool = True) -> dict | None:
+    """Train one (loss, seed) through the CLI unless its result exists or another runner claimed it (then
+    None: several runners may share one runs folder); returns its record."""
     out = runs / f"{loss}_seed{seed}"
     result_path = out / "result.json"
     wall_path = out / "wall_seconds.txt"
+    claim = out / "claimed_by"
     if not result_path.is_file():
+        if not train or claim.is_file():
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        claim.write_text(f"{os.getpid()}\n")
         config = ROOT / "configs" / "paper" / f"{table}_{loss}.yaml"
         command = [sys.executable, "-m", "marginface", "train", str(config),
                    "--set", f"seed={seed}", "--set", f"output_dir={out}"]
@@ -63,18 +69,19 @@ def summarise(records: list[dict]) -> list[dict]:
         rows.append({"loss": loss, "seeds": len(accs), "mean": statistics.fmean(accs),
                      "std": statistics.stdev(accs) if len(accs) > 1 else float("nan"), "min": min(accs),
                      "max": max(accs), "accuracies": accs,
+                     "final_loss_mean": statistics.fmean(r["final_loss"] for r in records if r["loss"] == loss),
                      "wall_seconds": sum(r["wall_seconds"] for r in records if r["loss"] == loss)})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """The table as markdown: accuracy in %, mean ± sample std, min–max and each seed."""
-    lines = ["| loss | seeds | accuracy % (mean ± std) | min – max | per seed | wall (all seeds) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| loss | seeds | accuracy % (mean ± std) | min – max | per seed | final train loss | wall (all seeds) |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         per_seed = " ".join(f"{100 * a:.2f}" for a in row["accuracies"])
         lines.append(f"| {LABELS[row['loss']]} | {row['seeds']} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | "
-                     f"{100 * row['min']:.2f} – {100 * row['max']:.2f} | {per_seed} | "
+                     f"{100 * row['min']:.2f} – {100 * row['max']:.2f} | {per_seed} | {row['final_loss_mean']:.2f} | "
                      f"{row['wall_seconds'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
@@ -88,6 +95,8 @@ def main() -> int:
                         help="run after the main losses for every seed (default sphereface combined)")
     parser.add_argument("--data", help="lfw-split output folder (default runs/paper/lfw_f01)")
     parser.add_argument("--quick", action="store_true", help="20 steps per run: checks the pipeline, not the losses")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="read the finished runs and write the table; train nothing")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS per run (default 1: on a shared CPU more threads spin on each other)")
     parser.add_argument("--runs", help="run directories (default runs/paper/<table>[_quick])")
@@ -111,7 +120,11 @@ def main() -> int:
     records: list[dict] = []
     started = time.perf_counter()
     for loss, seed in plan:
-        records.append(run_one(args.table, loss, seed, runs, overrides))
+        record = run_one(args.table, loss, seed, runs, overrides, train=not args.summarise_only)
+        if record is None:
+            print(f"{loss} seed {seed}: not finished (claimed by another runner or --summarise-only)", flush=True)
+            continue
+        records.append(record)
         rows = summarise(records)
         config = (ROOT / "configs" / "paper" / f"{args.table}_{MAIN_LOSSES[-1]}.yaml").read_text()
         report = {"table": args.table, "quick": args.quick, "overrides": overrides, "threads": args.threads,
