@@ -6,8 +6,10 @@ another, then held-out verification accuracy as mean ± spread per loss (JSON + 
     python bench/paper/loss_table.py --table lfw --quick        # a minutes-long smoke of the same pipeline
 
 Runs whose result.json already exists are read, not retrained, so an interrupted table continues where it
-stopped. The main losses run for every seed first, then the extra ones, so a table cut short by time still
-has the main comparison. Each run's wall time (process start to exit, evaluation included) is recorded.
+stopped; a run another runner has claimed (its claimed_by file) is skipped, so two runners can share one runs
+folder, and `--summarise-only` writes the table from whatever has finished. The main losses run for every
+seed first, then the extra ones, so a table cut short by time still has the main comparison.
+Each run's wall time (process start to exit, evaluation included) is recorded.
 """
 
 from __future__ import annotations
