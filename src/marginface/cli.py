@@ -80,6 +80,16 @@ def _add_data_commands(commands) -> None:
     align.set_defaults(handler=_run_data_align)
     _add_data_check_command(sub)
 
+    lfw = sub.add_parser("lfw-split", help="LFW -> aligned training identities minus held-out folds' people "
+                                            "(RecordIO) + the held-out folds' pairs")
+    lfw.add_argument("raw", help="LFW photo folder (e.g. lfw-deepfunneled)")
+    lfw.add_argument("pairs", help="LFW pairs.txt (its folds are identity-disjoint)")
+    lfw.add_argument("out", help="output folder: train/, test/, rec/, test_pairs.txt, split.json")
+    lfw.add_argument("--detector", required=True, help="YuNet ONNX model file (face_detection_yunet_*.onnx)")
+    lfw.add_argument("--test-folds", type=int, nargs="+", default=[0, 1], help="held-out folds (default 0 1)")
+    lfw.add_argument("--min-images", type=int, default=2, help="training identities need this many photos")
+    lfw.set_defaults(handler=_run_data_lfw_split)
+
 
 def _run_data_pack(args: argparse.Namespace) -> int:
     from marginface.data.pack import pack_folder
@@ -115,6 +125,38 @@ def _run_data_align(args: argparse.Namespace) -> int:
                               progress=progress)
     print(f"aligned {report.aligned} of {report.total} images ({len(report.no_face)} without a face, "
           f"{len(report.unreadable)} unreadable); list in {args.out}/no_face.txt")
+    return 0
+
+
+def _run_data_lfw_split(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marginface.data.image import decode_image, encode_image
+    from marginface.data.lfw_split import link_photos, plan_lfw_split, write_split_files
+    from marginface.data.pack import pack_folder
+    from marginface.infer.detect import YuNetDetector
+    from marginface.infer.prepare import FacePreprocessor, align_folder
+
+    out = Path(args.out)
+    split = plan_lfw_split(args.pairs, args.raw, args.test_folds, args.min_images)
+    detector = YuNetDetector(args.detector)
+    for part, files in (("train", [p for ps in split.train.values() for p in ps]), ("test", split.test_images)):
+        link_photos(files, args.raw, out / "raw" / part)
+        progress = _Progress(f"align {part}")
+        report = align_folder(out / "raw" / part, out / part, detector, progress=progress)
+        progress.close()
+        print(f"{part}: aligned {report.aligned} of {report.total} images ({len(report.no_face)} without a face)")
+    fallback = FacePreprocessor(None)  # a held-out photo without a face still takes part: centre crop, counted
+    for path in split.test_images:
+        target = out / "test" / path.parent.name / f"{path.stem}.jpg"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(encode_image(fallback(decode_image(path.read_bytes(), str(path))), ".jpg"))
+    report = pack_folder(out / "train", out / "rec")
+    pairs, info = write_split_files(split, out)
+    print(f"packed {report.images} images of {report.classes} identities into {out / 'rec'}; held-out folds "
+          f"{split.test_folds}: {len(split.pair_lines)} pairs in {pairs} over {out / 'test'} "
+          f"({fallback.fallbacks} centre-crop fallbacks); counts in {info}")
     return 0
 
 

@@ -114,3 +114,12 @@ def test_gradient_checkpointing_matches_plain() -> None:
 def test_unknown_backbone() -> None:
     with pytest.raises(ValueError, match="unknown backbone 'r51'"):
         get_backbone("r51")
+
+
+@pytest.mark.parametrize("pool", [2, 4])
+def test_mobilefacenet_input_pool_keeps_the_112_contract(pool: int) -> None:
+    model = get_backbone("mbf", num_features=8, scale=1, blocks=[1, 1, 1, 1], input_pool=pool).eval()
+    assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 8)
+    assert model.features.layers[0].layers[0].kernel_size == ((4, 4) if pool == 2 else (2, 2))
+    with pytest.raises(ValueError, match="input_pool must be 1, 2 or 4"):
+        get_backbone("mbf", input_pool=3)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from marginface.cli import main
-from marginface.data import RecordIODataset, read_bin
+from marginface.data import RecordIODataset, read_bin, read_pairs_txt
 
 from ..data.helpers import write_identity_folder
 
@@ -33,3 +33,23 @@ def test_data_bin_from_lfw_pairs(tmp_path: Path, shared_data: Path) -> None:
 def test_data_errors_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "pack", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_data_lfw_split_end_to_end(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lfw = shared_data / "lfw" / "lfw-deepfunneled"
+    raw = tmp_path / "raw"
+    for name, count in (("Aaron_Peirsol", 2), ("Abdullah_Gul", 2), ("Adrien_Brody", 2)):
+        (raw / name).mkdir(parents=True)
+        for i in range(1, count + 1):
+            (raw / name / f"{name}_{i:04d}.jpg").symlink_to(lfw / name / f"{name}_{i:04d}.jpg")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2 1\nAaron_Peirsol 1 2\nAaron_Peirsol 1 Abdullah_Gul 1\nAdrien_Brody 1 2\n"
+                     "Adrien_Brody 1 Abdullah_Gul 2\n")
+    detector = shared_data / "face_detection_yunet" / "face_detection_yunet_2023mar.onnx"
+    out = tmp_path / "out"
+    assert main(["data", "lfw-split", str(raw), str(pairs), str(out), "--detector", str(detector),
+                 "--test-folds", "0"]) == 0
+    assert "packed 2 images of 1 identities" in capsys.readouterr().out  # Adrien_Brody only
+    assert len(RecordIODataset(out / "rec")) == 2
+    held = read_pairs_txt(out / "test_pairs.txt", out / "test")
+    assert held.issame.tolist() == [True, False] and len(held.images) == 3

@@ -38,7 +38,7 @@ def test_adamw_with_partial_fc_rejected() -> None:
         config_from_dict({"optim": {"optimizer": "adamw"}, "head": {"sample_rate": 0.5}})
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
 def test_presets_parse(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config_from_dict(yaml.safe_load(config.to_yaml())) == config

@@ -189,3 +189,14 @@ def test_folder_data_with_corrupt_images_counts_skips(tmp_path: Path) -> None:
     assert any(e["type"] == "skip" for e in events)
     labels = json.loads((tmp_path / "run" / "labels.json").read_text())
     assert labels["0"] == "id_00" and len(labels) == 3
+
+
+def test_softmax_baseline_head_trains_and_resumes(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", "head.kind=softmax", "optim.max_steps=2")
+    result = Trainer(config).train()
+    assert result.steps == 2 and math.isfinite(result.final_loss)
+    trainer = Trainer(config)
+    assert trainer.resume("auto") and trainer.step == 2
+    assert not any(name.endswith("bias") for name, _ in trainer.head.named_parameters())
+    with pytest.raises(ValueError, match="head.kind"):
+        tiny_config(tmp_path / "bad", "head.kind=softmax", "head.sample_rate=0.5")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -74,12 +75,12 @@ class Residual(nn.Module):
 
 
 class GDC(nn.Module):
-    """Global depthwise conv 7×7 → flatten → linear → BN1d: the embedding head."""
+    """Global depthwise conv (7×7 for a 112 input) → flatten → linear → BN1d: the embedding head."""
 
-    def __init__(self, embedding_size: int, dropout: float = 0.0):
+    def __init__(self, embedding_size: int, dropout: float = 0.0, kernel: int = 7):
         super().__init__()
         self.layers = nn.Sequential(
-            LinearBlock(512, 512, kernel=(7, 7), groups=512),
+            LinearBlock(512, 512, kernel=(kernel, kernel), groups=512),
             nn.Flatten(),
             nn.Linear(512, embedding_size, bias=False),
             nn.BatchNorm1d(embedding_size),
@@ -93,13 +94,24 @@ class GDC(nn.Module):
 
 
 class MobileFaceNet(nn.Module):
-    """MobileFaceNet (Chen et al., 2018) as arcface_torch builds it: `mbf` = blocks (1, 4, 6, 2), scale 2."""
+    """MobileFaceNet (Chen et al., 2018) as arcface_torch builds it: `mbf` = blocks (1, 4, 6, 2), scale 2.
+
+    `input_pool` > 1 average-pools the 112×112 face by that factor before the first layer: the input
+    contract stays 112×112 in [−1, 1], but the network works at 56×56 (2) or 28×28 (4), about input_pool²
+    times cheaper — for small-scale experiments on CPU. The GDC kernel follows the smaller final map.
+    """
 
     def __init__(self, num_features: int = 512, blocks=(1, 4, 6, 2), scale: int = 2, dropout: float = 0.0,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, input_pool: int = 1):
         super().__init__()
+        if input_pool not in (1, 2, 4):
+            raise ValueError(f"input_pool must be 1, 2 or 4 (112 / input_pool pixels), got {input_pool}")
         self.num_features = num_features
         self.gradient_checkpointing = gradient_checkpointing
+        self.input_pool = input_pool
+        side = 112 // input_pool
+        for _ in range(4):  # four stride-2 layers (kernel 3, padding 1): side -> ceil(side / 2)
+            side = (side + 1) // 2
         c64, c128 = 64 * scale, 128 * scale
         self.layers = nn.ModuleList([ConvBlock(3, c64, (3, 3), (2, 2), (1, 1))])
         if blocks[0] == 1:
@@ -115,7 +127,7 @@ class MobileFaceNet(nn.Module):
             Residual(c128, blocks[3], groups=256),
         ])
         self.conv_sep = ConvBlock(c128, 512)
-        self.features = GDC(num_features, dropout)
+        self.features = GDC(num_features, dropout, kernel=side)
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Linear):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -128,6 +140,8 @@ class MobileFaceNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Embed a batch of aligned faces; the embedding head runs in float32 even under autocast."""
         use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        if self.input_pool > 1:
+            x = F.avg_pool2d(x, self.input_pool)
         for layer in self.layers:
             x = checkpoint(layer, x, use_reentrant=False) if use_checkpoint and x.requires_grad else layer(x)
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -12,13 +12,18 @@ from marginface.heads.validation import check_embeddings, check_labels
 
 
 class Softmax(nn.Module):
-    """Unnormalised linear layer with bias + cross entropy: the baseline every margin is compared to."""
+    """Unnormalised linear layer (bias optional) + cross entropy: the baseline every margin is compared to."""
 
-    def __init__(self, embedding_dim: int, num_classes: int) -> None:
+    def __init__(self, embedding_dim: int, num_classes: int, bias: bool = True) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
         self.num_classes = num_classes
-        self.fc = nn.Linear(embedding_dim, num_classes, bias=True)
+        self.fc = nn.Linear(embedding_dim, num_classes, bias=bias)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The (C, D) class weights, under the name every head uses (the trainer optimises and saves it)."""
+        return self.fc.weight
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean cross entropy of W·x + b."""
@@ -28,7 +33,7 @@ class Softmax(nn.Module):
         return F.cross_entropy(logits, self._checked(embeddings, labels))
 
     def logits(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
-        """(B, C) raw logits W·x + b (labels are accepted for a uniform interface and only validated)."""
+        """(B, C) raw logits W·x (+ b) (labels are accepted for a uniform interface and only validated)."""
         check_embeddings(embeddings, self.embedding_dim)
         if labels is not None:
             self._checked(embeddings, labels)

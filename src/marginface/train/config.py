@@ -64,8 +64,9 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    """Margin head: s·(cos(m1·θ + m2) − m3), Partial FC rate and memory mode."""
+    """Margin head: s·(cos(m1·θ + m2) − m3), Partial FC rate and memory mode; or the softmax baseline."""
 
+    kind: str = "margin"  # margin | softmax (unnormalised W·x, no bias; s and m are then unused)
     s: float = 64.0
     m1: float = 1.0
     m2: float = 0.5
@@ -199,6 +200,7 @@ def validate(config: TrainConfig) -> None:
     """Cross-field checks with messages that name the key and the value."""
     choices = {"data.kind": (config.data.kind, ("synthetic", "folder", "recordio")),
                "data.on_error": (config.data.on_error, ("skip", "raise")),
+               "head.kind": (config.head.kind, ("margin", "softmax")),
                "optim.optimizer": (config.optim.optimizer, ("sgd", "adamw")),
                "optim.precision": (config.optim.precision, ("fp32", "bf16", "fp16")),
                "device": (config.device, ("auto", "cpu", "cuda"))}
@@ -211,6 +213,8 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("data.batch_size and optim.accumulate must be >= 1")
     if config.optim.optimizer == "adamw" and config.head.sample_rate < 1:
         raise ValueError("head.sample_rate < 1 (Partial FC) needs optim.optimizer = 'sgd' (sparse row updates)")
+    if config.head.kind == "softmax" and (config.head.sample_rate < 1 or config.head.chunk_size):
+        raise ValueError("head.kind = 'softmax' supports neither head.sample_rate < 1 nor head.chunk_size")
     if config.optim.lr <= 0:
         raise ValueError(f"optim.lr must be > 0, got {config.optim.lr}")
 

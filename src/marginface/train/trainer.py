@@ -31,7 +31,7 @@ from marginface.data.synthetic import SyntheticFaces, synthetic_pairs
 from marginface.data.transforms import to_model_input
 from marginface.eval.pipeline import evaluate_pair_set
 from marginface.fileio import ensure_writable_dir
-from marginface.heads import MarginHead
+from marginface.heads import MarginHead, Softmax
 from marginface.infer.embedder import TorchEmbedder
 from marginface.train.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from marginface.train.config import TrainConfig
@@ -178,6 +178,10 @@ class Trainer:
         kwargs = dict(s=h.s, m1=h.m1, m2=h.m2, m3=h.m3, chunk_size=h.chunk_size, sample_rate=h.sample_rate,
                       detach_margin=h.detach_margin)
         dim = self.config.model.num_features
+        if h.kind == "softmax":
+            if self.ctx.world_size > 1:
+                raise ValueError("head.kind = 'softmax' trains in one process only (its classes are not sharded)")
+            return Softmax(dim, self.num_classes, bias=False)
         if self.ctx.world_size > 1:
             return ShardedMarginHead(dim, self.num_classes, self.ctx, **kwargs)
         return MarginHead(dim, self.num_classes, **kwargs)
