@@ -15,6 +15,7 @@ import numpy as np
 from marginface.data.folder import scan_identity_folder
 from marginface.data.image import decode_image
 from marginface.data.pairs import PairSet
+from marginface.data.perturb import Perturbation, apply_perturbations, image_seed
 from marginface.eval.identification import IdentificationResult, evaluate_identification, split_gallery_probes
 from marginface.eval.verification import ThresholdSearch, VerificationResult, evaluate_verification
 from marginface.infer.embedder import Embedder, flip_embed
@@ -66,25 +67,45 @@ class PairSetEvaluation:
     fallbacks: int
     scores: np.ndarray = field(repr=False)
     issame: np.ndarray = field(repr=False)
+    perturbation: list[str] = field(default_factory=list)
+    perturb_before_detection: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready dict (scores left out)."""
         return {"name": self.name, **self.verification.to_dict(), "raw_norm_mean": self.raw_norm_mean,
                 "raw_norm_std": self.raw_norm_std, "num_images": self.num_images, "aligned": self.aligned,
-                "fallback_crops": self.fallbacks}
+                "fallback_crops": self.fallbacks, "perturbation": self.perturbation,
+                "perturb_before_detection": self.perturb_before_detection}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def perturbed_face(rgb: np.ndarray, prep: FacePreprocessor, perturbations: tuple[Perturbation, ...] = (),
+                   before_detection: bool = False, seed: int = 0) -> np.ndarray:
+    """The aligned face of `rgb` with the perturbations applied to the aligned face, or to the photo before
+    detection (so a degraded photo can fail detection, counted by `prep.fallbacks`)."""
+    if not perturbations:
+        return prep(rgb)
+    if before_detection:
+        return prep(apply_perturbations(rgb, perturbations, seed))
+    return apply_perturbations(prep(rgb), perturbations, seed)
+
+
 def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
                       flip: bool = True, batch_size: int = 64, search: ThresholdSearch = "exact",
-                      progress: Progress | None = None) -> PairSetEvaluation:
-    """Embed every image of `pair_set` once, score pairs by cosine, run the k-fold protocol and ROC."""
+                      progress: Progress | None = None, perturbations: tuple[Perturbation, ...] = (),
+                      perturb_before_detection: bool = False) -> PairSetEvaluation:
+    """Embed every image of `pair_set` once (optionally perturbed, seeded per image), score pairs by cosine,
+    run the k-fold protocol and ROC."""
     prep = preprocessor or FacePreprocessor(size=embedder.input_size)
-    raw = embed_images(len(pair_set.images), lambda i: prep(pair_set.load_image(i)), embedder, batch_size,
-                       flip, progress)
+
+    def load(i: int) -> np.ndarray:
+        return perturbed_face(pair_set.load_image(i), prep, perturbations, perturb_before_detection,
+                              image_seed(pair_set.images[i]))
+
+    raw = embed_images(len(pair_set.images), load, embedder, batch_size, flip, progress)
     norms = np.linalg.norm(raw, axis=1)
     emb = _unit(raw)
     scores = np.sum(emb[pair_set.pairs[:, 0]] * emb[pair_set.pairs[:, 1]], axis=1)
@@ -92,13 +113,15 @@ def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FaceP
     log.info("%s: accuracy %.4f ± %.4f over %d folds", pair_set.name, result.accuracy_mean, result.accuracy_std,
              len(result.folds))
     return PairSetEvaluation(pair_set.name, result, float(norms.mean()), float(norms.std()),
-                             len(pair_set.images), prep.aligned, prep.fallbacks, scores, pair_set.issame)
+                             len(pair_set.images), prep.aligned, prep.fallbacks, scores, pair_set.issame,
+                             [p.spec for p in perturbations], perturb_before_detection)
 
 
 def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
                              min_images: int = 2, gallery_per_identity: int = 1, unknown_fraction: float = 0.3,
                              flip: bool = True, batch_size: int = 64, seed: int = 0,
-                             progress: Progress | None = None) -> IdentificationResult:
+                             progress: Progress | None = None, perturbations: tuple[Perturbation, ...] = (),
+                             perturb_before_detection: bool = False) -> IdentificationResult:
     """Closed- and open-set identification over root/<identity>/<image> (identities with >= min_images)."""
     _, items = scan_identity_folder(Path(root))
     labels = np.array([label for _, label in items])
@@ -108,7 +131,8 @@ def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor:
 
     def load(i: int) -> np.ndarray:
         path = items[int(used[i])][0]
-        return prep(decode_image(path.read_bytes(), str(path)))
+        return perturbed_face(decode_image(path.read_bytes(), str(path)), prep, perturbations,
+                              perturb_before_detection, image_seed(path))
 
     emb_used = embed_images(len(used), load, embedder, batch_size, flip, progress)
     embeddings = np.zeros((len(items), emb_used.shape[1]), np.float32)
