@@ -61,6 +61,14 @@ def test_downscale_removes_detail_monotonically(face: np.ndarray) -> None:
     assert len(np.unique(tiny.reshape(-1, 3)[::8], axis=0)) < len(np.unique(face.reshape(-1, 3)[::8], axis=0))
 
 
+def test_downscale_before_detection_leaves_the_photo_small() -> None:
+    photo = synthetic_face(3, 2, 0)[:100]  # 100 × 112
+    small = parse_perturbation("downscale:28").apply(photo, restore_size=False)
+    assert small.shape == (25, 28, 3)
+    np.testing.assert_array_equal(parse_perturbation("blur:1").apply(photo, restore_size=False),
+                                  parse_perturbation("blur:1").apply(photo))
+
+
 def test_blur_matches_a_gaussian_and_grows_with_sigma(face: np.ndarray) -> None:
     impulse = np.zeros((41, 41, 3), np.uint8)
     impulse[20, 20] = 255

@@ -12,7 +12,10 @@ Kinds (LEVEL in brackets; every level is given in pixels of the 112×112 aligned
 - ``gray``            luminance (ITU-R BT.601) copied to all three channels.
 
 On a photo (before detection) the same definitions apply with the photo's pixels, except that `downscale`
-uses the same PX/112 factor, so a 250 × 250 LFW photo with a ~100-pixel face ends with a face of about PX.
+scales the photo by the same PX/112 factor and leaves it small (``restore_size=False``): a low-resolution
+photo, on which the detector then has to find a face of about PX pixels (LFW's 250 × 250 photos hold faces
+of roughly 100–120 pixels). A photo that ends up exactly as large as the model input is taken as already
+aligned by FacePreprocessor, so avoid such levels (e.g. downscale:50 on 250-pixel photos for a 112 model).
 Randomness (only `occlude` uses it) comes from a seed per image derived from the image itself (its file
 name or bytes), so a perturbed image is the same whichever subset, order or batch it is evaluated in.
 """
@@ -51,10 +54,13 @@ class Perturbation:
         level = int(self.level) if float(self.level).is_integer() else self.level
         return f"{self.kind}:{level}"
 
-    def apply(self, rgb: np.ndarray, seed: int = 0) -> np.ndarray:
-        """The perturbed copy of an RGB uint8 (H, W, 3) image; `seed` fixes the random parts."""
+    def apply(self, rgb: np.ndarray, seed: int = 0, restore_size: bool = True) -> np.ndarray:
+        """The perturbed copy of an RGB uint8 (H, W, 3) image; `seed` fixes the random parts; without
+        `restore_size` a downscaled image stays small."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"{self.spec}: expected an RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
+        if self.kind == "downscale":
+            return _downscale(rgb, self.level, restore_size)
         return _APPLY[self.kind](rgb, self.level, seed)
 
 
@@ -110,16 +116,18 @@ def parse_perturbations(specs: list[str] | tuple[str, ...]) -> tuple[Perturbatio
     return tuple(parse_perturbation(s) for s in specs)
 
 
-def apply_perturbations(rgb: np.ndarray, perturbations: tuple[Perturbation, ...], seed: int = 0) -> np.ndarray:
+def apply_perturbations(rgb: np.ndarray, perturbations: tuple[Perturbation, ...], seed: int = 0,
+                        restore_size: bool = True) -> np.ndarray:
     """Apply each perturbation in order; the i-th gets its own seed derived from `seed` and i."""
     for i, perturbation in enumerate(perturbations):
-        rgb = perturbation.apply(rgb, (seed * 1_000_003 + i) % 2**63)
+        rgb = perturbation.apply(rgb, (seed * 1_000_003 + i) % 2**63, restore_size)
     return rgb
 
 
 DEFINITIONS = {
     "blur": "Gaussian blur, sigma = LEVEL pixels (cv2.GaussianBlur, kernel from sigma, reflected border)",
-    "downscale": "resize by LEVEL/112 with area averaging, then back to the original size bilinearly",
+    "downscale": "resize by LEVEL/112 with area averaging, then back to the original size bilinearly "
+                 "(before detection: left small, a low-resolution photo)",
     "jpeg": "JPEG encode at quality LEVEL (OpenCV) and decode",
     "occlude": "black rectangle of the image's aspect ratio covering LEVEL of its area, position seeded per image",
     "gamma": "255 * (x / 255) ** LEVEL per channel",
@@ -152,13 +160,15 @@ def _blur(rgb: np.ndarray, sigma: float | None, seed: int) -> np.ndarray:
     return cv2.GaussianBlur(rgb, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma), borderType=cv2.BORDER_REFLECT)
 
 
-def _downscale(rgb: np.ndarray, px: float | None, seed: int) -> np.ndarray:
+def _downscale(rgb: np.ndarray, px: float | None, restore_size: bool = True) -> np.ndarray:
     factor = float(px) / REFERENCE_SIZE
     if factor >= 1:
         return rgb.copy()
     height, width = rgb.shape[:2]
     small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
                        interpolation=cv2.INTER_AREA)
+    if not restore_size:
+        return small
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
@@ -195,4 +205,4 @@ def _gray(rgb: np.ndarray, level: float | None, seed: int) -> np.ndarray:
     return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
 
 
-_APPLY = {"blur": _blur, "downscale": _downscale, "jpeg": _jpeg, "occlude": _occlude, "gamma": _gamma, "gray": _gray}
+_APPLY = {"blur": _blur, "jpeg": _jpeg, "occlude": _occlude, "gamma": _gamma, "gray": _gray}

@@ -88,8 +88,8 @@ def perturbed_face(rgb: np.ndarray, prep: FacePreprocessor, perturbations: tuple
     detection (so a degraded photo can fail detection, counted by `prep.fallbacks`)."""
     if not perturbations:
         return prep(rgb)
-    if before_detection:
-        return prep(apply_perturbations(rgb, perturbations, seed))
+    if before_detection:  # a downscaled photo stays small: the detector sees a low-resolution photo
+        return prep(apply_perturbations(rgb, perturbations, seed, restore_size=False))
     return apply_perturbations(prep(rgb), perturbations, seed)
 
 
