@@ -9,6 +9,7 @@ in the same run, is the reference every level is compared with (ratio = accuracy
     python bench/paper/ood_sweep.py --quick                    # a minutes-long smoke (fold 0, 5 levels)
     python bench/paper/ood_sweep.py                            # the pretrained MobileFaceNet, LFW folds 0,1
     python bench/paper/ood_sweep.py --model runs/paper/lfw/arcface_seed0 --name arcface_lfw  # a model trained here
+    python bench/paper/ood_sweep.py --replot bench/results/paper/ood/ood_NAME.json           # figures only
 
 A model trained here on LFW must be evaluated only on folds whose identities it never saw (configs/paper/lfw_*
 hold out folds 0 and 1, the default here). Writes ood_<name>.json and PNGs into bench/results/paper/ood/.
@@ -139,9 +140,10 @@ def plot(results: dict, name: str, out: Path) -> list[Path]:
         ax.axhline(100 * clean, color="gray", linestyle=":", label=f"clean {100 * clean:.2f} %")
         ax.axhline(50, color="red", linewidth=0.6, linestyle=":")
         if kind == "downscale":
+            ticks = sorted({*x, *(float(r["level"]) for r in before or [])})
             ax.invert_xaxis()
             ax.set_xscale("log", base=2)
-            ax.set_xticks(x, [str(int(v)) for v in x])
+            ax.set_xticks(ticks, [str(int(v)) for v in ticks])
         if kind == "jpeg":
             ax.invert_xaxis()
         if kind == "gamma":
@@ -159,7 +161,7 @@ def plot(results: dict, name: str, out: Path) -> list[Path]:
     values = [100 * clean] + ([100 * gray[0]["accuracy"]] if gray else [])
     ax.bar(labels, values, color=["tab:gray", "tab:blue"][:len(values)])
     for i, v in enumerate(values):
-        ax.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom", fontsize=8)
+        ax.annotate(f"{v:.2f} %", (i, v - 4), ha="center", va="top", fontsize=8, color="white")
     ax.set_ylim(45, 100.5)
     ax.set_title("gray: BT.601 luminance in all channels", fontsize=8)
     fig.suptitle(f"{name}: LFW accuracy under perturbation ({results['setup']['pairs']} pairs, folds "
@@ -207,7 +209,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fold 0 only, one level of four perturbations")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the figures of a finished sweep")
     args = parser.parse_args()
+    if args.replot:
+        results = json.loads(args.replot.read_text())
+        print("wrote", *plot(results, results["setup"]["name"], args.replot.parent))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log = logging.getLogger("ood_sweep")
 
