@@ -43,20 +43,20 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_perturb_end_to_end(tiny_model: Path, faces: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", str(tiny_model), "--pairs-from", str(faces), "--no-flip", "--perturb", "blur:2",
-                 "--perturb", "gray", "--out", str(tmp_path)]) == 0
+    assert main(["eval", str(tiny_model), "--pairs-from", str(faces), "--no-flip", "--folds", "0,1,2",
+                 "--perturb", "blur:2", "--perturb", "gray", "--out", str(tmp_path)]) == 0
     assert "perturbed (aligned face): blur:2 then gray" in capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["perturbation"]["specs"] == ["blur:2", "gray"]
     assert report["perturbation"]["applied_to"] == "aligned face"
     assert report["options"]["perturb"] == ["blur:2", "gray"]
     verification = report["verification"][0]
-    assert verification["perturbation"] == ["blur:2", "gray"] and verification["num_pairs"] == 120
+    assert verification["perturbation"] == ["blur:2", "gray"] and verification["num_pairs"] == 36
 
 
 def test_pipeline_perturbation_changes_scores_reproducibly(tiny_model: Path, faces: Path) -> None:
     embedder = TorchEmbedder(load(tiny_model))
-    pair_set = sample_pairs(faces, pairs_per_fold=2)
+    pair_set = sample_pairs(faces, pairs_per_fold=2).subset([0, 1, 2])
 
     def scores(*specs: str) -> np.ndarray:
         return evaluate_pair_set(pair_set, embedder, flip=False, perturbations=parse_perturbations(specs)).scores
