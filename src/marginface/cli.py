@@ -186,6 +186,17 @@ def _add_eval_command(commands) -> None:
     onnx.add_argument("--channels", choices=["RGB", "BGR"], default="RGB")
     onnx.add_argument("--mean", type=float, default=127.5)
     onnx.add_argument("--std", type=float, default=127.5)
+    ood = ev.add_argument_group("out of distribution (docs/paper_ood.md)")
+    ood.add_argument("--perturb", action="append", default=[], metavar="KIND:LEVEL",
+                     help="perturb every image, seeded per image (repeatable, applied in order): blur:SIGMA, "
+                          "downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G, gray")
+    ood.add_argument("--perturb-before-detection", action="store_true",
+                     help="apply --perturb to the photo before detection (needs --detector; failures are counted)")
+    ood.add_argument("--pairs-from", action="append", default=[], metavar="FOLDER",
+                     help="identity folder without a pairs file: draw seeded pairs with pairs.txt's fold structure")
+    ood.add_argument("--pairs-per-fold", type=int, default=300,
+                     help="--pairs-from: same (and different) pairs per fold, fewer if a fold cannot supply them")
+    ood.add_argument("--pair-seed", type=int, default=0, help="--pairs-from: sampler seed (default 0)")
     ev.add_argument("--out", help="write report.json and plots here")
     ev.set_defaults(handler=_run_eval)
 
@@ -200,7 +211,9 @@ def _load_embedder(args: argparse.Namespace):
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from marginface.data.pair_sampler import sample_pairs
     from marginface.data.pairs import read_bin, read_pairs_txt
+    from marginface.data.perturb import describe_perturbations, parse_perturbations
     from marginface.data.synthetic import synthetic_pairs
     from marginface.eval.pipeline import evaluate_identity_folder, evaluate_pair_set
     from marginface.eval.report import summary_table, write_report
@@ -211,14 +224,20 @@ def _run_eval(args: argparse.Namespace) -> int:
         from marginface.fileio import ensure_writable_dir
 
         ensure_writable_dir(args.out, "--out directory")
+    perturbations = parse_perturbations(args.perturb)
+    if args.perturb_before_detection and not (perturbations and args.detector):
+        raise ValueError("--perturb-before-detection needs --perturb and --detector (it degrades the photo "
+                         "that the detector sees)")
     embedder = _load_embedder(args)
     detector = YuNetDetector(args.detector) if args.detector else None
     sets = [read_bin(path) for path in args.bin]
     sets += [read_pairs_txt(pairs, images) for pairs, images in args.pairs]
+    sets += [sample_pairs(folder, pairs_per_fold=args.pairs_per_fold, seed=args.pair_seed)
+             for folder in args.pairs_from]
     if args.synthetic:
         sets.append(synthetic_pairs())
     if not sets and not args.identification:
-        raise ValueError("nothing to evaluate: give --bin, --pairs, --synthetic or --identification")
+        raise ValueError("nothing to evaluate: give --bin, --pairs, --pairs-from, --synthetic or --identification")
     if args.folds:
         keep = [int(f) for f in args.folds.split(",")]
         sets = [s.subset(keep) for s in sets]
@@ -226,7 +245,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     for pair_set in sets:
         progress = _Progress(pair_set.name)
         results.append(evaluate_pair_set(pair_set, embedder, FacePreprocessor(detector, embedder.input_size),
-                                         not args.no_flip, args.batch_size, args.search, progress))
+                                         not args.no_flip, args.batch_size, args.search, progress,
+                                         perturbations, args.perturb_before_detection))
         progress.close()
     for folder in args.identification:
         from pathlib import Path
@@ -236,7 +256,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         identification[name] = evaluate_identity_folder(
             folder, embedder, FacePreprocessor(detector, embedder.input_size), args.min_images,
             unknown_fraction=args.unknown_fraction, flip=not args.no_flip, batch_size=args.batch_size,
-            progress=progress)
+            progress=progress, perturbations=perturbations, perturb_before_detection=args.perturb_before_detection)
         progress.close()
     print(summary_table(results, identification))
     for r in results:
@@ -247,9 +267,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     for name, result in identification.items():
         for warning in result.warnings:
             print(f"marginface: warning: {name}: {warning}", file=sys.stderr)
+    perturbation = describe_perturbations(perturbations, args.perturb_before_detection) if perturbations else None
+    if perturbation:
+        print(f"perturbed ({perturbation['applied_to']}): {' then '.join(perturbation['specs'])}")
     if args.out:
         options = {k: v for k, v in vars(args).items() if k != "handler"}
-        print(f"report: {write_report(args.out, args.model, options, results, identification)}")
+        print(f"report: {write_report(args.out, args.model, options, results, identification, perturbation)}")
     return 0
 
 

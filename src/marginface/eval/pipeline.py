@@ -15,6 +15,7 @@ import numpy as np
 from marginface.data.folder import scan_identity_folder
 from marginface.data.image import decode_image
 from marginface.data.pairs import PairSet
+from marginface.data.perturb import Perturbation, apply_perturbations, image_seed
 from marginface.eval.identification import (
     IdentificationResult,
     IdentificationSplit,
@@ -74,12 +75,15 @@ class PairSetEvaluation:
     issame: np.ndarray = field(repr=False)
     no_face: list[str] = field(default_factory=list)  # images centre-cropped because no face was found
     warnings: list[str] = field(default_factory=list)  # why these numbers should not be trusted, if they should not
+    perturbation: list[str] = field(default_factory=list)
+    perturb_before_detection: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready dict (scores left out)."""
         return {"name": self.name, **self.verification.to_dict(), "raw_norm_mean": self.raw_norm_mean,
                 "raw_norm_std": self.raw_norm_std, "num_images": self.num_images, "aligned": self.aligned,
-                "fallback_crops": self.fallbacks, "no_face": self.no_face, "warnings": self.warnings}
+                "fallback_crops": self.fallbacks, "no_face": self.no_face, "warnings": self.warnings,
+                "perturbation": self.perturbation, "perturb_before_detection": self.perturb_before_detection}
 
 
 FALLBACK_WARN_SHARE = 0.01  # more centre-crop fallbacks than this and the accuracy says little about the model
@@ -112,13 +116,30 @@ def _image_name(pair_set: PairSet, index: int) -> str:
     return str(source) if isinstance(source, Path) else f"{pair_set.name} image {index}"
 
 
+def perturbed_face(rgb: np.ndarray, prep: FacePreprocessor, perturbations: tuple[Perturbation, ...] = (),
+                   before_detection: bool = False, seed: int = 0, name: str | None = None) -> np.ndarray:
+    """The aligned face of `rgb` with the perturbations applied to the aligned face, or to the photo before
+    detection (so a degraded photo can fail detection, counted by `prep.fallbacks`)."""
+    if not perturbations:
+        return prep(rgb, name)
+    if before_detection:  # a downscaled photo stays small: the detector sees a low-resolution photo
+        return prep(apply_perturbations(rgb, perturbations, seed, restore_size=False), name)
+    return apply_perturbations(prep(rgb, name), perturbations, seed)
+
+
 def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
                       flip: bool = True, batch_size: int = 64, search: ThresholdSearch = "exact",
-                      progress: Progress | None = None) -> PairSetEvaluation:
-    """Embed every image of `pair_set` once, score pairs by cosine, run the k-fold protocol and ROC."""
+                      progress: Progress | None = None, perturbations: tuple[Perturbation, ...] = (),
+                      perturb_before_detection: bool = False) -> PairSetEvaluation:
+    """Embed every image of `pair_set` once (optionally perturbed, seeded per image), score pairs by cosine,
+    run the k-fold protocol and ROC."""
     prep = preprocessor or FacePreprocessor(size=embedder.input_size)
-    raw = embed_images(len(pair_set.images), lambda i: prep(pair_set.load_image(i), _image_name(pair_set, i)),
-                       embedder, batch_size, flip, progress)
+
+    def load(i: int) -> np.ndarray:
+        return perturbed_face(pair_set.load_image(i), prep, perturbations, perturb_before_detection,
+                              image_seed(pair_set.images[i]), _image_name(pair_set, i))
+
+    raw = embed_images(len(pair_set.images), load, embedder, batch_size, flip, progress)
     warnings = quality_warnings(raw, prep.fallbacks, prep.detector is not None)  # returned, shown by the caller
     norms = np.linalg.norm(raw, axis=1)
     emb = unit_rows(raw)
@@ -128,7 +149,8 @@ def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FaceP
              len(result.folds))
     return PairSetEvaluation(pair_set.name, result, float(norms.mean()), float(norms.std()),
                              len(pair_set.images), prep.aligned, prep.fallbacks, scores, pair_set.issame,
-                             list(prep.no_face), warnings)
+                             list(prep.no_face), warnings, [p.spec for p in perturbations],
+                             perturb_before_detection)
 
 
 @dataclass
@@ -167,7 +189,8 @@ def identification_files(root: str | Path, min_images: int = 2, gallery_per_iden
 def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
                              min_images: int = 2, gallery_per_identity: int = 1, unknown_fraction: float = 0.3,
                              flip: bool = True, batch_size: int = 64, seed: int = 0,
-                             progress: Progress | None = None) -> IdentificationResult:
+                             progress: Progress | None = None, perturbations: tuple[Perturbation, ...] = (),
+                             perturb_before_detection: bool = False) -> IdentificationResult:
     """Closed- and open-set identification over root/<identity>/<image> (identities with >= min_images)."""
     files = identification_files(root, min_images, gallery_per_identity, unknown_fraction, seed)
     split = files.split
@@ -176,7 +199,8 @@ def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor:
 
     def load(i: int) -> np.ndarray:
         path = files.paths[int(used[i])]
-        return prep(decode_image(path.read_bytes(), str(path)), str(path))
+        return perturbed_face(decode_image(path.read_bytes(), str(path)), prep, perturbations,
+                              perturb_before_detection, image_seed(path), str(path))
 
     emb_used = embed_images(len(used), load, embedder, batch_size, flip, progress)
     embeddings = np.zeros((len(files.paths), emb_used.shape[1]), np.float32)

@@ -15,8 +15,10 @@ from marginface.eval.pipeline import PairSetEvaluation
 
 
 def write_report(out_dir: str | Path, model: str, options: dict, verification: list[PairSetEvaluation],
-                 identification: dict[str, IdentificationResult] | None = None) -> Path:
-    """Write report.json and the PNG plots into out_dir; returns the JSON path."""
+                 identification: dict[str, IdentificationResult] | None = None,
+                 perturbation: dict | None = None) -> Path:
+    """Write report.json and the PNG plots into out_dir; returns the JSON path. `perturbation` (specs,
+    where applied, definitions) is recorded under its own key when the images were perturbed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {
@@ -25,6 +27,8 @@ def write_report(out_dir: str | Path, model: str, options: dict, verification: l
         "verification": [v.to_dict() for v in verification],
         "identification": {k: v.to_dict() for k, v in (identification or {}).items()},
     }
+    if perturbation:
+        report["perturbation"] = perturbation
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     _plot(out, verification, identification or {})

@@ -1,0 +1,208 @@
+"""Image perturbations for out-of-distribution evaluation: `KIND:LEVEL` specs, applied deterministically.
+
+Kinds (LEVEL in brackets; every level is given in pixels of the 112×112 aligned face):
+
+- ``blur:SIGMA``      Gaussian blur, standard deviation SIGMA pixels (kernel ≈ 6·SIGMA + 1); 0 is the identity.
+- ``downscale:PX``    shrink by PX/112 (a 112 face becomes PX × PX) with area averaging, then back up to the
+                      original size bilinearly: the detail of a PX-pixel face. PX ≥ 112 is the identity.
+- ``jpeg:QUALITY``    encode as JPEG at QUALITY (1–100) and decode again.
+- ``occlude:FRACTION`` a black rectangle with the image's aspect ratio covering FRACTION of its area, at a
+                      position drawn from the per-image seed.
+- ``gamma:G``         out = 255 · (in / 255)^G: G > 1 darkens, G < 1 brightens; 1 is the identity.
+- ``gray``            luminance (ITU-R BT.601) copied to all three channels.
+
+On a photo (before detection) the same definitions apply with the photo's pixels, except that `downscale`
+scales the photo by the same PX/112 factor and leaves it small (``restore_size=False``): a low-resolution
+photo, on which the detector then has to find a face of about PX pixels (LFW's 250 × 250 photos hold faces
+of roughly 100–120 pixels). A photo that ends up exactly as large as the model input is taken as already
+aligned by FacePreprocessor, so avoid such levels (e.g. downscale:50 on 250-pixel photos for a 112 model).
+Randomness (only `occlude` uses it) comes from a seed per image derived from the image itself (its file
+name or bytes), so a perturbed image is the same whichever subset, order or batch it is evaluated in.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REFERENCE_SIZE = 112
+KINDS = ("blur", "downscale", "jpeg", "occlude", "gamma", "gray")
+_USAGE = "blur:SIGMA, downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G or gray"
+
+
+class PerturbationSpecError(ValueError):
+    """A `KIND:LEVEL` spec that cannot be parsed; the message names the spec and what was expected."""
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation: a kind and its level (None for `gray`)."""
+
+    kind: str
+    level: float | None = None
+
+    @property
+    def spec(self) -> str:
+        """The canonical `KIND:LEVEL` text (round-trips through parse_perturbation)."""
+        if self.level is None:
+            return self.kind
+        level = int(self.level) if float(self.level).is_integer() else self.level
+        return f"{self.kind}:{level}"
+
+    def apply(self, rgb: np.ndarray, seed: int = 0, restore_size: bool = True) -> np.ndarray:
+        """The perturbed copy of an RGB uint8 (H, W, 3) image; `seed` fixes the random parts; without
+        `restore_size` a downscaled image stays small."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"{self.spec}: expected an RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
+        if self.kind == "downscale":
+            return _downscale(rgb, self.level, restore_size)
+        return _APPLY[self.kind](rgb, self.level, seed)
+
+
+def _number(spec: str, text: str, name: str, integer: bool = False) -> float:
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise PerturbationSpecError(f"bad perturbation '{spec}': {name} must be {kind}, found '{text}'") from None
+    if not math.isfinite(value):
+        raise PerturbationSpecError(f"bad perturbation '{spec}': {name} must be finite, found '{text}'")
+    return float(value)
+
+
+def parse_perturbation(spec: str) -> Perturbation:
+    """Parse `KIND:LEVEL` (e.g. blur:2, downscale:28, jpeg:10, occlude:0.25, gamma:2, gray)."""
+    kind, sep, text = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind not in KINDS:
+        raise PerturbationSpecError(f"bad perturbation '{spec}': unknown kind '{kind}', expected {_USAGE}")
+    if kind == "gray":
+        if sep:
+            raise PerturbationSpecError(f"bad perturbation '{spec}': gray takes no level, write 'gray'")
+        return Perturbation("gray")
+    if not sep or not text:
+        raise PerturbationSpecError(f"bad perturbation '{spec}': {kind} needs a level, e.g. {_EXAMPLES[kind]}")
+    if kind == "blur":
+        level = _number(spec, text, "SIGMA")
+        ok, expected = level >= 0, "SIGMA >= 0"
+    elif kind == "downscale":
+        level = _number(spec, text, "PX", integer=True)
+        ok, expected = level >= 1, "PX >= 1"
+    elif kind == "jpeg":
+        level = _number(spec, text, "QUALITY", integer=True)
+        ok, expected = 1 <= level <= 100, "1 <= QUALITY <= 100"
+    elif kind == "occlude":
+        level = _number(spec, text, "FRACTION")
+        ok, expected = 0 <= level <= 1, "0 <= FRACTION <= 1"
+    else:  # gamma
+        level = _number(spec, text, "G")
+        ok, expected = level > 0, "G > 0"
+    if not ok:
+        raise PerturbationSpecError(f"bad perturbation '{spec}': expected {expected}, found {text}")
+    return Perturbation(kind, level)
+
+
+_EXAMPLES = {"blur": "blur:2", "downscale": "downscale:28", "jpeg": "jpeg:10", "occlude": "occlude:0.25",
+             "gamma": "gamma:2"}
+
+
+def parse_perturbations(specs: list[str] | tuple[str, ...]) -> tuple[Perturbation, ...]:
+    """Parse several specs; they are applied in the given order."""
+    return tuple(parse_perturbation(s) for s in specs)
+
+
+def apply_perturbations(rgb: np.ndarray, perturbations: tuple[Perturbation, ...], seed: int = 0,
+                        restore_size: bool = True) -> np.ndarray:
+    """Apply each perturbation in order; the i-th gets its own seed derived from `seed` and i."""
+    for i, perturbation in enumerate(perturbations):
+        rgb = perturbation.apply(rgb, (seed * 1_000_003 + i) % 2**63, restore_size)
+    return rgb
+
+
+DEFINITIONS = {
+    "blur": "Gaussian blur, sigma = LEVEL pixels (cv2.GaussianBlur, kernel from sigma, reflected border)",
+    "downscale": "resize by LEVEL/112 with area averaging, then back to the original size bilinearly "
+                 "(before detection: left small, a low-resolution photo)",
+    "jpeg": "JPEG encode at quality LEVEL (OpenCV) and decode",
+    "occlude": "black rectangle of the image's aspect ratio covering LEVEL of its area, position seeded per image",
+    "gamma": "255 * (x / 255) ** LEVEL per channel",
+    "gray": "BT.601 luminance copied to the three channels",
+}
+
+
+def describe_perturbations(perturbations: tuple[Perturbation, ...], before_detection: bool = False) -> dict:
+    """What a report records about a perturbed evaluation: the specs, where they were applied, their meaning."""
+    return {"specs": [p.spec for p in perturbations],
+            "applied_to": "photo before detection" if before_detection else "aligned face",
+            "seed": "CRC-32 of each image's file name (or bytes)",
+            "definitions": {p.kind: DEFINITIONS[p.kind] for p in perturbations}}
+
+
+def image_seed(source: bytes | str | Path | np.ndarray) -> int:
+    """A stable per-image seed: CRC-32 of a file's name, of encoded bytes, or of a decoded array's bytes."""
+    if isinstance(source, Path | str):
+        data = Path(source).name.encode()
+    elif isinstance(source, np.ndarray):
+        data = np.ascontiguousarray(source).tobytes()
+    else:
+        data = bytes(source)
+    return zlib.crc32(data)
+
+
+def _blur(rgb: np.ndarray, sigma: float | None, seed: int) -> np.ndarray:
+    if not sigma:
+        return rgb.copy()
+    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma), borderType=cv2.BORDER_REFLECT)
+
+
+def _downscale(rgb: np.ndarray, px: float | None, restore_size: bool = True) -> np.ndarray:
+    factor = float(px) / REFERENCE_SIZE
+    if factor >= 1:
+        return rgb.copy()
+    height, width = rgb.shape[:2]
+    small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
+                       interpolation=cv2.INTER_AREA)
+    if not restore_size:
+        return small
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _jpeg(rgb: np.ndarray, quality: float | None, seed: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"jpeg:{int(quality)}: cannot encode an image of shape {rgb.shape}")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def occlusion_box(height: int, width: int, fraction: float, seed: int) -> tuple[int, int, int, int]:
+    """(top, left, box height, box width) of the occluding rectangle: aspect of the image, area ≈ fraction."""
+    side = math.sqrt(fraction)
+    box_h, box_w = min(height, round(height * side)), min(width, round(width * side))
+    rng = np.random.default_rng(seed)
+    top = int(rng.integers(0, height - box_h + 1))
+    left = int(rng.integers(0, width - box_w + 1))
+    return top, left, box_h, box_w
+
+
+def _occlude(rgb: np.ndarray, fraction: float | None, seed: int) -> np.ndarray:
+    out = rgb.copy()
+    top, left, box_h, box_w = occlusion_box(rgb.shape[0], rgb.shape[1], float(fraction), seed)
+    out[top:top + box_h, left:left + box_w] = 0
+    return out
+
+
+def _gamma(rgb: np.ndarray, g: float | None, seed: int) -> np.ndarray:
+    table = np.clip(np.round(255.0 * (np.arange(256) / 255.0) ** float(g)), 0, 255).astype(np.uint8)
+    return table[rgb]
+
+
+def _gray(rgb: np.ndarray, level: float | None, seed: int) -> np.ndarray:
+    return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+
+
+_APPLY = {"blur": _blur, "jpeg": _jpeg, "occlude": _occlude, "gamma": _gamma, "gray": _gray}
