@@ -135,20 +135,12 @@ def _add_eval_command(commands) -> None:
 
 
 def _load_embedder(args: argparse.Namespace):
-    from pathlib import Path
+    from marginface.infer.embedder import OnnxInputSpec, load_embedder
 
-    from marginface.infer.embedder import OnnxEmbedder, OnnxInputSpec, TorchEmbedder
-
-    path = Path(args.model)
-    if path.suffix == ".onnx":
-        spec = None
-        if args.layout or args.channels != "RGB" or args.mean != 127.5 or args.std != 127.5:
-            spec = OnnxInputSpec(args.layout or "NCHW", args.channels, args.mean, args.std)
-        return OnnxEmbedder(path, spec, args.input_name)
-    from marginface.backbones import load
-
-    folder = path / "model" if (path / "model" / "model.json").is_file() else path
-    return TorchEmbedder(load(folder))
+    spec = None
+    if args.layout or args.channels != "RGB" or args.mean != 127.5 or args.std != 127.5:
+        spec = OnnxInputSpec(args.layout or "NCHW", args.channels, args.mean, args.std)
+    return load_embedder(args.model, spec, args.input_name)
 
 
 def _run_eval(args: argparse.Namespace) -> int:

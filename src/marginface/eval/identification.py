@@ -3,7 +3,9 @@
 Protocol: identities with at least `min_images` images are used. A share of them (`unknown_fraction`) is
 kept out of the gallery entirely: their probes are impostors that the system should reject. Every other
 identity contributes its first `gallery_per_identity` images (averaged, normalised) as its gallery
-template; its remaining images are probes. Scores are cosine similarities.
+template; its remaining images are probes. Scores are cosine similarities computed by the same exact
+search as the deploy gallery (marginface.infer.search.TemplateIndex), so `identify` against a gallery
+enrolled with the same split reproduces these numbers exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from marginface.infer.search import TemplateIndex, unit_rows
 
 DEFAULT_FPIRS = (1e-1, 1e-2)
 
@@ -38,6 +42,7 @@ class IdentificationResult:
     num_gallery: int = 0
     num_probes: int = 0
     num_unknown_probes: int = 0
+    threshold_at_fpir: dict[str, float | None] = field(default_factory=dict)  # lowest score accepted as known
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -73,40 +78,50 @@ def split_gallery_probes(labels: np.ndarray, gallery_per_identity: int = 1, min_
                                np.asarray(probe_labels), np.asarray(unknown_probes, np.int64))
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def gallery_templates(embeddings: np.ndarray, split: IdentificationSplit) -> np.ndarray:
+    """(G, D) unit float32 templates: per enrolled identity, its gallery images' unit embeddings averaged
+    (one image: that image's unit embedding, bit for bit what the deploy path enrols)."""
+    emb = unit_rows(embeddings)
+    return np.concatenate([emb[idx[0]][None] if len(idx) == 1 else unit_rows(emb[idx].mean(axis=0))
+                           for idx in split.gallery])
 
 
 def evaluate_identification(embeddings: np.ndarray, split: IdentificationSplit, max_rank: int = 20,
                             fpirs: tuple[float, ...] = DEFAULT_FPIRS) -> IdentificationResult:
     """CMC of known probes against the gallery templates; DIR@FPIR using the unknown probes."""
-    emb = _normalise(np.asarray(embeddings, np.float64))
-    templates = _normalise(np.stack([emb[idx].mean(axis=0) for idx in split.gallery]))
-    scores = emb[split.probes] @ templates.T  # (P, G)
+    emb = unit_rows(embeddings)
+    index = TemplateIndex(emb.shape[1])
+    index.add(np.arange(len(split.gallery)), np.arange(len(split.gallery)), gallery_templates(embeddings, split))
+    _, scores = index.identity_scores(emb[split.probes])  # (P, G) exact float64, columns = gallery order
     column_of = {label: column for column, label in enumerate(split.gallery_labels.tolist())}
     true_column = np.array([column_of[label] for label in split.probe_labels.tolist()], dtype=np.int64)
     true_score = scores[np.arange(len(scores)), true_column]
     rank = (scores > true_score[:, None]).sum(axis=1)  # 0 = correct at rank 1 (ties favour the truth)
-    ranks = min(max_rank, templates.shape[0])
+    ranks = min(max_rank, len(split.gallery))
     cmc = [float(np.mean(rank < k)) for k in range(1, ranks + 1)]
     top_correct = rank == 0
     dirs: dict[str, float | None] = {}
+    thresholds: dict[str, float | None] = {}
     notes: dict[str, str] = {}
-    unknown_max = (emb[split.unknown_probes] @ templates.T).max(axis=1) if len(split.unknown_probes) else None
+    unknown_max = index.identity_scores(emb[split.unknown_probes])[1].max(axis=1) if len(split.unknown_probes) \
+        else None
     for target in fpirs:
         key = f"{target:g}"
         if unknown_max is None:
-            dirs[key], notes[key] = None, "no unknown probes (unknown_fraction = 0)"
+            dirs[key], thresholds[key], notes[key] = None, None, "no unknown probes (unknown_fraction = 0)"
             continue
         allowed = int(np.floor(target * len(unknown_max) + 1e-9))
         if allowed < 1:
-            dirs[key] = None
+            dirs[key], thresholds[key] = None, None
             notes[key] = f"not measurable: {len(unknown_max)} unknown probes, FPIR {key} needs {round(1 / target)}"
             continue
         ordered = np.sort(unknown_max)[::-1]
-        threshold = ordered[allowed] if allowed < len(ordered) else -np.inf
-        dirs[key] = float(np.mean(top_correct & (true_score > threshold)))
+        # lowest score accepted as known: just above the best score of the highest rejected impostor
+        lowest = float(np.nextafter(ordered[allowed], np.inf)) if allowed < len(ordered) else -1.0
+        thresholds[key] = lowest
+        dirs[key] = float(np.mean(top_correct & (true_score >= lowest)))
     return IdentificationResult(
         rank1=cmc[0], rank5=cmc[min(4, len(cmc) - 1)], cmc=cmc, dir_at_fpir=dirs, fpir_notes=notes,
         num_gallery=len(split.gallery), num_probes=len(split.probes), num_unknown_probes=len(split.unknown_probes),
+        threshold_at_fpir=thresholds,
     )

@@ -15,10 +15,16 @@ import numpy as np
 from marginface.data.folder import scan_identity_folder
 from marginface.data.image import decode_image
 from marginface.data.pairs import PairSet
-from marginface.eval.identification import IdentificationResult, evaluate_identification, split_gallery_probes
+from marginface.eval.identification import (
+    IdentificationResult,
+    IdentificationSplit,
+    evaluate_identification,
+    split_gallery_probes,
+)
 from marginface.eval.verification import ThresholdSearch, VerificationResult, evaluate_verification
 from marginface.infer.embedder import Embedder, flip_embed
 from marginface.infer.prepare import FacePreprocessor
+from marginface.infer.search import unit_rows
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -74,10 +80,6 @@ class PairSetEvaluation:
                 "fallback_crops": self.fallbacks}
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
                       flip: bool = True, batch_size: int = 64, search: ThresholdSearch = "exact",
                       progress: Progress | None = None) -> PairSetEvaluation:
@@ -86,7 +88,7 @@ def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FaceP
     raw = embed_images(len(pair_set.images), lambda i: prep(pair_set.load_image(i)), embedder, batch_size,
                        flip, progress)
     norms = np.linalg.norm(raw, axis=1)
-    emb = _unit(raw)
+    emb = unit_rows(raw)
     scores = np.sum(emb[pair_set.pairs[:, 0]] * emb[pair_set.pairs[:, 1]], axis=1)
     result = evaluate_verification(scores, pair_set.issame, pair_set.folds, search)
     log.info("%s: accuracy %.4f ± %.4f over %d folds", pair_set.name, result.accuracy_mean, result.accuracy_std,
@@ -95,22 +97,54 @@ def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FaceP
                              len(pair_set.images), prep.aligned, prep.fallbacks, scores, pair_set.issame)
 
 
+@dataclass
+class IdentificationFiles:
+    """The files of an identity folder's identification split, as evaluate_identity_folder uses them."""
+
+    paths: list[Path]  # every image of the folder, in label order (indices below point here)
+    names: list[str]  # identity name of each path
+    split: IdentificationSplit
+
+    @property
+    def gallery(self) -> list[tuple[str, list[Path]]]:
+        """(identity, images enrolled for it) per gallery identity."""
+        return [(self.names[idx[0]], [self.paths[i] for i in idx]) for idx in self.split.gallery]
+
+    @property
+    def probes(self) -> list[tuple[str, Path]]:
+        """(true identity, image) of every known probe."""
+        return [(self.names[i], self.paths[i]) for i in self.split.probes.tolist()]
+
+    @property
+    def unknown(self) -> list[tuple[str, Path]]:
+        """(identity, image) of every impostor probe (identities kept out of the gallery)."""
+        return [(self.names[i], self.paths[i]) for i in self.split.unknown_probes.tolist()]
+
+
+def identification_files(root: str | Path, min_images: int = 2, gallery_per_identity: int = 1,
+                         unknown_fraction: float = 0.3, seed: int = 0) -> IdentificationFiles:
+    """The deterministic gallery / probe / impostor split of root/<identity>/<image> that eval uses."""
+    class_names, items = scan_identity_folder(Path(root))
+    labels = np.array([label for _, label in items])
+    split = split_gallery_probes(labels, gallery_per_identity, min_images, unknown_fraction, seed)
+    return IdentificationFiles([path for path, _ in items], [class_names[label] for _, label in items], split)
+
+
 def evaluate_identity_folder(root: str | Path, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
                              min_images: int = 2, gallery_per_identity: int = 1, unknown_fraction: float = 0.3,
                              flip: bool = True, batch_size: int = 64, seed: int = 0,
                              progress: Progress | None = None) -> IdentificationResult:
     """Closed- and open-set identification over root/<identity>/<image> (identities with >= min_images)."""
-    _, items = scan_identity_folder(Path(root))
-    labels = np.array([label for _, label in items])
-    split = split_gallery_probes(labels, gallery_per_identity, min_images, unknown_fraction, seed)
+    files = identification_files(root, min_images, gallery_per_identity, unknown_fraction, seed)
+    split = files.split
     used = np.unique(np.concatenate([np.concatenate(split.gallery), split.probes, split.unknown_probes]))
     prep = preprocessor or FacePreprocessor(size=embedder.input_size)
 
     def load(i: int) -> np.ndarray:
-        path = items[int(used[i])][0]
+        path = files.paths[int(used[i])]
         return prep(decode_image(path.read_bytes(), str(path)))
 
     emb_used = embed_images(len(used), load, embedder, batch_size, flip, progress)
-    embeddings = np.zeros((len(items), emb_used.shape[1]), np.float32)
+    embeddings = np.zeros((len(files.paths), emb_used.shape[1]), np.float32)
     embeddings[used] = emb_used
     return evaluate_identification(embeddings, split)

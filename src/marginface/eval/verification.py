@@ -42,6 +42,8 @@ class VerificationResult:
     num_pairs: int = 0
     num_same: int = 0
     threshold_search: str = "exact"
+    threshold_at_far: dict[str, float | None] = field(default_factory=dict)  # lowest accepted score per FAR
+    accuracy_threshold: float | None = None  # best-accuracy threshold over all pairs (k-fold rule, every fold)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -50,6 +52,7 @@ class VerificationResult:
             "folds": [vars(f) for f in self.folds], "auc": self.auc, "eer": self.eer,
             "tar_at_far": self.tar_at_far, "far_notes": self.far_notes, "num_pairs": self.num_pairs,
             "num_same": self.num_same, "threshold_search": self.threshold_search,
+            "threshold_at_far": self.threshold_at_far, "accuracy_threshold": self.accuracy_threshold,
         }
 
 
@@ -144,16 +147,26 @@ def equal_error_rate(far: np.ndarray, tar: np.ndarray) -> float:
     return float(far[i - 1] + t * (far[i] - far[i - 1]))
 
 
-def tar_at_far(scores: np.ndarray, issame: np.ndarray, far_target: float) -> float | None:
-    """TAR at the strictest threshold whose false accepts are at most far_target·N_impostor; None when
-    there are fewer than 1/far_target impostor pairs (that FAR cannot be measured)."""
+def threshold_at_far(scores: np.ndarray, issame: np.ndarray, far_target: float) -> float | None:
+    """The lowest score accepted (accept iff score >= it) at the strictest cut whose false accepts are at most
+    far_target·N_impostor; None when there are fewer than 1/far_target impostor pairs."""
     scores, issame = _check(scores, issame)
     negatives = np.sort(scores[~issame])[::-1]
     allowed = int(np.floor(far_target * len(negatives) + 1e-9))
     if allowed < 1:
         return None
-    threshold = negatives[allowed] if allowed < len(negatives) else -np.inf
-    return float(np.mean(scores[issame] > threshold))
+    if allowed >= len(negatives):
+        return float(scores.min())
+    return float(np.nextafter(negatives[allowed], np.inf))  # first value above the highest rejected impostor
+
+
+def tar_at_far(scores: np.ndarray, issame: np.ndarray, far_target: float) -> float | None:
+    """TAR at the strictest threshold whose false accepts are at most far_target·N_impostor; None when
+    there are fewer than 1/far_target impostor pairs (that FAR cannot be measured)."""
+    threshold = threshold_at_far(scores, issame, far_target)
+    if threshold is None:
+        return None
+    return float(np.mean(np.asarray(scores, np.float64)[np.asarray(issame, bool)] >= threshold))
 
 
 def evaluate_verification(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray,
@@ -166,9 +179,11 @@ def evaluate_verification(scores: np.ndarray, issame: np.ndarray, folds: np.ndar
     far, tar, _ = roc_curve(scores, issame)
     negatives = int((~issame).sum())
     tars: dict[str, float | None] = {}
+    thresholds: dict[str, float | None] = {}
     notes: dict[str, str] = {}
     for target in fars:
         key = f"{target:g}"
+        thresholds[key] = threshold_at_far(scores, issame, target)
         tars[key] = tar_at_far(scores, issame, target)
         if tars[key] is None:
             notes[key] = f"not measurable: {negatives} impostor pairs, FAR {key} needs at least {round(1 / target)}"
@@ -178,4 +193,12 @@ def evaluate_verification(scores: np.ndarray, issame: np.ndarray, folds: np.ndar
         auc=auc_score(far, tar), eer=equal_error_rate(far, tar), tar_at_far=tars, far_notes=notes,
         roc={"far": far[::step].tolist() + [1.0], "tar": tar[::step].tolist() + [1.0]},
         num_pairs=len(scores), num_same=int(issame.sum()), threshold_search=search,
+        threshold_at_far=thresholds, accuracy_threshold=_overall_threshold(scores, issame, search),
     )
+
+
+def _overall_threshold(scores: np.ndarray, issame: np.ndarray, search: ThresholdSearch) -> float:
+    """The k-fold rule's threshold chosen on every pair, as a lowest accepted score (score >= it)."""
+    if search == "grid":  # same iff 2 - 2cos < t, i.e. cos > 1 - t/2
+        return float(np.nextafter(best_threshold_grid(scores, issame)[0], np.inf))
+    return float(np.nextafter(best_threshold_exact(scores, issame)[0], np.inf))

@@ -108,3 +108,24 @@ class OnnxEmbedder:
             outs = [self.session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
             return np.concatenate(outs).astype(np.float32)
         return self.session.run([self.output_name], {self.input_name: x})[0].astype(np.float32)
+
+
+def load_embedder(model: str | Path, spec: OnnxInputSpec | None = None, input_name: str | None = None,
+                  threads: int | None = None) -> OnnxEmbedder | TorchEmbedder:
+    """Any model `marginface eval` accepts: an .onnx file (input spec read from it unless given), an exported
+    model directory (model.json + model.safetensors) or a training run directory (its model/ folder)."""
+    path = Path(model)
+    if path.suffix == ".onnx":
+        return OnnxEmbedder(path, spec, input_name, threads)
+    from marginface.backbones import load
+
+    if not path.exists():
+        raise FileNotFoundError(f"model {path} does not exist (expected an .onnx file, an exported model "
+                                "directory or a run directory)")
+    return TorchEmbedder(load(model_folder(path)))
+
+
+def model_folder(path: str | Path) -> Path:
+    """The exported-model folder of a run directory (RUN/model) or of an exported model directory itself."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "model.json").is_file() else path

@@ -1,0 +1,108 @@
+"""Every way an image enters the deploy path (file path, bytes, RGB array, PIL image) becomes one RGB uint8
+array, with EXIF orientation applied and size / decompression-bomb limits enforced before full decoding."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from marginface.data.image import ImageDecodeError, decode_image
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from PIL.Image import Image as PILImage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageInputError(ValueError):
+    """An input is not a usable image: not an image, empty, too large or a decompression bomb; names the source."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large  # lets an HTTP layer answer 413 instead of 400
+
+
+def _from_pil(img: PILImage, name: str, max_pixels: int) -> np.ndarray:
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageInputError(f"{name}: image too large ({width}x{height} = {width * height} pixels > limit "
+                              f"{max_pixels})", too_large=True)
+    if width == 0 or height == 0:
+        raise ImageInputError(f"{name}: empty image ({width}x{height})")
+    try:
+        img = ImageOps.exif_transpose(img)
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageInputError(f"{name}: cannot decode image ({err})") from err
+
+
+def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    if len(data) == 0:
+        raise ImageInputError(f"{name}: empty image data (0 bytes)")
+    # Read only the header first: the pixel count is checked before a single pixel is decoded.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ImageInputError(f"{name}: decompression bomb refused ({err})", too_large=True) from err
+        except UnidentifiedImageError as err:
+            raise ImageInputError(f"{name}: not an image (no known image format, {len(data)} bytes)") from err
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ImageInputError(f"{name}: cannot read image header ({err})") from err
+    if width * height > max_pixels:
+        raise ImageInputError(f"{name}: image too large ({width}x{height} = {width * height} pixels > limit "
+                              f"{max_pixels})", too_large=True)
+    if width == 0 or height == 0:
+        raise ImageInputError(f"{name}: empty image ({width}x{height})")
+    # The same decoder as evaluation (OpenCV, which applies EXIF orientation), so pixels match eval exactly.
+    try:
+        return decode_image(data, name)
+    except ImageDecodeError as err:
+        raise ImageInputError(str(err)) from err
+
+
+def _from_array(array: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageInputError(f"{name}: expected an (H, W, 3) RGB array, got shape {array.shape}")
+    if array.shape[0] * array.shape[1] == 0:
+        raise ImageInputError(f"{name}: empty image array {array.shape}")
+    if array.shape[0] * array.shape[1] > max_pixels:
+        raise ImageInputError(f"{name}: image too large ({array.shape[1]}x{array.shape[0]} pixels > limit "
+                              f"{max_pixels})", too_large=True)
+    if array.dtype != np.uint8:
+        raise ImageInputError(f"{name}: expected a uint8 RGB array, got {array.dtype}")
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def load_image(source: str | Path | bytes | bytearray | memoryview | np.ndarray | PILImage, *,
+               name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a path, encoded bytes, an RGB array or a PIL image; EXIF orientation applied.
+
+    Raises ImageInputError (naming `name` or the path) for anything that is not a usable image.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        label = name or str(path)
+        if not path.is_file():
+            raise ImageInputError(f"{label}: no such image file")
+        return _decode_bytes(path.read_bytes(), label, max_pixels)
+    label = name or f"<{type(source).__name__}>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode_bytes(bytes(source), label, max_pixels)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, label, max_pixels)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, label, max_pixels)
+    raise ImageInputError(f"{label}: unsupported image input type {type(source).__name__}")

@@ -1,0 +1,42 @@
+"""model='auto': the published MobileFaceNet + YuNet pair, fetched once into the user cache (sha256 pinned),
+with operating thresholds calibrated by `marginface eval` and shipped in published.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from marginface.infer.detect import fetch_model
+from marginface.infer.thresholds import Threshold, ThresholdError
+
+MIRROR_ENV = "MARGINFACE_MODEL_MIRROR"
+
+
+def published() -> dict:
+    """The shipped description of the auto models and their calibrated thresholds."""
+    return json.loads(resources.files("marginface.infer").joinpath("published.json").read_text())
+
+
+def resolve_model(kind: str, cache_dir: str | Path | None = None, mirror: str | None = None) -> Path:
+    """Local path of the published 'model' or 'detector', downloaded once and checked against its sha256.
+
+    `mirror` (or $MARGINFACE_MODEL_MIRROR), a URL prefix such as file:///data, replaces the published
+    location: the file is then fetched from mirror + '/' + its mirror_path (offline installs and tests).
+    """
+    entries = published()
+    if kind not in ("model", "detector"):
+        raise ValueError(f"unknown published kind {kind!r}; expected 'model' or 'detector'")
+    entry = entries[kind]
+    mirror = mirror or os.environ.get(MIRROR_ENV)
+    url = f"{mirror.rstrip('/')}/{entry['mirror_path']}" if mirror else entry["url"]
+    return fetch_model(url, entry["sha256"], cache_dir)
+
+
+def published_threshold(task: str) -> Threshold:
+    """The calibrated threshold shipped for the auto model: task 'verify' (FAR) or 'identify' (FPIR)."""
+    entry = published().get("thresholds", {}).get(task)
+    if entry is None:
+        raise ThresholdError(f"no calibrated {task!r} threshold is shipped for model 'auto'")
+    return Threshold(float(entry["value"]), f"{entry['source']} (shipped with marginface)")
