@@ -1,0 +1,174 @@
+"""The FastAPI application: JSON routes over RecognitionService plus the static web page, built by a factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import UnidentifiedImageError
+
+from marginface import __version__
+from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
+from marginface.infer.recognizer import FaceRecognizer, NoFaceError
+from marginface.serve.auth import ApiKeyGuard
+from marginface.serve.limits import BodyLimitMiddleware
+from marginface.serve.service import Decoded, RecognitionService, Upload
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(str(resources.files("marginface.serve") / "static"))
+MAX_NAME_LENGTH = 200
+
+
+def jsonable(value: Any) -> Any:
+    """Numpy scalars and arrays (and containers of them) as plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _image_error(err: ImageInputError) -> HTTPException:
+    """415 for bytes that are no image format at all, 400 for the rest (damaged, empty, too many pixels, bombs)."""
+    code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if isinstance(err.__cause__, UnidentifiedImageError) \
+        else status.HTTP_400_BAD_REQUEST
+    return HTTPException(code, str(err))
+
+
+async def _decode(service: RecognitionService, file: UploadFile, field: str) -> Decoded:
+    """Read an upload into memory and decode it off the event loop; never written to disk by us."""
+    data = await file.read()
+    name = file.filename or field
+    try:
+        return await run_in_threadpool(service.decode, Upload(name, data))
+    except ImageInputError as err:
+        raise _image_error(err) from err
+
+
+def _check_name(name: str) -> str:
+    """A person's name as given, stripped; 422 when empty or too long."""
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            f"name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
+    return name
+
+
+def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
+               max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None) -> FastAPI:
+    """A ready FastAPI app serving the gallery at `gallery_path` (model loaded once, here).
+
+    `api_key` (when given) guards every route except the page's static files and the API description;
+    request bodies over `max_upload_mb` MiB get 413; images over `max_pixels` pixels get 400.
+    """
+    service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels)
+    guard = ApiKeyGuard(api_key)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title="marginface", version=__version__, lifespan=lifespan,
+                  description="Face detection, verification and identification against a gallery. "
+                              "Every decision carries its threshold and where the threshold came from.")
+    app.state.service = service
+    app.add_middleware(BodyLimitMiddleware, max_bytes=int(max_upload_mb * 1024 * 1024))
+    guarded = [Depends(guard)]
+
+    @app.exception_handler(NoFaceError)
+    async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_422_UNPROCESSABLE_ENTITY)
+
+    @app.get("/healthz", dependencies=guarded, tags=["service"])
+    async def healthz() -> dict:
+        """Liveness plus what is loaded: model fingerprint, threshold and gallery size."""
+        stats = await run_in_threadpool(service.stats)
+        return jsonable({"status": "ok", "version": __version__, "model": service.recognizer.fingerprint.key,
+                         "threshold": service.recognizer.threshold.to_dict(),
+                         "identities": stats.get("identities"), "templates": stats.get("templates")})
+
+    @app.post("/v1/detect", dependencies=guarded, tags=["faces"])
+    async def detect(image: Annotated[UploadFile, File(description="a photo")]) -> dict:
+        """Every face: box, five landmarks, detection score and quality signals (no embedding)."""
+        decoded = await _decode(service, image, "image")
+        faces = await run_in_threadpool(service.faces, decoded)
+        return jsonable({"image": decoded.size, "faces": [face.to_dict() for face in faces]})
+
+    @app.post("/v1/embed", dependencies=guarded, tags=["faces"])
+    async def embed(image: Annotated[UploadFile, File(description="a photo")],
+                    all_faces: Annotated[bool, Query(description="embed every face, not only the main one")] = False
+                    ) -> dict:
+        """Unit embedding of the main face (or of every face), with the model fingerprint it belongs to."""
+        decoded = await _decode(service, image, "image")
+        faces = await run_in_threadpool(service.faces, decoded)
+        if not faces:
+            raise NoFaceError(f"{decoded.name}: no face found")
+        chosen = faces if all_faces else faces[:1]
+        return jsonable({"image": decoded.size, "model": service.recognizer.fingerprint.key,
+                         "faces": [face.to_dict(embedding=True) for face in chosen]})
+
+    @app.post("/v1/verify", dependencies=guarded, tags=["faces"])
+    async def verify(image1: Annotated[UploadFile, File(description="first photo")],
+                     image2: Annotated[UploadFile, File(description="second photo")]) -> dict:
+        """Are the main faces of two photos the same person? Score, decision, threshold and its source."""
+        first = await _decode(service, image1, "image1")
+        second = await _decode(service, image2, "image2")
+        result, face1, face2 = await run_in_threadpool(service.verify, first, second)
+        return jsonable({**result.to_dict(), "image1": {**first.size, "box": face1.to_dict()["box"]},
+                         "image2": {**second.size, "box": face2.to_dict()["box"]}})
+
+    @app.post("/v1/identify", dependencies=guarded, tags=["gallery"])
+    async def identify(image: Annotated[UploadFile, File(description="a photo")],
+                       k: Annotated[int, Query(ge=1, le=100, description="candidates listed per face")] = 1) -> dict:
+        """Every face with the gallery's answer: a name or "unknown", its score and the threshold used."""
+        decoded = await _decode(service, image, "image")
+        identified = await run_in_threadpool(service.identify, decoded, k)
+        return jsonable({"image": decoded.size, "faces": [item.to_dict() for item in identified]})
+
+    @app.get("/v1/identities", dependencies=guarded, tags=["gallery"])
+    async def list_identities() -> dict:
+        """Every enrolled person with their number of templates."""
+        identities = await run_in_threadpool(service.identities)
+        return jsonable({"count": len(identities), "identities": identities})
+
+    @app.post("/v1/identities", dependencies=guarded, tags=["gallery"], status_code=status.HTTP_201_CREATED)
+    async def enrol(name: Annotated[str, Form(description="the person's name")],
+                    images: Annotated[list[UploadFile], File(description="one or more photos of the person")]
+                    ) -> dict:
+        """Enrol the main face of each photo under `name` (one transaction; only templates and hashes are kept)."""
+        name = _check_name(name)
+        decoded = [await _decode(service, file, f"images[{i}]") for i, file in enumerate(images)]
+        added, duplicates = await run_in_threadpool(service.enrol, name, decoded)
+        return {"name": name, "added": added, "duplicates": duplicates}
+
+    @app.delete("/v1/identities/{name}", dependencies=guarded, tags=["gallery"])
+    async def delete_identity(name: str) -> dict:
+        """Delete a person and all their templates."""
+        try:
+            await run_in_threadpool(service.remove, name)
+        except KeyError as err:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no identity named {name!r} in the gallery") from err
+        return {"removed": name}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page (static; it asks for the API key itself when the service has one)."""
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,24 @@
+"""Run the app under uvicorn after checking that the bind is safe for biometric data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from marginface.serve.app import create_app
+from marginface.serve.auth import check_bind
+
+log = logging.getLogger(__name__)
+
+
+def serve(gallery_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          max_upload_mb: float = 10.0) -> None:
+    """Load the model and gallery once and serve until interrupted; ValueError for a non-loopback bind without key."""
+    import uvicorn
+
+    check_bind(host, api_key)
+    if max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    app = create_app(gallery_path, api_key=api_key, max_upload_mb=max_upload_mb)
+    log.info("serving %s on http://%s:%d (API key %s)", gallery_path, host, port, "required" if api_key else "off")
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,78 @@
+"""Fixtures for the service tests: the real YuNet + MobileFaceNet, fresh galleries, LFW photos, a live server."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MODEL = "face_recognition_mobilefacenet/mobilefacenet_dynamic_batch.onnx"
+DETECTOR = "face_detection_yunet/face_detection_yunet_2023mar.onnx"
+LFW = "lfw/lfw-deepfunneled"
+THRESHOLD = 0.35  # fixed cosine threshold for the tests; the decisions below are far from it either way
+
+
+@pytest.fixture(scope="session")
+def recognizer(shared_data: Path):
+    """One FaceRecognizer for the whole session (loading it per test would dominate the runtime)."""
+    from marginface.infer.recognizer import FaceRecognizer
+    from marginface.infer.thresholds import Threshold
+
+    return FaceRecognizer(shared_data / MODEL, shared_data / DETECTOR, threshold=Threshold.fixed(THRESHOLD))
+
+
+@pytest.fixture
+def gallery_path(tmp_path: Path, recognizer, shared_data: Path) -> Path:
+    """A new, empty gallery file recorded with the test recognizer's fingerprint and threshold."""
+    from marginface.infer.gallery import Gallery
+
+    path = tmp_path / "people.db"
+    Gallery.create(path, recognizer.fingerprint, recognizer.threshold, model=str(shared_data / MODEL),
+                   detector=str(shared_data / DETECTOR)).close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def lfw(shared_data: Path):
+    """lfw(name, i) -> path of LFW deep-funneled photo i (1-based) of that person."""
+
+    def photo(name: str, index: int) -> Path:
+        return shared_data / LFW / name / f"{name}_{index:04d}.jpg"
+
+    return photo
+
+
+def free_socket() -> socket.socket:
+    """A listening-ready TCP socket on 127.0.0.1 with a port the OS chose (no race between pick and bind)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.contextmanager
+def running_server(app) -> Iterator[str]:
+    """Serve `app` with a real uvicorn on 127.0.0.1 and a random free port in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()

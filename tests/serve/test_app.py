@@ -1,0 +1,226 @@
+"""The HTTP API with the real YuNet + MobileFaceNet against a fresh gallery: auth, limits, bad uploads, no face,
+detect / embed / verify, enrol -> identify -> delete, concurrent enrol + identify, and a real uvicorn."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from marginface.serve import create_app
+
+from .conftest import THRESHOLD, running_server
+
+KEY = "test-key-0123"
+COLIN, BUSH, BLAIR = "Colin_Powell", "George_W_Bush", "Tony_Blair"
+
+
+def _png(width: int, height: int, pixels: np.ndarray | None = None) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.fromarray(pixels) if pixels is not None else Image.new("RGB", (width, height), (128, 128, 128))
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A tiny PNG whose header claims width × height 1-bit pixels: a decompression bomb if decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = zlib.compress(b"\x00" * ((width + 7) // 8 + 1) * 64, 9)  # the first 64 rows; the rest never arrive
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def _file(path: Path) -> tuple[str, bytes, str]:
+    return path.name, path.read_bytes(), "image/jpeg"
+
+
+@pytest.fixture
+def client(gallery_path, recognizer):
+    with TestClient(create_app(gallery_path, recognizer=recognizer)) as test_client:
+        yield test_client
+
+
+def _enrol(client: TestClient, name: str, *paths: Path, **kwargs) -> httpx.Response:
+    return client.post("/v1/identities", data={"name": name}, files=[("images", _file(p)) for p in paths], **kwargs)
+
+
+def test_api_key_guards_every_route_in_either_header(gallery_path, recognizer, lfw):
+    with TestClient(create_app(gallery_path, api_key=KEY, recognizer=recognizer)) as client:
+        photo = {"image": _file(lfw(COLIN, 1))}
+        calls = [("GET", "/healthz", {}), ("GET", "/v1/identities", {}), ("POST", "/v1/identify", {"files": photo}),
+                 ("POST", "/v1/detect", {"files": photo}), ("POST", "/v1/embed", {"files": photo}),
+                 ("POST", "/v1/verify", {"files": {"image1": _file(lfw(COLIN, 1)), "image2": _file(lfw(COLIN, 2))}}),
+                 ("POST", "/v1/identities", {"data": {"name": "x"}, "files": [("images", _file(lfw(COLIN, 1)))]}),
+                 ("DELETE", "/v1/identities/x", {})]
+        for method, url, kwargs in calls:
+            missing = client.request(method, url, **kwargs)
+            assert missing.status_code == 401, (method, url, missing.text)
+            assert "missing API key" in missing.json()["detail"]
+            wrong = client.request(method, url, headers={"X-API-Key": "wrong"}, **kwargs)
+            assert wrong.status_code == 401 and "wrong API key" in wrong.json()["detail"]
+        assert client.get("/healthz", headers={"X-API-Key": KEY}).status_code == 200
+        assert client.get("/healthz", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        answer = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 1))},
+                             headers={"Authorization": f"Bearer {KEY}"})
+        assert answer.status_code == 200, answer.text
+        page = client.get("/")  # static page: no data in it; it asks for the key itself
+        assert page.status_code == 200 and "api-key" in page.text
+
+
+def test_upload_over_the_limit_is_413(gallery_path, recognizer):
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    big = _png(400, 400, noise)
+    assert len(big) > 100 * 1024
+    with TestClient(create_app(gallery_path, max_upload_mb=0.1, recognizer=recognizer)) as client:
+        response = client.post("/v1/detect", files={"image": ("noise.png", big, "image/png")})
+        assert response.status_code == 413
+        assert "limit" in response.json()["detail"]
+
+        def stream():  # no Content-Length: the body is counted as it arrives
+            for start in range(0, len(big), 16384):
+                yield big[start:start + 16384]
+
+        chunked = client.post("/v1/detect", content=stream(),
+                              headers={"content-type": "multipart/form-data; boundary=xyz"})
+        assert chunked.status_code == 413
+
+
+def test_bad_uploads_name_the_problem(client, tmp_path):
+    text = client.post("/v1/detect", files={"image": ("notes.txt", b"hello, not a photo", "text/plain")})
+    assert text.status_code == 415
+    assert "notes.txt" in text.json()["detail"] and "not an image" in text.json()["detail"]
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (200, 200), (90, 120, 30)).save(jpeg, format="JPEG")
+    truncated = client.post("/v1/detect", files={"image": ("cut.jpg", jpeg.getvalue()[:200], "image/jpeg")})
+    assert truncated.status_code == 400 and "cut.jpg" in truncated.json()["detail"]
+
+    bomb = client.post("/v1/identify", files={"image": ("bomb.png", _bomb_png(), "image/png")})
+    assert bomb.status_code == 400
+    detail = bomb.json()["detail"]
+    assert "bomb.png" in detail and ("bomb" in detail or "pixels" in detail)
+
+    empty = client.post("/v1/detect", files={"image": ("empty.jpg", b"", "image/jpeg")})
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+
+    missing = client.post("/v1/identify", files={"photo": ("x.jpg", jpeg.getvalue(), "image/jpeg")})
+    assert missing.status_code == 422  # no `image` field
+
+
+def test_photo_without_a_face_is_422(client):
+    grey = _png(240, 240)
+    for url in ("/v1/identify", "/v1/embed"):
+        response = client.post(url, files={"image": ("wall.png", grey, "image/png")})
+        assert response.status_code == 422, url
+        assert "wall.png" in response.json()["detail"] and "no face" in response.json()["detail"]
+    detected = client.post("/v1/detect", files={"image": ("wall.png", grey, "image/png")})
+    assert detected.status_code == 200 and detected.json()["faces"] == []
+
+
+def test_detect_embed_verify_on_lfw(client, lfw):
+    detected = client.post("/v1/detect", files={"image": _file(lfw(COLIN, 1))}).json()
+    assert detected["image"] == {"name": "Colin_Powell_0001.jpg", "width": 250, "height": 250}
+    x, y, w, h = detected["faces"][0]["box"]
+    assert 50 < x + w / 2 < 200 and 50 < y + h / 2 < 200 and w > 50  # LFW is centred on the face
+    assert "embedding" not in detected["faces"][0]
+
+    embedded = client.post("/v1/embed", files={"image": _file(lfw(COLIN, 1))}).json()
+    vector = np.asarray(embedded["faces"][0]["embedding"])
+    assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-4
+    assert embedded["model"]
+
+    same = client.post("/v1/verify", files={"image1": _file(lfw(COLIN, 1)), "image2": _file(lfw(COLIN, 2))}).json()
+    other = client.post("/v1/verify", files={"image1": _file(lfw(COLIN, 1)), "image2": _file(lfw(BUSH, 1))}).json()
+    assert same["same"] is True and other["same"] is False
+    assert same["score"] > THRESHOLD > other["score"]
+    assert same["threshold"] == {"value": THRESHOLD, "source": "fixed"}
+
+
+def test_enrol_identify_delete(client, lfw):
+    enrolled = _enrol(client, "Colin Powell", lfw(COLIN, 1), lfw(COLIN, 2))
+    assert enrolled.status_code == 201, enrolled.text
+    assert enrolled.json() == {"name": "Colin Powell", "added": 2, "duplicates": 0}
+    again = _enrol(client, "Colin Powell", lfw(COLIN, 2))
+    assert again.json() == {"name": "Colin Powell", "added": 0, "duplicates": 1}  # same photo hash: no new template
+
+    listed = client.get("/v1/identities").json()
+    assert listed["count"] == 1
+    assert listed["identities"][0]["name"] == "Colin Powell" and listed["identities"][0]["templates"] == 2
+
+    known = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 3))}).json()["faces"][0]
+    assert known["name"] == "Colin Powell" and known["score"] >= THRESHOLD
+    assert known["threshold"] == {"value": THRESHOLD, "source": "fixed"}
+    stranger = client.post("/v1/identify", files={"image": _file(lfw(BUSH, 1))}).json()["faces"][0]
+    assert stranger["name"] == "unknown" and stranger["score"] < THRESHOLD
+
+    health = client.get("/healthz").json()
+    assert health["identities"] == 1 and health["templates"] == 2 and health["threshold"]["source"] == "fixed"
+
+    assert client.delete("/v1/identities/Colin Powell").json() == {"removed": "Colin Powell"}
+    assert client.get("/v1/identities").json()["count"] == 0
+    gone = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 3))}).json()["faces"][0]
+    assert gone["name"] == "unknown"
+    missing = client.delete("/v1/identities/Colin Powell")
+    assert missing.status_code == 404 and "Colin Powell" in missing.json()["detail"]
+
+
+def test_enrolment_with_a_faceless_photo_enrols_nothing(client, lfw, tmp_path):
+    wall = tmp_path / "wall.png"
+    wall.write_bytes(_png(200, 200))
+    response = _enrol(client, "Colin", lfw(COLIN, 1), wall)
+    assert response.status_code == 422 and "wall.png" in response.json()["detail"]
+    assert client.get("/v1/identities").json()["count"] == 0
+    blank = client.post("/v1/identities", data={"name": "   "}, files=[("images", _file(lfw(COLIN, 1)))])
+    assert blank.status_code == 422
+
+
+def test_concurrent_enrol_and_identify(client, lfw):
+    """Enrolments of new people and identifications of an enrolled one from 4 threads: every request succeeds,
+    the enrolled person is always recognised, and every enrolment is in the gallery afterwards."""
+    assert _enrol(client, "Colin", lfw(COLIN, 1)).status_code == 201
+    people = ["George_W_Bush", "Tony_Blair", "Gerhard_Schroeder", "Ariel_Sharon", "Donald_Rumsfeld", "Hugo_Chavez"]
+
+    def enrol(person: str) -> int:
+        return _enrol(client, person, lfw(person, 1)).status_code
+
+    def identify(index: int) -> str:
+        response = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 2 + index % 3))})
+        assert response.status_code == 200, response.text
+        return response.json()["faces"][0]["name"]
+
+    with ThreadPoolExecutor(4) as pool:
+        enrolments = [pool.submit(enrol, person) for person in people]
+        identifications = [pool.submit(identify, i) for i in range(12)]
+        assert [f.result() for f in enrolments] == [201] * len(people)
+        assert [f.result() for f in identifications] == ["Colin"] * 12
+    listed = {item["name"]: item["templates"] for item in client.get("/v1/identities").json()["identities"]}
+    assert listed == {"Colin": 1, **{person: 1 for person in people}}
+    blair = client.post("/v1/identify", files={"image": _file(lfw(BLAIR, 2))}).json()["faces"][0]
+    assert blair["name"] == "Tony_Blair"
+
+
+def test_real_uvicorn_on_a_free_loopback_port(gallery_path, recognizer, lfw):
+    app = create_app(gallery_path, api_key=KEY, recognizer=recognizer)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        assert http.get("/healthz").status_code == 401
+        headers = {"X-API-Key": KEY}
+        assert http.get("/healthz", headers=headers).json()["status"] == "ok"
+        with lfw(COLIN, 1).open("rb") as photo:
+            enrolled = http.post("/v1/identities", data={"name": "Colin"}, files={"images": photo}, headers=headers)
+        assert enrolled.status_code == 201
+        with lfw(COLIN, 4).open("rb") as photo:
+            answer = http.post("/v1/identify", files={"image": photo}, headers=headers).json()
+        assert answer["faces"][0]["name"] == "Colin"
+        assert http.get("/openapi.json").json()["paths"].keys() >= {"/v1/identify", "/v1/identities", "/healthz"}
+        page = http.get("/static/app.js")
+        assert page.status_code == 200 and "v1/identify" in page.text
