@@ -110,3 +110,56 @@ def test_missing_faiss_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) ->
         with pytest.raises(ImportError, match=r"pip install 'marginface\[faiss\]'.*or use index 'exact'"):
             make_index(kind, 16)
     assert len(build_index("exact", _unit(np.ones((2, 16))))) == 2  # exact needs no faiss
+
+
+def _gallery(seed: int = 4, identities: int = 300, per_identity: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Templates clustered by identity (several per person) and their owners."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.standard_normal((identities, 64)))
+    vectors = _unit(np.repeat(centres, per_identity, axis=0)
+                    + 0.6 * _unit(rng.standard_normal((identities * per_identity, 64))))
+    return vectors, np.repeat(np.arange(identities) * 3 + 1, per_identity)
+
+
+def test_vectors_returns_the_stored_rows(templates: np.ndarray) -> None:
+    pytest.importorskip("faiss")
+    for kind in ("exact", "hnsw", "ivf"):
+        index = build_index(kind, templates[:500], np.arange(500) + 1000)
+        np.testing.assert_array_equal(index.vectors(np.array([1499, 1000])), templates[[499, 0]])
+        index.remove(np.array([1000]))
+        with pytest.raises(KeyError, match="template id 1000"):
+            index.vectors(np.array([1000]))
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_identity_index_gives_the_gallery_exact_answers(kind: str) -> None:
+    pytest.importorskip("faiss")
+    from marginface.infer.index import IdentityIndex
+    from marginface.infer.search import TemplateIndex
+
+    vectors, owners = _gallery()
+    ids = np.arange(len(vectors)) + 50
+    exact, approx = TemplateIndex(64), IdentityIndex(kind, 64)
+    for index in (exact, approx):
+        index.add(ids[:600], owners[:600], vectors[:600])  # incremental adds
+        index.add(ids[600:], owners[600:], vectors[600:])
+    queries = _unit(vectors[::3][:200] + 0.5 * _unit(np.random.default_rng(5).standard_normal((200, 64))))
+    want, got = exact.search(queries, 3), approx.search(queries, 3)
+    same_top = [w[0] == g[0] for w, g in zip(want, got, strict=True)]  # Hit equality: owner and exact score
+    assert np.mean(same_top) >= 0.99
+    assert len(approx) == len(exact) == len(vectors)
+    exact.remove_owner(int(owners[0]))
+    approx.remove_owner(int(owners[0]))
+    assert int(owners[0]) not in approx.identities.tolist() and len(approx) == len(vectors) - 3
+    assert all(hit.identity != owners[0] for row in approx.search(queries[:5], 3) for hit in row)
+    assert [row[0] for row in approx.search(queries[1:20], 1)] == [row[0] for row in exact.search(queries[1:20], 1)]
+
+
+def test_identity_index_factory_uses_the_gallery_exact_path_for_exact() -> None:
+    from marginface.infer.index import IdentityIndex, identity_index
+    from marginface.infer.search import TemplateIndex
+
+    assert isinstance(identity_index("exact", 8), TemplateIndex)
+    assert isinstance(identity_index("exact", 8, overfetch=2), IdentityIndex)
+    empty = IdentityIndex("exact", 8)
+    assert empty.search(np.ones((2, 8), np.float32), 3) == [[], []]

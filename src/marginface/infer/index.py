@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from marginface.infer.search import Hit, TemplateIndex, exact_scores
+
 log = logging.getLogger(__name__)
 
 INDEX_KINDS = ("exact", "hnsw", "ivf")
@@ -49,6 +51,10 @@ class VectorIndex(Protocol):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(N, k) int64 ids and (N, k) float32 scores of the best templates, best first."""
+        ...
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (M, D) vectors of live templates `ids` (KeyError for an unknown id)."""
         ...
 
 
@@ -81,6 +87,21 @@ def _pad(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     out_ids[:, : ids.shape[1]] = ids
     out_scores[:, : ids.shape[1]] = scores
     return out_ids, out_scores
+
+
+def _rows(ids: np.ndarray, wanted: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
+    """Row of each wanted id in `ids`, skipping dead rows (KeyError naming the first id not found)."""
+    wanted = np.asarray(wanted, np.int64).reshape(-1)
+    if len(wanted) == 0:
+        return np.zeros(0, np.int64)
+    candidates = np.flatnonzero(live) if live is not None else np.arange(len(ids))
+    order = candidates[np.argsort(ids[candidates], kind="stable")]
+    pos = np.minimum(np.searchsorted(ids[order], wanted), max(len(order) - 1, 0))
+    found = len(order) > 0 and np.array_equal(ids[order[pos]], wanted)
+    if not found:
+        missing = wanted if len(order) == 0 else wanted[ids[order[pos]] != wanted]
+        raise KeyError(f"template id {int(missing[0])} is not in the index")
+    return order[pos]
 
 
 def _check_k(k: int) -> None:
@@ -131,6 +152,10 @@ class ExactIndex:
         order = np.argsort(-top_scores, axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
         return _pad(self._ids[top], np.take_along_axis(top_scores, order, axis=1).astype(np.float32), k)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of templates `ids`."""
+        return self._vectors[_rows(self._ids, ids)]
 
 
 def import_faiss() -> Any:
@@ -212,6 +237,12 @@ class _FaissIndex:
         return _pad(ids.astype(np.int64), np.where(found, scores, -np.inf).astype(np.float32), k)
 
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of live templates `ids` (reconstructed from FAISS's flat storage)."""
+        rows = _rows(self._ids, ids, ~self._dead)
+        return self._index.reconstruct_batch(rows.astype(np.int64)) if len(rows) else np.zeros((0, self.dim))
+
+
 class HnswIndex(_FaissIndex):
     """FAISS HNSW (flat storage, inner product): `m` links per node, `ef_construction`, `ef_search`."""
 
@@ -236,8 +267,8 @@ class HnswIndex(_FaissIndex):
 
 class IvfFlatIndex(_FaissIndex):
     """FAISS IVF-Flat (inner product): k-means into `nlist` cells (default ≈ 4√M, ≥ 39 points per cell)
-    on the first batch added; `nprobe` cells scanned per query (default nlist / 4, at least 32: face templates mixed with
-    structureless vectors need that many for recall@1 ≥ 0.99 against exact)."""
+    on the first batch added; `nprobe` cells scanned per query (default nlist / 4, at least 32: face
+    templates mixed with structureless vectors need that many for recall@1 ≥ 0.99 against exact)."""
 
     kind = "ivf"
 
@@ -284,3 +315,67 @@ def build_index(kind: str, vectors: np.ndarray, ids: np.ndarray | None = None, *
     index = make_index(kind, vectors.shape[1], **params)
     index.add(vectors, np.arange(len(vectors), dtype=np.int64) if ids is None else ids)
     return index
+
+
+class IdentityIndex:
+    """Identity-level top-k through any template index, with the interface of the gallery's exact
+    `search.TemplateIndex` (add / remove_owner / search → Hit lists), so a Gallery can hold either.
+
+    The template index proposes `overfetch × k` templates per query; their owners are ranked by the best
+    proposed template, rescored with `search.exact_scores`, so any identity it returns carries the very score
+    the exact path gives it whenever that identity's best template was among the proposals.
+    """
+
+    def __init__(self, kind: str, dim: int, overfetch: int = 4, **params: Any) -> None:
+        self.kind, self.dim, self.overfetch = kind, dim, overfetch
+        self._templates = make_index(kind, dim, **params)
+        self._owner_of: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    @property
+    def identities(self) -> np.ndarray:
+        """Distinct owner ids present, ascending."""
+        return np.unique(np.fromiter(self._owner_of.values(), np.int64, len(self._owner_of)))
+
+    def add(self, template_ids: np.ndarray, owners: np.ndarray, vectors: np.ndarray) -> None:
+        """Append templates (unit float32 rows) with their ids and owner identities."""
+        template_ids = np.asarray(template_ids, np.int64).reshape(-1)
+        owners = np.asarray(owners, np.int64).reshape(-1)
+        if len(template_ids) != len(owners):
+            raise ValueError(f"{len(template_ids)} template ids but {len(owners)} owners")
+        self._templates.add(vectors, template_ids)
+        self._owner_of.update(zip(template_ids.tolist(), owners.tolist(), strict=True))
+
+    def remove_owner(self, owner: int) -> None:
+        """Drop every template of one identity."""
+        ids = [t for t, o in self._owner_of.items() if o == owner]
+        self._templates.remove(np.asarray(ids, np.int64))
+        for template in ids:
+            del self._owner_of[template]
+
+    def search(self, queries: np.ndarray, k: int = 5) -> list[list[Hit]]:
+        """Top-k identities per query (search.Hit lists), best first, ties broken by the lower owner id."""
+        queries = _as_matrix(queries, self.dim, "identity search")
+        if len(self) == 0 or k < 1:
+            return [[] for _ in queries]
+        proposed, _ = self._templates.search(queries, min(len(self), k * self.overfetch))
+        answers = []
+        for query, row in zip(queries, proposed, strict=True):
+            ids = row[row >= 0]
+            scores = exact_scores(query[None], self._templates.vectors(ids))[0]
+            best: dict[int, float] = {}
+            for template, score in zip(ids.tolist(), scores.tolist(), strict=True):
+                owner = self._owner_of[template]
+                best[owner] = max(score, best.get(owner, -np.inf))
+            ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
+            answers.append([Hit(owner, score) for owner, score in ranked])
+        return answers
+
+
+def identity_index(kind: str, dim: int, **params: Any) -> TemplateIndex | IdentityIndex:
+    """The gallery's search structure for `kind`: search.TemplateIndex for 'exact', else an IdentityIndex."""
+    if kind == "exact" and not params:
+        return TemplateIndex(dim)
+    return IdentityIndex(kind, dim, **params)
