@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(commands)
     _add_export_command(commands)
     _add_serve_command(commands)
+    _add_recognition_commands(commands)
     return parser
 
 
@@ -292,6 +293,285 @@ def _run_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
     serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb)
     return 0
+
+
+def _add_recognition_commands(commands) -> None:
+    """verify, gallery create/list/remove/rename/stats, enroll and identify."""
+    verify = commands.add_parser("verify", help="are two photos the same person? (exit 0 same, 1 different)")
+    verify.add_argument("image1")
+    verify.add_argument("image2")
+    _add_model_options(verify)
+    _add_threshold_options(verify, fpir=False)
+    verify.add_argument("--json", action="store_true", help="print the decision as JSON")
+    verify.set_defaults(handler=_run_verify)
+
+    gallery = commands.add_parser("gallery", help="a gallery of known people (SQLite file)")
+    sub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    create = sub.add_parser("create", help="new gallery bound to one model, detector and threshold")
+    create.add_argument("gallery", help="gallery file to create (e.g. people.db)")
+    _add_model_options(create)
+    _add_threshold_options(create, fpir=True)
+    create.set_defaults(handler=_run_gallery_create)
+    listing = sub.add_parser("list", help="identities and their template counts")
+    listing.add_argument("gallery")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_run_gallery_list)
+    remove = sub.add_parser("remove", help="delete an identity and its templates")
+    remove.add_argument("gallery")
+    remove.add_argument("name")
+    remove.set_defaults(handler=_run_gallery_remove)
+    rename = sub.add_parser("rename", help="rename an identity")
+    rename.add_argument("gallery")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    rename.set_defaults(handler=_run_gallery_rename)
+    stats = sub.add_parser("stats", help="counts, model, detector and threshold")
+    stats.add_argument("gallery")
+    stats.set_defaults(handler=_run_gallery_stats)
+
+    enroll = commands.add_parser("enroll", help="add people to a gallery: FOLDER/<name>/<images> or --name NAME IMG...")
+    enroll.add_argument("gallery")
+    enroll.add_argument("inputs", nargs="+", metavar="FOLDER_OR_IMAGE",
+                        help="a folder with one sub-folder per person, or (with --name) images of one person")
+    enroll.add_argument("--name", help="enrol the given images (or folders of images) as this one person")
+    enroll.set_defaults(handler=_run_enroll)
+
+    identify = commands.add_parser("identify", help="name every face in photos (or 'unknown')")
+    identify.add_argument("gallery")
+    identify.add_argument("inputs", nargs="+", metavar="IMG_OR_FOLDER")
+    identify.add_argument("--k", type=int, default=1, help="candidates listed per face (default 1)")
+    identify.add_argument("--json", action="store_true",
+                          help='print [{"image": path, "faces": [{"name", "score", "box", ...}]}], main face first')
+    identify.add_argument("--annotate", metavar="OUT_DIR", help="write copies with boxes and names drawn")
+    identify.set_defaults(handler=_run_identify)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="auto",
+                        help="ONNX file, exported model or run directory; 'auto' (default): the published "
+                             "MobileFaceNet, downloaded once (sha256 pinned)")
+    parser.add_argument("--detector", default="auto", help="YuNet ONNX file; 'auto' (default): the published one")
+    parser.add_argument("--no-flip", action="store_true", help="disable flip-test embeddings")
+
+
+def _add_threshold_options(parser: argparse.ArgumentParser, fpir: bool) -> None:
+    group = parser.add_argument_group("threshold (required unless --model auto, which ships calibrated ones)")
+    group.add_argument("--threshold", type=float, help="fixed cosine threshold (score >= it accepts)")
+    group.add_argument("--report", help="report.json of `marginface eval --out` for this model")
+    group.add_argument("--far", type=float, help="with --report: the false accept rate to operate at")
+    if fpir:
+        group.add_argument("--fpir", type=float, help="with --report: the false positive identification rate")
+    group.add_argument("--set", dest="set_name", help="with --report: which evaluated set (when several)")
+
+
+def _threshold(args: argparse.Namespace, task: str):
+    """The Threshold the options ask for; the shipped calibrated one for --model auto; else an error."""
+    from marginface.infer.published import published_threshold
+    from marginface.infer.thresholds import Threshold
+
+    fpir = getattr(args, "fpir", None)
+    if args.threshold is not None:
+        if args.report or args.far is not None or fpir is not None:
+            raise ValueError("give either --threshold or --report with --far/--fpir, not both")
+        return Threshold.fixed(args.threshold)
+    if args.report:
+        if args.far is None and fpir is None:
+            raise ValueError("--report needs --far" + (" or --fpir" if hasattr(args, "fpir") else ""))
+        return Threshold.from_report(args.report, far=args.far, fpir=fpir, set_name=args.set_name)
+    if args.far is not None or fpir is not None:
+        raise ValueError("--far/--fpir need --report (the eval report.json that calibrates them)")
+    if args.model != "auto":
+        raise ValueError(f"no threshold for model {args.model}: give --report REPORT.json --far/--fpir (from "
+                         "`marginface eval MODEL ... --out DIR`) or --threshold T; only --model auto ships "
+                         "calibrated thresholds")
+    return published_threshold(task)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from marginface.infer.recognizer import FaceRecognizer
+
+    threshold = _threshold(args, "verify")
+    recognizer = FaceRecognizer(args.model, args.detector, threshold=threshold, flip=not args.no_flip)
+    result = recognizer.verify(args.image1, args.image2)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"score {result.score:.4f}: {'same person' if result.same else 'different people'} "
+              f"(threshold {result.threshold.value:.4f}, {result.threshold.source})")
+    return 0 if result.same else 1
+
+
+def _run_gallery_create(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.recognizer import FaceRecognizer
+
+    threshold = _threshold(args, "identify")
+    recognizer = FaceRecognizer(args.model, args.detector, threshold=threshold, flip=not args.no_flip)
+    with Gallery.create(args.gallery, recognizer.fingerprint, threshold, model=recognizer.model_path,
+                        detector=recognizer.detector_path):
+        pass
+    print(f"created {args.gallery}: model {recognizer.model_path}, detector {recognizer.detector_path}, "
+          f"threshold {threshold.value:.4f} ({threshold.source})")
+    return 0
+
+
+def _run_gallery_list(args: argparse.Namespace) -> int:
+    import json
+
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        people = gallery.identities()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in people]))
+    else:
+        for person in people:
+            print(f"{person.name}\t{person.templates}")
+        print(f"{len(people)} identities, {sum(p.templates for p in people)} templates", file=sys.stderr)
+    return 0
+
+
+def _run_gallery_remove(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        gallery.remove(args.name)
+    print(f"removed {args.name}")
+    return 0
+
+
+def _run_gallery_rename(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        gallery.rename(args.old, args.new)
+    print(f"renamed {args.old} -> {args.new}")
+    return 0
+
+
+def _run_gallery_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        print(json.dumps(gallery.stats(), indent=2))
+    return 0
+
+
+def _enrollment_plan(args: argparse.Namespace) -> list[tuple[str, list]]:
+    """(person, image files) in enrolment order."""
+    from pathlib import Path
+
+    from marginface.infer.recognizer import image_files
+
+    if args.name:
+        return [(args.name, image_files(args.inputs))]
+    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
+        raise ValueError("enroll FOLDER takes one folder with one sub-folder per person; "
+                         "to enrol images of one person use --name NAME IMG...")
+    root = Path(args.inputs[0])
+    people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not people:
+        raise ValueError(f"{root} has no sub-folders (one per person expected)")
+    return [(person.name, image_files([person])) for person in people]
+
+
+def _run_enroll(args: argparse.Namespace) -> int:
+    from marginface.fileio import sha256_file
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.recognizer import FaceRecognizer
+
+    plan = _enrollment_plan(args)
+    total = sum(len(files) for _, files in plan)
+    skipped: list[str] = []
+    added = people = 0
+    with Gallery.open(args.gallery) as gallery:
+        recognizer = FaceRecognizer.from_gallery(gallery)
+        progress, offset = _Progress("enroll"), 0
+        for name, files in plan:
+            faces = []
+            for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
+                if isinstance(found, Exception):
+                    skipped.append(f"{path}: {found}")
+                elif not found:
+                    skipped.append(f"{path}: no face found")
+                else:
+                    faces.append((found[0], sha256_file(path)))
+            offset += len(files)
+            if faces:  # one transaction per person: a crash keeps every person committed before it
+                added += gallery.enroll(name, faces, recognizer.fingerprint)
+                people += 1
+        progress.close()
+    print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images)")
+    if skipped:
+        print(f"{len(skipped)} images not enrolled:")
+        for line in skipped:
+            print(f"  {line}")
+    return 0
+
+
+def _run_identify(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.recognizer import FaceRecognizer, image_files
+
+    files = image_files(args.inputs)
+    if not files:
+        raise ValueError(f"no images in {' '.join(args.inputs)}")
+    results = []
+    with Gallery.open(args.gallery) as gallery:
+        recognizer = FaceRecognizer.from_gallery(gallery)
+        progress = _Progress("identify")
+        for path, found in recognizer.scan(files, progress):
+            if isinstance(found, Exception):
+                results.append({"image": str(path), "faces": [], "error": str(found)})
+                continue
+            decisions = gallery.identify_faces(found, args.k, recognizer.fingerprint)
+            results.append({"image": str(path), "faces": [d.to_dict() for d in decisions]})
+            if args.annotate:
+                _annotate(path, decisions, Path(args.annotate))
+        progress.close()
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for item in results:
+        if "error" in item:
+            print(f"{item['image']}: error: {item['error']}")
+        elif not item["faces"]:
+            print(f"{item['image']}: no face found")
+        for face in item["faces"]:
+            score = "n/a" if face["score"] is None else f"{face['score']:.4f}"
+            box = ",".join(f"{v:.0f}" for v in face["box"])
+            print(f"{item['image']}: {face['name']} (score {score}, box {box})")
+    return 0
+
+
+def _annotate(path, decisions, out_dir) -> None:
+    """Write `path` with a box and 'name score' drawn for every face into out_dir (same file name, .jpg)."""
+    import cv2
+
+    from marginface.infer.images import load_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(load_image(path), cv2.COLOR_RGB2BGR)
+    thickness = max(1, round(max(bgr.shape[:2]) / 400))
+    for decision in decisions:
+        x, y, w, h = (round(v) for v in decision.face.box)
+        colour = (0, 200, 0) if decision.name is not None else (0, 0, 230)
+        cv2.rectangle(bgr, (x, y), (x + w, y + h), colour, thickness)
+        label = f"{decision.name or 'unknown'} {decision.score:.2f}"
+        cv2.putText(bgr, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)
+    target = out_dir / (path.stem + ".jpg")
+    counter = 1
+    while target.exists():
+        target = out_dir / f"{path.stem}_{counter}.jpg"
+        counter += 1
+    cv2.imwrite(str(target), bgr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
