@@ -99,7 +99,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         """Liveness plus what is loaded: model fingerprint, threshold and gallery size."""
         stats = await run_in_threadpool(service.stats)
         return jsonable({"status": "ok", "version": __version__, "model": service.recognizer.fingerprint.key,
-                         "threshold": service.recognizer.threshold.to_dict(),
+                         "threshold": service.threshold.to_dict(),
                          "identities": stats.get("identities"), "templates": stats.get("templates")})
 
     @app.post("/v1/detect", dependencies=guarded, tags=["faces"])

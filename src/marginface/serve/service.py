@@ -1,5 +1,5 @@
-"""The recognizer and gallery behind the HTTP routes: model loaded once, inference and gallery access made
-safe for the threadpool that runs them (one detector lock, gallery access serialised)."""
+"""The recognizer and gallery behind the HTTP routes: model loaded once, inference and gallery changes made
+safe for the threadpool that runs them (one recognizer lock, gallery writes serialised)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 from marginface.infer.gallery import Gallery, Identified
 from marginface.infer.images import DEFAULT_MAX_PIXELS, load_image
 from marginface.infer.recognizer import FaceRecognizer, FaceResult, NoFaceError, Verification
+from marginface.infer.thresholds import Threshold
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +49,37 @@ class Decoded:
 class RecognitionService:
     """One FaceRecognizer and one Gallery shared by all requests; every method is safe to call from any thread.
 
-    YuNet through OpenCV keeps per-instance input-size state, so recognizer calls take `_infer_lock`; gallery
-    reads and writes take `_gallery_lock`, so an enrolment's transaction and a search never interleave on the
-    gallery's SQLite connection. Identification holds the gallery lock for its search only, not for detection.
+    YuNet through OpenCV keeps per-instance input-size state, so recognizer calls take `_infer_lock`. Gallery
+    changes (enrol, remove) take `_write_lock`, so one change's transaction and its in-memory index update finish
+    before the next change starts; searches and listings go straight to the Gallery, which guards its SQLite
+    connection and index with its own lock, so identification never waits for a detection or an enrolment's
+    embedding, only for the short index update.
     """
 
     def __init__(self, gallery_path: str | Path, *, recognizer: FaceRecognizer | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.gallery_path = Path(gallery_path)
-        if not self.gallery_path.is_file():
-            raise FileNotFoundError(f"gallery {self.gallery_path} does not exist; create it with "
-                                    "`marginface gallery create`")
-        self.gallery = Gallery.open(self.gallery_path)
-        self.recognizer = recognizer if recognizer is not None else FaceRecognizer.from_gallery(self.gallery)
+        self.gallery = Gallery.open(gallery_path)  # GalleryError naming the file when absent or not a gallery
+        try:
+            if recognizer is None:
+                recognizer = FaceRecognizer.from_gallery(self.gallery)
+            else:  # a recognizer shared by the caller (tests, several apps) must be the gallery's model
+                self.gallery.check_fingerprint(recognizer.fingerprint)
+        except BaseException:
+            self.gallery.close()
+            raise
+        self.recognizer = recognizer
         self.max_pixels = max_pixels
         self._infer_lock = threading.Lock()
-        self._gallery_lock = threading.RLock()
+        self._write_lock = threading.Lock()
+
+    @property
+    def threshold(self) -> Threshold:
+        """The operating threshold for verify and identify alike: the one stored in the gallery."""
+        return self.gallery.threshold
 
     def close(self) -> None:
         """Close the gallery (the app's shutdown hook)."""
-        with self._gallery_lock:
+        with self._write_lock:
             self.gallery.close()
 
     def decode(self, upload: Upload) -> Decoded:
@@ -78,7 +90,7 @@ class RecognitionService:
     def faces(self, image: Decoded) -> list[FaceResult]:
         """Every face in the image, main face first; [] when none."""
         with self._infer_lock:
-            return self.recognizer.faces(image.rgb)
+            return self.recognizer.faces(image.rgb, name=image.name)
 
     def main_face(self, image: Decoded) -> FaceResult:
         """The face the photo is of; NoFaceError naming the upload when there is none."""
@@ -89,21 +101,17 @@ class RecognitionService:
 
     def verify(self, first: Decoded, second: Decoded) -> tuple[Verification, FaceResult, FaceResult]:
         """Score and decision for the main faces of two images, with the faces compared."""
-        with self._infer_lock:
-            faces = [self.recognizer.faces(image.rgb) for image in (first, second)]
-        for image, found in zip((first, second), faces, strict=True):
-            if not found:
-                raise NoFaceError(f"{image.name}: no face found")
-        a, b = faces[0][0], faces[1][0]
-        return self.recognizer.compare(a, b), a, b
+        a, b = self.main_face(first), self.main_face(second)
+        threshold = self.threshold
+        score = self.recognizer.compare(a, b)
+        return Verification(score, threshold.accepts(score), threshold), a, b
 
     def identify(self, image: Decoded, k: int = 1) -> list[Identified]:
         """Every face in the image with its decision (name or unknown), main face first."""
         found = self.faces(image)
         if not found:
             raise NoFaceError(f"{image.name}: no face found")
-        with self._gallery_lock:
-            return self.recognizer.decide(found, self.gallery, k=k)
+        return self.gallery.identify_faces(found, k=k, fingerprint=self.recognizer.fingerprint)
 
     def enrol(self, name: str, images: list[Decoded]) -> tuple[int, int]:
         """Add the main face of every image to `name` in one transaction; returns (added, already enrolled).
@@ -111,21 +119,21 @@ class RecognitionService:
         Every image is checked for a face before anything is written, so a bad photo enrols nothing.
         """
         faces = [(self.main_face(image), image.sha256) for image in images]
-        with self._gallery_lock:
+        with self._write_lock:
             added = self.gallery.enroll(name, faces, self.recognizer.fingerprint)
         return added, len(faces) - added
 
     def identities(self) -> list[dict]:
         """Every enrolled identity as a dict (name, templates, created, updated)."""
-        with self._gallery_lock:
-            return [info.to_dict() for info in self.gallery.identities()]
+        return [info.to_dict() for info in self.gallery.identities()]
 
     def remove(self, name: str) -> None:
-        """Delete an identity and its templates (KeyError when unknown)."""
-        with self._gallery_lock:
+        """Delete an identity and its templates; KeyError when nobody has that name."""
+        with self._write_lock:
+            if name not in self.gallery:
+                raise KeyError(name)
             self.gallery.remove(name)
 
     def stats(self) -> dict:
         """Gallery statistics (identities, templates, ...)."""
-        with self._gallery_lock:
-            return self.gallery.stats()
+        return self.gallery.stats()

@@ -103,11 +103,12 @@ function drawPhoto(faces) {
   canvas.height = image.naturalHeight;
   const ctx = canvas.getContext("2d");
   ctx.drawImage(image, 0, 0);
-  const line = Math.max(2, Math.round(Math.min(canvas.width, canvas.height) / 150));
-  const fontSize = Math.max(12, Math.round(Math.min(canvas.width, canvas.height) / 22));
+  const line = Math.max(2, Math.round(Math.min(canvas.width, canvas.height) / 160));
+  const fontSize = Math.max(10, Math.round(Math.min(canvas.width, canvas.height) / 24));
   ctx.font = `${fontSize}px system-ui, sans-serif`;
   ctx.textBaseline = "bottom";
-  (faces || []).forEach((face, index) => {
+  // Drawn last to first, so the main face's box and label lie on top of the others.
+  (faces || []).map((face, index) => [face, index]).reverse().forEach(([face, index]) => {
     const [x, y, w, h] = face.box;
     const known = face.name && face.name !== "unknown";
     const colour = known ? "#19a35b" : "#e0641b";
@@ -117,10 +118,11 @@ function drawPhoto(faces) {
     const label = `${index === 0 ? "" : index + 1 + ". "}${face.name} ${fmt(face.score, 2)}`;
     const width = ctx.measureText(label).width + 8;
     const top = Math.max(fontSize + 4, y);
+    const left = Math.max(0, Math.min(x - line / 2, canvas.width - width));  // keep the label inside the photo
     ctx.fillStyle = colour;
-    ctx.fillRect(x - line / 2, top - fontSize - 4, width, fontSize + 4);
+    ctx.fillRect(left, top - fontSize - 4, width, fontSize + 4);
     ctx.fillStyle = "#fff";
-    ctx.fillText(label, x + 4, top - 2);
+    ctx.fillText(label, left + 4, top - 2);
   });
 }
 
