@@ -163,3 +163,31 @@ def test_identity_index_factory_uses_the_gallery_exact_path_for_exact() -> None:
     assert isinstance(identity_index("exact", 8, overfetch=2), IdentityIndex)
     empty = IdentityIndex("exact", 8)
     assert empty.search(np.ones((2, 8), np.float32), 3) == [[], []]
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_gallery_search_matches_the_gallery(kind: str, tmp_path) -> None:
+    pytest.importorskip("faiss")
+    from marginface.infer.gallery import Gallery, GalleryModelMismatch
+    from marginface.infer.index import GallerySearch
+    from marginface.infer.recognizer import ModelFingerprint
+    from marginface.infer.thresholds import Threshold
+
+    fingerprint = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 64)
+    vectors, owners = _gallery(identities=40, per_identity=2)
+    with Gallery.create(tmp_path / "g.db", fingerprint, Threshold.fixed(0.3), model="m.onnx", detector=None) as g:
+        for vector, owner in zip(vectors[:60], owners[:60], strict=True):
+            g.add(f"person {owner}", vector, fingerprint=fingerprint)
+        search = GallerySearch(g, kind)
+        queries = _unit(vectors[::2] + 0.5 * _unit(np.random.default_rng(6).standard_normal((40, 64))))
+        assert len(search) == 60
+        want, got = g.search(queries, 2), search.search(queries, 2, fingerprint)
+        assert [w[0] for w in want] == [h[0] for h in got]  # name and exact score
+        for vector, owner in zip(vectors[60:], owners[60:], strict=True):
+            g.add(f"person {owner}", vector, fingerprint=fingerprint)
+        search.refresh()
+        assert len(search) == len(vectors)
+        assert [row[0].name for row in search.search(queries[-10:], 1)] == [f"person {o}" for o in owners[-20::2]]
+        other = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 64)
+        with pytest.raises(GalleryModelMismatch):
+            search.search(queries[:1], 1, other)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import closing
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -379,3 +381,46 @@ def identity_index(kind: str, dim: int, **params: Any) -> TemplateIndex | Identi
     if kind == "exact" and not params:
         return TemplateIndex(dim)
     return IdentityIndex(kind, dim, **params)
+
+
+class GallerySearch:
+    """Approximate (or exact) identity search over a Gallery's templates, for galleries too large for the
+    gallery's built-in exact search; answers like `Gallery.search` (Match lists, best first).
+
+    It holds a snapshot: templates are read once from the gallery file (read-only SQLite connection, the
+    documented `templates` / `identities` tables) and `refresh()` re-reads them after enrolments.
+    """
+
+    def __init__(self, gallery: Any, kind: str = "hnsw", **params: Any) -> None:
+        self.gallery, self.kind, self.params = gallery, kind, params
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the index from the templates the gallery file holds now."""
+        import sqlite3
+
+        uri = f"file:{Path(self.gallery.path).resolve()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            rows = db.execute("SELECT t.id, t.identity_id, i.name, t.embedding FROM templates t "
+                              "JOIN identities i ON i.id = t.identity_id ORDER BY t.id").fetchall()
+        dim = self.gallery.fingerprint.embedding_dim
+        self._names = {identity: name for _, identity, name, _ in rows}
+        self._index = identity_index(self.kind, dim, **self.params)
+        if rows:
+            vectors = np.stack([np.frombuffer(blob, dtype="<f4") for *_, blob in rows])
+            if vectors.shape[1] != dim:
+                raise ValueError(f"{self.gallery.path}: templates have {vectors.shape[1]} values, expected {dim}")
+            self._index.add(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), vectors)
+        log.info("%s index over %d templates of %d identities in %s", self.kind, len(rows), len(self._names),
+                 self.gallery.path)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def search(self, embeddings: np.ndarray, k: int = 5, fingerprint: Any = None) -> list[list[Any]]:
+        """Top-k identities per query embedding (gallery.Match lists); refuses another model's embeddings."""
+        from marginface.infer.gallery import Match
+
+        self.gallery.check_fingerprint(fingerprint)
+        queries = np.asarray(embeddings, np.float32).reshape(-1, self.gallery.fingerprint.embedding_dim)
+        return [[Match(self._names[hit.identity], hit.score) for hit in row] for row in self._index.search(queries, k)]
