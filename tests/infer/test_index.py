@@ -191,3 +191,14 @@ def test_gallery_search_matches_the_gallery(kind: str, tmp_path) -> None:
         other = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 64)
         with pytest.raises(GalleryModelMismatch):
             search.search(queries[:1], 1, other)
+
+
+def test_ivf_retrains_when_it_outgrows_its_cells(templates: np.ndarray) -> None:
+    pytest.importorskip("faiss")
+    index = build_index("ivf", templates[:100])
+    assert index.nlist == 2 and index.trained_on == 100
+    for start in range(100, 2000, 100):  # a gallery growing by enrolment
+        index.add(templates[start:start + 100], np.arange(start, start + 100))
+    assert index.trained_on > 400 and index.nlist > 2 and len(index) == 2000
+    found, _ = index.search(templates[:300], 1)
+    assert np.mean(found[:, 0] == np.arange(300)) >= 0.99

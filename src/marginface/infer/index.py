@@ -8,8 +8,8 @@ fewer) come back as id −1 with score −inf. The approximate kinds need the op
 - `exact`: brute force, one (N, D) × (D, M) product and argpartition; right up to ~10⁵–10⁶ templates.
 - `hnsw`: FAISS HNSW graph over the flat vectors (no training, incremental adds); `ef_search` trades speed
   for recall.
-- `ivf`: FAISS IVF-Flat, trained on the first batch added (k-means into `nlist` cells); `nprobe` cells are
-  scanned per query.
+- `ivf`: FAISS IVF-Flat, trained on the first batch added (k-means into `nlist` cells) and retrained when
+  it has grown four-fold; `nprobe` cells are scanned per query.
 
 Removal in the FAISS indexes marks templates dead and filters them during the search (an IDSelector), and
 rebuilds the index from the live vectors once more than half of what it holds is dead, since neither HNSW
@@ -191,6 +191,10 @@ class _FaissIndex:
     def _search_params(self, selector: Any) -> Any:
         raise NotImplementedError
 
+    def _outgrown(self) -> bool:
+        """True when the index should be rebuilt for its current size (IVF cells trained on far fewer)."""
+        return False
+
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Append templates; the first batch also builds (and for IVF trains) the index."""
         vectors = _as_matrix(vectors, self.dim, "index add")
@@ -202,6 +206,8 @@ class _FaissIndex:
         self._index.add(vectors)
         self._ids = np.concatenate([self._ids, ids])
         self._dead = np.concatenate([self._dead, np.zeros(len(ids), bool)])
+        if self._outgrown():
+            self._rebuild()
 
     def remove(self, ids: np.ndarray) -> int:
         """Mark templates dead; rebuild from the live vectors when more than half are dead."""
@@ -227,7 +233,6 @@ class _FaissIndex:
         kk = min(k, len(self))
         if kk == 0:
             return _pad(np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32), k)
-        params = None
         if self._dead.any():
             dead = np.flatnonzero(self._dead).astype(np.int64)
             params = self._search_params(self._faiss.IDSelectorNot(self._faiss.IDSelectorBatch(dead)))
@@ -277,7 +282,7 @@ class IvfFlatIndex(_FaissIndex):
     def __init__(self, dim: int, nlist: int | None = None, nprobe: int | None = None) -> None:
         super().__init__(dim)
         self.requested_nlist, self.nprobe = nlist, nprobe
-        self.nlist = nlist
+        self.nlist, self.trained_on = nlist, 0
 
     def _new_index(self, training: np.ndarray) -> Any:
         nlist = self.requested_nlist or max(1, min(int(4 * math.sqrt(len(training))), len(training) // 39))
@@ -286,8 +291,12 @@ class IvfFlatIndex(_FaissIndex):
         index.train(training)
         index.make_direct_map()  # lets _rebuild reconstruct the live vectors
         self._quantizer = quantizer  # keep the Python object alive as long as the index
-        self.nlist = nlist
+        self.nlist, self.trained_on = nlist, len(training)
         return index
+
+    def _outgrown(self) -> bool:
+        """Retrain (k-means again, default nlist for the new size) once the index holds 4x what it was trained on."""
+        return self.requested_nlist is None and len(self) > 4 * self.trained_on
 
     def _search_params(self, selector: Any) -> Any:
         nprobe = self.nprobe or min(self.nlist or 1, max(32, (self.nlist or 1) // 4))
