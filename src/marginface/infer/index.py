@@ -273,7 +273,7 @@ class HnswIndex(_FaissIndex):
 
 
 class IvfFlatIndex(_FaissIndex):
-    """FAISS IVF-Flat (inner product): k-means into `nlist` cells (default ≈ 4√M, ≥ 39 points per cell)
+    """FAISS IVF-Flat (inner product): k-means into `nlist` cells (default ≈ √M, ≥ 39 points per cell)
     on the first batch added; `nprobe` cells scanned per query (default nlist / 4, at least 32: face
     templates mixed with structureless vectors need that many for recall@1 ≥ 0.99 against exact)."""
 
@@ -285,7 +285,7 @@ class IvfFlatIndex(_FaissIndex):
         self.nlist, self.trained_on = nlist, 0
 
     def _new_index(self, training: np.ndarray) -> Any:
-        nlist = self.requested_nlist or max(1, min(int(4 * math.sqrt(len(training))), len(training) // 39))
+        nlist = self.requested_nlist or max(1, min(int(math.sqrt(len(training))), len(training) // 39))
         quantizer = self._faiss.IndexFlatIP(self.dim)
         index = self._faiss.IndexIVFFlat(quantizer, self.dim, nlist, self._faiss.METRIC_INNER_PRODUCT)
         index.train(training)
