@@ -410,7 +410,7 @@ def _run_gallery_create(args: argparse.Namespace) -> int:
     threshold = _threshold(args, "identify")
     recognizer = FaceRecognizer(args.model, args.detector, threshold=threshold, flip=not args.no_flip)
     with Gallery.create(args.gallery, recognizer.fingerprint, threshold, model=recognizer.model_path,
-                        detector=recognizer.detector_path):
+                        detector=recognizer.detector_path, flip=not args.no_flip):
         pass
     print(f"created {args.gallery}: model {recognizer.model_path}, detector {recognizer.detector_path}, "
           f"threshold {threshold.value:.4f} ({threshold.source})")

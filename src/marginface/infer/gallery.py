@@ -104,10 +104,10 @@ class Gallery:
             self.threshold = Threshold.from_dict(json.loads(meta["threshold"]))
             self.model_path: str = meta["model"]
             self.detector_path: str | None = json.loads(meta["detector"])
+            self.flip: bool = json.loads(meta.get("flip", "true"))
         except (KeyError, ValueError, TypeError) as err:
             raise GalleryError(f"{path}: not a marginface gallery (meta table incomplete: {err})") from err
         self._names: dict[int, str] = {}
-        self._index = TemplateIndex(self.fingerprint.embedding_dim)
         self._load()
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -121,8 +121,8 @@ class Gallery:
 
     @classmethod
     def create(cls, path: str | Path, fingerprint: ModelFingerprint, threshold: Threshold, *, model: str | Path,
-               detector: str | Path | None) -> Gallery:
-        """A new, empty gallery file bound to one model (fingerprint), detector and operating threshold."""
+               detector: str | Path | None, flip: bool = True) -> Gallery:
+        """A new, empty gallery file bound to one model (fingerprint), detector, flip test and threshold."""
         path = Path(path)
         if path.exists():
             raise GalleryError(f"gallery {path} already exists (open it, or remove the file first)")
@@ -134,7 +134,7 @@ class Gallery:
             rows = {"schema_version": str(SCHEMA_VERSION), "fingerprint": json.dumps(fingerprint.to_dict()),
                     "threshold": json.dumps(threshold.to_dict()), "model": str(Path(model).resolve()),
                     "detector": json.dumps(str(Path(detector).resolve()) if detector is not None else None),
-                    "created": str(time.time())}
+                    "flip": json.dumps(bool(flip)), "created": str(time.time())}
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
         log.info("created gallery %s (threshold %.4f from %s)", path, threshold.value, threshold.source)
         return cls(path, db)
@@ -166,6 +166,8 @@ class Gallery:
         self.close()
 
     def _load(self) -> None:
+        self._index = TemplateIndex(self.fingerprint.embedding_dim)
+        self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
         rows = self._db.execute("SELECT id, identity_id, embedding FROM templates ORDER BY id").fetchall()
         if rows:
@@ -178,6 +180,12 @@ class Gallery:
             raise GalleryError(f"{self.path}: template {template_id} has {vector.size} values, "
                                f"expected {self.fingerprint.embedding_dim}")
         return vector
+
+    def _sync(self) -> None:
+        """Reload the in-memory index when another connection (e.g. another process) committed changes."""
+        if self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
+            log.info("gallery %s changed on disk; reloading", self.path)
+            self._load()
 
     # -- checks -----------------------------------------------------------------------------------------
     def check_fingerprint(self, fingerprint: ModelFingerprint | None) -> None:
@@ -214,6 +222,8 @@ class Gallery:
         self.check_fingerprint(fingerprint)
         name = _check_name(name)
         now = time.time()
+        with self._lock:
+            self._sync()
         with self._lock, _transaction(self._db):
             row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
             identity = row[0] if row else self._db.execute(
@@ -237,6 +247,7 @@ class Gallery:
     def remove(self, name: str) -> None:
         """Delete an identity and all its templates."""
         with self._lock:
+            self._sync()
             identity = self._identity_id(name)
             with _transaction(self._db):
                 self._db.execute("DELETE FROM templates WHERE identity_id = ?", (identity,))
@@ -248,6 +259,7 @@ class Gallery:
         """Rename an identity (its templates stay)."""
         new = _check_name(new)
         with self._lock:
+            self._sync()
             identity = self._identity_id(old)
             if new in self._names.values():
                 raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
@@ -281,10 +293,12 @@ class Gallery:
     def stats(self) -> dict:
         """Counts, model, detector and threshold, for `gallery stats` and the service's health check."""
         with self._lock:
+            self._sync()
             templates = len(self._index)
             identities = len(self._names)
         return {"path": str(self.path), "identities": identities, "templates": templates,
                 "file_bytes": self.path.stat().st_size, "model": self.model_path, "detector": self.detector_path,
+                "flip": self.flip,
                 "threshold": self.threshold.to_dict(), "fingerprint": self.fingerprint.to_dict()}
 
     def search(self, embeddings: np.ndarray, k: int = 5, fingerprint: ModelFingerprint | None = None,
@@ -293,6 +307,7 @@ class Gallery:
         self.check_fingerprint(fingerprint)
         queries = np.asarray(embeddings, np.float32).reshape(-1, self.fingerprint.embedding_dim)
         with self._lock:
+            self._sync()
             hits = self._index.search(queries, k)
             names = dict(self._names)
         return [[Match(names[h.identity], h.score) for h in row] for row in hits]

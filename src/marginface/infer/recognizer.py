@@ -1,11 +1,12 @@
 """FaceRecognizer: photo in, every face out with box, landmarks, quality signals and a unit embedding, plus
 verify (1:1) and identify (1:N against a Gallery). Detection, alignment and embedding are the steps
 `marginface eval` uses (YuNet, main-face choice, 5-point similarity warp, flip test), so decisions here
-and numbers there come from one code path."""
+and numbers there come from one code path. One instance may serve several threads."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,12 +157,14 @@ class FaceRecognizer:
         self.flip = flip
         self.max_side = max_side
         self.batch_size = batch_size
+        self._detect_lock = threading.Lock()  # the OpenCV detector keeps per-call input-size state
 
     @classmethod
     def from_gallery(cls, gallery: Gallery, **kwargs) -> FaceRecognizer:
         """The recognizer a gallery was built with (its model, detector and threshold); checks the fingerprint."""
         from marginface.infer.gallery import GalleryModelMismatch
 
+        kwargs.setdefault("flip", gallery.flip)
         recognizer = cls(gallery.model_path, gallery.detector_path, threshold=gallery.threshold, **kwargs)
         if recognizer.fingerprint.key != gallery.fingerprint.key:
             raise GalleryModelMismatch(f"gallery {gallery.path} was built with model {gallery.fingerprint.key}, "
@@ -180,9 +183,12 @@ class FaceRecognizer:
         scale = min(1.0, self.max_side / max(height, width))
         if scale < 1.0:
             small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-            faces = [Face(f.box / scale, f.landmarks / scale, f.score) for f in self.detector.detect(small)]
+            with self._detect_lock:
+                found = self.detector.detect(small)
+            faces = [Face(f.box / scale, f.landmarks / scale, f.score) for f in found]
         else:
-            faces = self.detector.detect(rgb)
+            with self._detect_lock:
+                faces = self.detector.detect(rgb)
         main = pick_main_face(faces, rgb.shape)
         return [main] + [f for f in faces if f is not main] if main is not None else []
 
@@ -270,9 +276,9 @@ class FaceRecognizer:
                 found = self._detect(rgb)
                 pending.append((path, found, self._align(rgb, found) if found else None))
                 queued += len(found)
-            except (ValueError, OSError) as err:
+            except (ValueError, OSError, cv2.error) as err:  # reported for this file; the scan goes on
                 pending.append((path, err, None))
-            if queued >= self.batch_size:
+            if queued >= self.batch_size or len(pending) >= self.batch_size:
                 for item in flush():
                     done += 1
                     if progress is not None:

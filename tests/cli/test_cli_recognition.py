@@ -1,0 +1,163 @@
+"""verify / gallery / enroll / identify on real LFW photos, and a gallery that survives kill -9 mid-enrolment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from marginface.cli import main
+from tests.conftest import REPO_ROOT
+
+MODEL = "face_recognition_mobilefacenet/mobilefacenet_dynamic_batch.onnx"
+DETECTOR = "face_detection_yunet/face_detection_yunet_2023mar.onnx"
+PEOPLE = ["Colin_Powell", "George_W_Bush", "Tony_Blair"]
+
+
+def lfw(shared_data: Path, name: str, i: int) -> Path:
+    return shared_data / "lfw" / "lfw-deepfunneled" / name / f"{name}_{i:04d}.jpg"
+
+
+def models(shared_data: Path) -> list[str]:
+    return ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR)]
+
+
+@pytest.fixture()
+def people(tmp_path: Path, shared_data: Path) -> Path:
+    """people/<name>/ with two LFW photos each, plus a photo without a face in one of them."""
+    root = tmp_path / "people"
+    for name in PEOPLE:
+        (root / name).mkdir(parents=True)
+        for i in (1, 2):
+            (root / name / f"{i}.jpg").write_bytes(lfw(shared_data, name, i).read_bytes())
+    cv2.imwrite(str(root / "Tony_Blair" / "wall.png"), np.full((120, 160, 3), 200, np.uint8))
+    return root
+
+
+def test_enroll_identify_and_manage_a_gallery(tmp_path: Path, shared_data: Path, people: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, *models(shared_data), "--threshold", "0.4"]) == 0
+    assert "threshold 0.4000 (fixed)" in capsys.readouterr().out
+    assert main(["enroll", db, str(people)]) == 0
+    out = capsys.readouterr().out
+    assert "enrolled 6 new templates for 3 people" in out
+    assert "1 images not enrolled" in out and "wall.png: no face found" in out  # listed, not dropped
+    assert main(["enroll", db, "--name", "Aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 0
+    assert "enrolled 1 new templates for 1 people" in capsys.readouterr().out
+
+    probe = lfw(shared_data, "Colin_Powell", 10)  # Powell plus two other people
+    stranger = lfw(shared_data, "Aaron_Peirsol", 1)
+    assert main(["identify", db, str(probe), str(stranger), "--json", "--k", "2",
+                 "--annotate", str(tmp_path / "ann")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in results] == [str(probe), str(stranger)]
+    powell, peirsol = results
+    assert len(powell["faces"]) >= 2 and powell["faces"][0]["name"] == "Colin_Powell"
+    assert all(f["name"] == "unknown" for f in powell["faces"][1:])
+    first = powell["faces"][0]
+    assert first["score"] >= 0.4 and len(first["box"]) == 4 and len(first["candidates"]) == 2
+    assert first["threshold"] == {"value": 0.4, "source": "fixed"}
+    assert [f["name"] for f in peirsol["faces"]] == ["unknown"]
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["Aaron_Peirsol_0001.jpg", "Colin_Powell_0010.jpg"]
+
+    assert main(["gallery", "rename", db, "Aaron", "Aaron_Eckhart"]) == 0
+    assert main(["gallery", "remove", db, "Tony_Blair"]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "list", db, "--json"]) == 0
+    listed = {p["name"]: p["templates"] for p in json.loads(capsys.readouterr().out)}
+    assert listed == {"Aaron_Eckhart": 1, "Colin_Powell": 2, "George_W_Bush": 2}
+    assert main(["gallery", "stats", db]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["identities"], stats["templates"]) == (3, 5)
+    assert main(["gallery", "remove", db, "Nobody"]) == 2
+    assert "marginface: error: gallery" in capsys.readouterr().err
+
+
+def test_verify_exit_status_and_threshold_source(shared_data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    a, b, c = lfw(shared_data, "George_W_Bush", 1), lfw(shared_data, "George_W_Bush", 2), lfw(shared_data,
+                                                                                            "Tony_Blair", 1)
+    assert main(["verify", str(a), str(b), *models(shared_data), "--threshold", "0.35"]) == 0
+    assert "same person (threshold 0.3500, fixed)" in capsys.readouterr().out
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"verification": [{"name": "lfw", "threshold_at_far": {"0.001": 0.5}}]}))
+    assert main(["verify", str(a), str(c), *models(shared_data), "--report", str(report), "--far", "1e-3",
+                 "--json"]) == 1
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["same"] is False and decision["threshold"]["source"] == f"report {report}: lfw FAR 0.001"
+
+
+def test_no_guessed_threshold_for_other_models(shared_data: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    a = str(lfw(shared_data, "George_W_Bush", 1))
+    assert main(["verify", a, a, *models(shared_data)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("marginface: error: no threshold for model") and err.count("\n") == 1
+    assert main(["gallery", "create", str(tmp_path / "g.db"), *models(shared_data)]) == 2
+    assert not (tmp_path / "g.db").exists()
+    assert main(["verify", a, "/nonexistent.jpg", *models(shared_data), "--threshold", "0.3"]) == 2
+    assert "/nonexistent.jpg: no such image file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kill_9_during_enrolment_keeps_every_committed_identity(tmp_path: Path, shared_data: Path) -> None:
+    names = ["Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "George_W_Bush", "Gerhard_Schroeder",
+             "Hugo_Chavez", "Jacques_Chirac", "Jean_Chretien", "John_Ashcroft", "Junichiro_Koizumi"]
+    root = tmp_path / "people"
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in (1, 2, 3):
+            (root / name / f"{i}.jpg").write_bytes(lfw(shared_data, name, i).read_bytes())
+    db = tmp_path / "g.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    command = [sys.executable, "-m", "marginface"]
+    subprocess.run([*command, "gallery", "create", str(db), *models(shared_data), "--threshold", "0.4"],
+                   env=env, check=True, capture_output=True)
+    process = subprocess.Popen([*command, "enroll", str(db), str(root)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    watcher = sqlite3.connect(db, timeout=30)
+    deadline = time.monotonic() + 120
+    while watcher.execute("SELECT COUNT(*) FROM identities").fetchone()[0] < 2 and process.poll() is None:
+        assert time.monotonic() < deadline, "enrolment made no progress"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    watcher.close()
+
+    db_check = sqlite3.connect(db)
+    assert db_check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = db_check.execute("SELECT i.name, COUNT(t.id) FROM identities i LEFT JOIN templates t "
+                            "ON t.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
+    db_check.close()
+    enrolled = [name for name, _ in rows]
+    assert 2 <= len(enrolled) < len(names), "the kill should land mid-folder"
+    assert enrolled == names[:len(enrolled)]  # people are committed in order, none skipped
+    assert all(count == 3 for _, count in rows)  # nobody half-written
+
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(db) as gallery:  # opens, and search sees exactly the committed people
+        assert [i.name for i in gallery.identities()] == enrolled and gallery.stats()["templates"] == 3 * len(rows)
+
+
+def test_auto_gallery_uses_the_shipped_identify_threshold(shared_data: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MARGINFACE_MODEL_MIRROR", shared_data.as_uri())  # file://, never the network
+    monkeypatch.setenv("MARGINFACE_CACHE", str(tmp_path / "cache"))
+    assert main(["gallery", "create", str(tmp_path / "g.db")]) == 0
+    assert "lfw-deepfunneled FPIR 0.01" in capsys.readouterr().out
+    assert main(["gallery", "stats", str(tmp_path / "g.db")]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["model"] == str(tmp_path / "cache" / "mobilefacenet_dynamic_batch.onnx")
+    assert stats["threshold"]["value"] == pytest.approx(0.4442375006024382)

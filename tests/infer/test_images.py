@@ -1,0 +1,107 @@
+"""load_image: every input kind gives the same RGB array; EXIF orientation; size and bomb limits; clear errors."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from marginface.infer.images import ImageInputError, load_image
+
+
+def _jpeg(array: np.ndarray, orientation: int | None = None) -> bytes:
+    img = Image.fromarray(array)
+    buffer = io.BytesIO()
+    if orientation is None:
+        img.save(buffer, "PNG")
+    else:
+        exif = img.getexif()
+        exif[0x0112] = orientation
+        img.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with one tiny data chunk (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + \
+        chunk(b"IEND", b"")
+
+
+@pytest.fixture()
+def picture() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+
+
+def test_every_input_kind_gives_the_same_pixels(tmp_path: Path, picture: np.ndarray) -> None:
+    data = _jpeg(picture)  # PNG: lossless
+    path = tmp_path / "p.png"
+    path.write_bytes(data)
+    for source in (path, str(path), data, bytearray(data), picture, Image.fromarray(picture)):
+        out = load_image(source)
+        assert out.dtype == np.uint8 and out.shape == (30, 50, 3)
+        np.testing.assert_array_equal(out, picture)
+
+
+def test_gray_and_rgba_arrays_become_rgb(picture: np.ndarray) -> None:
+    assert load_image(picture[:, :, 0]).shape == (30, 50, 3)
+    rgba = np.concatenate([picture, np.full((30, 50, 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(load_image(rgba), picture)
+
+
+def test_exif_orientation_is_applied(picture: np.ndarray) -> None:
+    left_white = np.zeros((40, 80, 3), np.uint8)
+    left_white[:, :40] = 255
+    data = _jpeg(left_white, orientation=6)  # "rotate 90° clockwise to display"
+    out = load_image(data, name="phone.jpg")
+    assert out.shape == (80, 40, 3)
+    assert out[:40].mean() > 200 and out[40:].mean() < 50  # the white half is now on top
+    pil = Image.open(io.BytesIO(data))
+    np.testing.assert_array_equal(load_image(pil).shape, (80, 40, 3))
+
+
+def test_too_large_image_is_refused_before_decoding(picture: np.ndarray) -> None:
+    with pytest.raises(ImageInputError, match=r"big\.png: image too large \(50x30 = 1500 pixels > limit 1000\)") as err:
+        load_image(_jpeg(picture), name="big.png", max_pixels=1000)
+    assert err.value.too_large
+    with pytest.raises(ImageInputError, match="too large"):
+        load_image(picture, max_pixels=1000)
+
+
+def test_decompression_bomb_is_refused() -> None:
+    bomb = _png_header_only(60_000, 60_000)  # 3.6e9 pixels claimed by 80 bytes
+    with pytest.raises(ImageInputError, match="bomb.png: decompression bomb refused") as err:
+        load_image(bomb, name="bomb.png", max_pixels=10**10)
+    assert err.value.too_large
+    with pytest.raises(ImageInputError, match="too large"):
+        load_image(_png_header_only(9000, 9000), name="wide.png")  # under Pillow's limit, over ours
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    (b"", "upload: empty image data"),
+    (b"certainly not a picture", "upload: not an image"),
+    (np.zeros((10, 10, 3), np.float32), "expected a uint8 RGB array"),
+    (np.zeros((10, 10, 5), np.uint8), r"expected an \(H, W, 3\) RGB array"),
+    (12345, "unsupported image input type int"),
+])
+def test_bad_inputs_name_the_source(source, message: str) -> None:
+    with pytest.raises(ImageInputError, match=message):
+        load_image(source, name="upload")
+
+
+def test_missing_and_truncated_files(tmp_path: Path, picture: np.ndarray) -> None:
+    with pytest.raises(ImageInputError, match="nope.jpg: no such image file"):
+        load_image(tmp_path / "nope.jpg")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(_jpeg(picture, orientation=1)[:200])
+    with pytest.raises(ImageInputError, match="broken.jpg"):
+        load_image(broken)
