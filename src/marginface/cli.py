@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_command(commands)
     _add_train_command(commands)
     _add_export_command(commands)
-    _add_serve_command(commands)
     _add_recognition_commands(commands)
+    _add_serve_command(commands)
     return parser
 
 
@@ -265,33 +265,6 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else folder / "model.onnx"
     export_onnx(model, out, check_tolerance=args.tolerance)
     print(f"wrote {out} (max |ONNX - PyTorch| = {max_abs_difference(model, out):.2e})")
-    return 0
-
-
-def _add_serve_command(commands) -> None:
-    sv = commands.add_parser("serve", help="HTTP service + web page over a gallery (FastAPI + uvicorn)",
-                             description="Serve detect/embed/verify/identify and gallery enrolment over HTTP, "
-                                         "with a web page at /. Binds 127.0.0.1 unless told otherwise; a "
-                                         "non-loopback bind needs an API key.")
-    sv.add_argument("gallery", help="gallery file made by `marginface gallery create`")
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    sv.add_argument("--api-key", default=None,
-                    help="key every request must send as X-API-Key or 'Authorization: Bearer' "
-                         "(default: $MARGINFACE_API_KEY; none means no key on loopback)")
-    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
-    sv.set_defaults(handler=_run_serve)
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    import os
-
-    try:
-        from marginface.serve.server import serve
-    except ImportError as err:
-        raise RuntimeError(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
-    api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
-    serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb)
     return 0
 
 
@@ -572,6 +545,33 @@ def _annotate(path, decisions, out_dir) -> None:
         target = out_dir / f"{path.stem}_{counter}.jpg"
         counter += 1
     cv2.imwrite(str(target), bgr)
+
+
+def _add_serve_command(commands) -> None:
+    sv = commands.add_parser("serve", help="HTTP service + web page over a gallery (FastAPI + uvicorn)",
+                             description="Serve detect/embed/verify/identify and gallery enrolment over HTTP, "
+                                         "with a web page at /. Binds 127.0.0.1 unless told otherwise; a "
+                                         "non-loopback bind needs an API key.")
+    sv.add_argument("gallery", help="gallery file made by `marginface gallery create`")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--api-key", default=None,
+                    help="key every request must send as X-API-Key or 'Authorization: Bearer' "
+                         "(default: $MARGINFACE_API_KEY; none means no key on loopback)")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
+    sv.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from marginface.serve.server import serve
+    except ImportError as err:
+        raise RuntimeError(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
+    api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
+    serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

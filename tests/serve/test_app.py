@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,7 +115,31 @@ def test_bad_uploads_name_the_problem(client, tmp_path):
     assert empty.status_code == 400 and "empty" in empty.json()["detail"]
 
     missing = client.post("/v1/identify", files={"photo": ("x.jpg", jpeg.getvalue(), "image/jpeg")})
-    assert missing.status_code == 422  # no `image` field
+    assert missing.status_code == 422 and "'image'" in missing.json()["detail"]
+
+
+def test_uploads_stay_in_memory(client, monkeypatch):
+    """A 1.7 MB photo (beyond Starlette's 1 MiB spooling threshold) is parsed without any temporary file."""
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_disk)
+    noise = np.random.default_rng(1).integers(0, 256, (700, 800, 3), dtype=np.uint8)
+    photo = _png(800, 700, noise)
+    assert len(photo) > 1024 * 1024
+    response = client.post("/v1/detect", files={"image": ("noise.png", photo, "image/png")})
+    assert response.status_code == 200, response.text
+    assert response.json()["image"]["width"] == 800
+
+
+def test_body_that_is_not_multipart(gallery_path, recognizer):
+    with TestClient(create_app(gallery_path, api_key=KEY, recognizer=recognizer)) as client:
+        assert client.post("/v1/identify", json={"image": "x"}).status_code == 401  # the key is checked first
+        response = client.post("/v1/identify", json={"image": "x"}, headers={"X-API-Key": KEY})
+        assert response.status_code == 415 and "multipart/form-data" in response.json()["detail"]
+        broken = client.post("/v1/identify", content=b"--zz\r\nnot a part", headers={
+            "X-API-Key": KEY, "content-type": "multipart/form-data; boundary=zz"})
+        assert broken.status_code in (400, 422), broken.text
 
 
 def test_photo_without_a_face_is_422(client):
@@ -173,6 +198,9 @@ def test_enrol_identify_delete(client, lfw):
     missing = client.delete("/v1/identities/Colin Powell")
     assert missing.status_code == 404 and "Colin Powell" in missing.json()["detail"]
 
+    assert _enrol(client, "AC/DC", lfw(COLIN, 1)).status_code == 201  # a name with a slash can be deleted too
+    assert client.delete("/v1/identities/AC%2FDC").json() == {"removed": "AC/DC"}
+
 
 def test_enrolment_with_a_faceless_photo_enrols_nothing(client, lfw, tmp_path):
     wall = tmp_path / "wall.png"
@@ -193,16 +221,22 @@ def test_concurrent_enrol_and_identify(client, lfw):
     def enrol(person: str) -> int:
         return _enrol(client, person, lfw(person, 1)).status_code
 
+    photos = []  # three photos at three sizes, so detections with different input sizes overlap in time
+    for index, side in zip((2, 3, 4), (250, 330, 410), strict=True):
+        buffer = io.BytesIO()
+        Image.open(lfw(COLIN, index)).resize((side, side)).save(buffer, format="JPEG", quality=95)
+        photos.append((f"colin_{side}.jpg", buffer.getvalue(), "image/jpeg"))
+
     def identify(index: int) -> str:
-        response = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 2 + index % 3))})
+        response = client.post("/v1/identify", files={"image": photos[index % 3]})
         assert response.status_code == 200, response.text
         return response.json()["faces"][0]["name"]
 
     with ThreadPoolExecutor(4) as pool:
         enrolments = [pool.submit(enrol, person) for person in people]
-        identifications = [pool.submit(identify, i) for i in range(12)]
+        identifications = [pool.submit(identify, i) for i in range(18)]
         assert [f.result() for f in enrolments] == [201] * len(people)
-        assert [f.result() for f in identifications] == ["Colin"] * 12
+        assert [f.result() for f in identifications] == ["Colin"] * 18
     listed = {item["name"]: item["templates"] for item in client.get("/v1/identities").json()["identities"]}
     assert listed == {"Colin": 1, **{person: 1 for person in people}}
     blair = client.post("/v1/identify", files={"image": _file(lfw(BLAIR, 2))}).json()["faces"][0]

@@ -19,3 +19,8 @@ def test_missing_gallery_is_an_error(tmp_path, monkeypatch, capsys):
     gallery = tmp_path / "absent.db"
     assert main(["serve", str(gallery), "--host", "0.0.0.0", "--port", "1"]) == 2
     assert f"gallery {gallery} does not exist" in capsys.readouterr().err
+
+
+def test_non_positive_upload_limit_is_an_error(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "people.db"), "--max-upload-mb", "0"]) == 2
+    assert "upload limit must be positive" in capsys.readouterr().err

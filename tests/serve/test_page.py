@@ -1,9 +1,10 @@
 """The web page in a real headless Chromium (Debian's package via Playwright's executable_path): give the key,
 enrol a person from the page, identify a new photo of them among strangers, see the names drawn and listed,
-delete them."""
+delete them, drop a photo on the page and enrol the photo shown."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -77,6 +78,21 @@ def test_enrol_and_identify_from_the_page(gallery_path, recognizer, lfw, tmp_pat
             page.once("dialog", lambda dialog: dialog.accept())
             page.click("#people-list li[data-name='Colin Powell'] button.delete")
             expect(page.locator("#people-list")).to_contain_text("nobody enrolled yet")
+
+            # Drop a photo on the page: he is unknown now; enrol the photo shown (no files chosen) and he is back.
+            photo = lfw("Colin_Powell", 3)
+            page.evaluate("""([name, b64]) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], name, {type: 'image/jpeg'}));
+                document.getElementById('drop-zone').dispatchEvent(
+                    new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true})); }""",
+                          [photo.name, base64.b64encode(photo.read_bytes()).decode("ascii")])
+            expect(page.locator("#identify-status")).to_contain_text("1 face: unknown")
+            page.fill("#enrol-name", "Colin")
+            page.click("#enrol-button")
+            expect(page.locator("#enrol-status")).to_contain_text("enrolled Colin: 1 new template")
+            expect(page.locator("#identify-status")).to_contain_text("1 face: Colin")
             assert errors == []
         finally:
             browser.close()

@@ -1,6 +1,7 @@
-"""The FastAPI application: JSON routes over RecognitionService plus the static web page, built by a factory."""
+"""The FastAPI application: JSON routes over RecognitionService plus the static web page, built by a factory.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: FastAPI must evaluate the routes' local `UploadForm` alias.
+"""
 
 import logging
 from collections.abc import AsyncIterator
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import UnidentifiedImageError
+from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
@@ -22,6 +24,7 @@ from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard
 from marginface.serve.limits import BodyLimitMiddleware
 from marginface.serve.service import Decoded, RecognitionService, Upload
+from marginface.serve.uploads import all_files, form_reader, multipart_body, one_file, text
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,11 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     `api_key` (when given) guards every route except the page's static files and the API description;
     request bodies over `max_upload_mb` MiB get 413; images over `max_pixels` pixels get 400.
     """
+    guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
+    if max_upload_mb <= 0:
+        raise ValueError(f"the upload limit must be positive, got {max_upload_mb} MiB")
+    max_bytes = int(max_upload_mb * 1024 * 1024)
     service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels)
-    guard = ApiKeyGuard(api_key)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -87,7 +93,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                   description="Face detection, verification and identification against a gallery. "
                               "Every decision carries its threshold and where the threshold came from.")
     app.state.service = service
-    app.add_middleware(BodyLimitMiddleware, max_bytes=int(max_upload_mb * 1024 * 1024))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
     guarded = [Depends(guard)]
 
     @app.exception_handler(NoFaceError)
@@ -102,19 +108,22 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                          "threshold": service.threshold.to_dict(),
                          "identities": stats.get("identities"), "templates": stats.get("templates")})
 
-    @app.post("/v1/detect", dependencies=guarded, tags=["faces"])
-    async def detect(image: Annotated[UploadFile, File(description="a photo")]) -> dict:
+    UploadForm = Annotated[FormData, Depends(form_reader(max_bytes))]
+    photo_body = multipart_body({"image": "a photo (JPEG, PNG, WebP, ...)"})
+
+    @app.post("/v1/detect", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
+    async def detect(form: UploadForm) -> dict:
         """Every face: box, five landmarks, detection score and quality signals (no embedding)."""
-        decoded = await _decode(service, image, "image")
+        decoded = await _decode(service, one_file(form, "image"), "image")
         faces = await run_in_threadpool(service.faces, decoded)
         return jsonable({"image": decoded.size, "faces": [face.to_dict() for face in faces]})
 
-    @app.post("/v1/embed", dependencies=guarded, tags=["faces"])
-    async def embed(image: Annotated[UploadFile, File(description="a photo")],
+    @app.post("/v1/embed", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
+    async def embed(form: UploadForm,
                     all_faces: Annotated[bool, Query(description="embed every face, not only the main one")] = False
                     ) -> dict:
         """Unit embedding of the main face (or of every face), with the model fingerprint it belongs to."""
-        decoded = await _decode(service, image, "image")
+        decoded = await _decode(service, one_file(form, "image"), "image")
         faces = await run_in_threadpool(service.faces, decoded)
         if not faces:
             raise NoFaceError(f"{decoded.name}: no face found")
@@ -122,21 +131,21 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         return jsonable({"image": decoded.size, "model": service.recognizer.fingerprint.key,
                          "faces": [face.to_dict(embedding=True) for face in chosen]})
 
-    @app.post("/v1/verify", dependencies=guarded, tags=["faces"])
-    async def verify(image1: Annotated[UploadFile, File(description="first photo")],
-                     image2: Annotated[UploadFile, File(description="second photo")]) -> dict:
+    @app.post("/v1/verify", dependencies=guarded, tags=["faces"],
+              openapi_extra=multipart_body({"image1": "first photo", "image2": "second photo"}))
+    async def verify(form: UploadForm) -> dict:
         """Are the main faces of two photos the same person? Score, decision, threshold and its source."""
-        first = await _decode(service, image1, "image1")
-        second = await _decode(service, image2, "image2")
+        first = await _decode(service, one_file(form, "image1"), "image1")
+        second = await _decode(service, one_file(form, "image2"), "image2")
         result, face1, face2 = await run_in_threadpool(service.verify, first, second)
         return jsonable({**result.to_dict(), "image1": {**first.size, "box": face1.to_dict()["box"]},
                          "image2": {**second.size, "box": face2.to_dict()["box"]}})
 
-    @app.post("/v1/identify", dependencies=guarded, tags=["gallery"])
-    async def identify(image: Annotated[UploadFile, File(description="a photo")],
+    @app.post("/v1/identify", dependencies=guarded, tags=["gallery"], openapi_extra=photo_body)
+    async def identify(form: UploadForm,
                        k: Annotated[int, Query(ge=1, le=100, description="candidates listed per face")] = 1) -> dict:
         """Every face with the gallery's answer: a name or "unknown", its score and the threshold used."""
-        decoded = await _decode(service, image, "image")
+        decoded = await _decode(service, one_file(form, "image"), "image")
         identified = await run_in_threadpool(service.identify, decoded, k)
         return jsonable({"image": decoded.size, "faces": [item.to_dict() for item in identified]})
 
@@ -146,17 +155,17 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         identities = await run_in_threadpool(service.identities)
         return jsonable({"count": len(identities), "identities": identities})
 
-    @app.post("/v1/identities", dependencies=guarded, tags=["gallery"], status_code=status.HTTP_201_CREATED)
-    async def enrol(name: Annotated[str, Form(description="the person's name")],
-                    images: Annotated[list[UploadFile], File(description="one or more photos of the person")]
-                    ) -> dict:
+    @app.post("/v1/identities", dependencies=guarded, tags=["gallery"], status_code=status.HTTP_201_CREATED,
+              openapi_extra=multipart_body({"images": "one or more photos of the person"}, repeated=("images",),
+                                           texts={"name": "the person's name"}))
+    async def enrol(form: UploadForm) -> dict:
         """Enrol the main face of each photo under `name` (one transaction; only templates and hashes are kept)."""
-        name = _check_name(name)
-        decoded = [await _decode(service, file, f"images[{i}]") for i, file in enumerate(images)]
+        name = _check_name(text(form, "name"))
+        decoded = [await _decode(service, file, f"images[{i}]") for i, file in enumerate(all_files(form, "images"))]
         added, duplicates = await run_in_threadpool(service.enrol, name, decoded)
         return {"name": name, "added": added, "duplicates": duplicates}
 
-    @app.delete("/v1/identities/{name}", dependencies=guarded, tags=["gallery"])
+    @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"])
     async def delete_identity(name: str) -> dict:
         """Delete a person and all their templates."""
         try:

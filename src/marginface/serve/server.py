@@ -17,8 +17,6 @@ def serve(gallery_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000
     import uvicorn
 
     check_bind(host, api_key)
-    if max_upload_mb <= 0:
-        raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     app = create_app(gallery_path, api_key=api_key, max_upload_mb=max_upload_mb)
     log.info("serving %s on http://%s:%d (API key %s)", gallery_path, host, port, "required" if api_key else "off")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,5 +1,5 @@
 """The recognizer and gallery behind the HTTP routes: model loaded once, inference and gallery changes made
-safe for the threadpool that runs them (one recognizer lock, gallery writes serialised)."""
+safe for the threadpool that runs them (gallery writes serialised; the recognizer guards its own detector)."""
 
 from __future__ import annotations
 
@@ -49,11 +49,11 @@ class Decoded:
 class RecognitionService:
     """One FaceRecognizer and one Gallery shared by all requests; every method is safe to call from any thread.
 
-    YuNet through OpenCV keeps per-instance input-size state, so recognizer calls take `_infer_lock`. Gallery
-    changes (enrol, remove) take `_write_lock`, so one change's transaction and its in-memory index update finish
-    before the next change starts; searches and listings go straight to the Gallery, which guards its SQLite
-    connection and index with its own lock, so identification never waits for a detection or an enrolment's
-    embedding, only for the short index update.
+    The recognizer serialises its own detector calls (OpenCV's YuNet keeps per-call input-size state) and lets
+    embeddings run concurrently, so requests call it without a lock here. Gallery changes (enrol, remove) take
+    `_write_lock`, so one change's transaction and its in-memory index update finish before the next change
+    starts; searches and listings go straight to the Gallery, which guards its SQLite connection and index with
+    its own lock, so identification never waits for a detection or an enrolment's embedding.
     """
 
     def __init__(self, gallery_path: str | Path, *, recognizer: FaceRecognizer | None = None,
@@ -69,7 +69,6 @@ class RecognitionService:
             raise
         self.recognizer = recognizer
         self.max_pixels = max_pixels
-        self._infer_lock = threading.Lock()
         self._write_lock = threading.Lock()
 
     @property
@@ -89,8 +88,7 @@ class RecognitionService:
 
     def faces(self, image: Decoded) -> list[FaceResult]:
         """Every face in the image, main face first; [] when none."""
-        with self._infer_lock:
-            return self.recognizer.faces(image.rgb, name=image.name)
+        return self.recognizer.faces(image.rgb, name=image.name)
 
     def main_face(self, image: Decoded) -> FaceResult:
         """The face the photo is of; NoFaceError naming the upload when there is none."""
@@ -121,6 +119,7 @@ class RecognitionService:
         faces = [(self.main_face(image), image.sha256) for image in images]
         with self._write_lock:
             added = self.gallery.enroll(name, faces, self.recognizer.fingerprint)
+        log.info("enrolled %r: %d new templates, %d already enrolled", name, added, len(faces) - added)
         return added, len(faces) - added
 
     def identities(self) -> list[dict]:
@@ -133,6 +132,7 @@ class RecognitionService:
             if name not in self.gallery:
                 raise KeyError(name)
             self.gallery.remove(name)
+        log.info("removed %r and its templates", name)
 
     def stats(self) -> dict:
         """Gallery statistics (identities, templates, ...)."""
