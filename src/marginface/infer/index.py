@@ -91,18 +91,24 @@ def _pad(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return out_ids, out_scores
 
 
-def _rows(ids: np.ndarray, wanted: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
-    """Row of each wanted id in `ids`, skipping dead rows (KeyError naming the first id not found)."""
+def _lookup(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows sorted by their id, those ids): the table `_rows` searches."""
+    order = rows[np.argsort(ids[rows], kind="stable")]
+    return order, ids[order]
+
+
+def _rows(table: tuple[np.ndarray, np.ndarray], wanted: np.ndarray) -> np.ndarray:
+    """Row of each wanted id, through a `_lookup` table (KeyError naming an id that is not there)."""
+    order, sorted_ids = table
     wanted = np.asarray(wanted, np.int64).reshape(-1)
     if len(wanted) == 0:
         return np.zeros(0, np.int64)
-    candidates = np.flatnonzero(live) if live is not None else np.arange(len(ids))
-    order = candidates[np.argsort(ids[candidates], kind="stable")]
-    pos = np.minimum(np.searchsorted(ids[order], wanted), max(len(order) - 1, 0))
-    found = len(order) > 0 and np.array_equal(ids[order[pos]], wanted)
-    if not found:
-        missing = wanted if len(order) == 0 else wanted[ids[order[pos]] != wanted]
-        raise KeyError(f"template id {int(missing[0])} is not in the index")
+    if len(order) == 0:
+        raise KeyError(f"template id {int(wanted[0])} is not in the index")
+    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(order) - 1)
+    missing = sorted_ids[pos] != wanted
+    if missing.any():
+        raise KeyError(f"template id {int(wanted[missing][0])} is not in the index")
     return order[pos]
 
 
@@ -120,6 +126,7 @@ class ExactIndex:
         self.dim = dim
         self._vectors = np.zeros((0, dim), np.float32)
         self._ids = np.zeros(0, np.int64)
+        self._order: tuple[np.ndarray, np.ndarray] | None = None  # id -> row table, built on first lookup
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -129,13 +136,14 @@ class ExactIndex:
         vectors = _as_matrix(vectors, self.dim, "index add")
         self._vectors = np.concatenate([self._vectors, vectors])
         self._ids = np.concatenate([self._ids, _as_ids(ids, len(vectors))])
+        self._order = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Drop the rows with these ids."""
         keep = ~np.isin(self._ids, np.asarray(ids, np.int64))
         removed = int(len(keep) - keep.sum())
         if removed:
-            self._vectors, self._ids = self._vectors[keep], self._ids[keep]
+            self._vectors, self._ids, self._order = self._vectors[keep], self._ids[keep], None
         return removed
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +165,9 @@ class ExactIndex:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of templates `ids`."""
-        return self._vectors[_rows(self._ids, ids)]
+        if self._order is None:
+            self._order = _lookup(self._ids, np.arange(len(self._ids)))
+        return self._vectors[_rows(self._order, ids)]
 
 
 def import_faiss() -> Any:
@@ -181,6 +191,7 @@ class _FaissIndex:
         self._index: Any = None
         self._ids = np.zeros(0, np.int64)  # template id of each faiss row
         self._dead = np.zeros(0, bool)
+        self._order: tuple[np.ndarray, np.ndarray] | None = None  # id -> row table, built on first lookup
 
     def __len__(self) -> int:
         return int(len(self._ids) - self._dead.sum())
@@ -206,6 +217,7 @@ class _FaissIndex:
         self._index.add(vectors)
         self._ids = np.concatenate([self._ids, ids])
         self._dead = np.concatenate([self._dead, np.zeros(len(ids), bool)])
+        self._order = None
         if self._outgrown():
             self._rebuild()
 
@@ -213,6 +225,7 @@ class _FaissIndex:
         """Mark templates dead; rebuild from the live vectors when more than half are dead."""
         hit = np.isin(self._ids, np.asarray(ids, np.int64)) & ~self._dead
         self._dead |= hit
+        self._order = None
         if self._dead.sum() * 2 > len(self._dead):
             self._rebuild()
         return int(hit.sum())
@@ -222,7 +235,7 @@ class _FaissIndex:
         log.info("rebuilding the %s index from %d live of %d templates", self.kind, len(live), len(self._dead))
         vectors = self._index.reconstruct_batch(live.astype(np.int64)) if len(live) else None
         ids = self._ids[live]
-        self._index, self._ids, self._dead = None, np.zeros(0, np.int64), np.zeros(0, bool)
+        self._index, self._ids, self._dead, self._order = None, np.zeros(0, np.int64), np.zeros(0, bool), None
         if vectors is not None:
             self.add(vectors, ids)
 
@@ -246,7 +259,9 @@ class _FaissIndex:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of live templates `ids` (reconstructed from FAISS's flat storage)."""
-        rows = _rows(self._ids, ids, ~self._dead)
+        if self._order is None:  # live rows only, so a removed id is absent
+            self._order = _lookup(self._ids, np.flatnonzero(~self._dead))
+        rows = _rows(self._order, ids)
         return self._index.reconstruct_batch(rows.astype(np.int64)) if len(rows) else np.zeros((0, self.dim))
 
 
