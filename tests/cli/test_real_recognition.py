@@ -90,14 +90,20 @@ def _decisions(answers: dict[str, list[dict]], truth: dict[str, str | None]) -> 
 
 
 @pytest.fixture(scope="module")
-def eval_report(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """`marginface eval --identification` on ORL and LFW (the numbers to reproduce) and its report path."""
-    out = tmp_path_factory.mktemp("eval")
-    args = ["eval", shared_data / MODEL, "--detector", shared_data / DETECTOR, "--out", out]
-    for folder in SETS.values():
-        args += ["--identification", shared_data / folder]
-    assert main([str(a) for a in args]) == 0
-    return out / "report.json", json.loads((out / "report.json").read_text())["identification"]
+def eval_report(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """eval_report(set_name) -> (report path, its identification entry): `marginface eval --identification`
+    on that set, the numbers to reproduce (run once per set)."""
+    done: dict[str, tuple[Path, dict]] = {}
+
+    def run(set_name: str) -> tuple[Path, dict]:
+        if set_name not in done:
+            out = tmp_path_factory.mktemp("eval")
+            assert main([str(a) for a in ["eval", shared_data / MODEL, "--detector", shared_data / DETECTOR,
+                                          "--identification", shared_data / SETS[set_name], "--out", out]]) == 0
+            done[set_name] = out / "report.json", json.loads((out / "report.json").read_text())["identification"]
+        return done[set_name]
+
+    return run
 
 
 def _gallery(capsys, shared_data: Path, tmp_path: Path, report: Path, set_name: str) -> tuple[Path, dict]:
@@ -124,7 +130,7 @@ def test_orl_cli_and_http_reproduce_eval(shared_data: Path, tmp_path: Path, eval
 
     from marginface.serve.app import create_app
 
-    report, sets = eval_report
+    report, sets = eval_report("att_faces")
     expected = sets["att_faces"]
     gallery, truth = _gallery(capsys, shared_data, tmp_path, report, "att_faces")
 
@@ -151,7 +157,7 @@ def test_orl_cli_and_http_reproduce_eval(shared_data: Path, tmp_path: Path, eval
 @pytest.mark.slow
 def test_lfw_cli_reproduces_eval_and_finds_every_face(shared_data: Path, tmp_path: Path, eval_report,
                                                      capsys) -> None:
-    report, sets = eval_report
+    report, sets = eval_report("lfw-deepfunneled")
     expected = sets["lfw-deepfunneled"]
     gallery, truth = _gallery(capsys, shared_data, tmp_path, report, "lfw-deepfunneled")
     cli = _identify_cli(capsys, gallery, tmp_path / "probes")
