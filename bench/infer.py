@@ -36,6 +36,7 @@ from marginface.data.image import decode_image
 from marginface.infer.detect import YuNetDetector, pick_main_face
 from marginface.infer.embedder import OnnxEmbedder, flip_embed
 from marginface.infer.index import IdentityIndex, build_index
+from marginface.infer.published import published_threshold
 from marginface.infer.search import TemplateIndex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,19 +183,20 @@ def real_embeddings(data: Path, identities: int, probes_per_identity: int) -> tu
     return embed(gallery_paths), embed(probe_paths)
 
 
-def _latencies(search, queries: np.ndarray) -> tuple[list[float], np.ndarray]:
-    """Per-query latency (one query at a time) and the top-1 ids, after the thread pools of whatever ran before
-    (onnxruntime, FAISS's OpenMP) have stopped spinning: right after them a BLAS call on 2 cores is 100x slower."""
+def _latencies(search, queries: np.ndarray) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """Per-query latency (one query at a time), top-1 ids and their scores, after the thread pools of whatever
+    ran before (onnxruntime, FAISS's OpenMP) have stopped spinning: right after them a BLAS call on 2 cores is
+    100x slower."""
     time.sleep(1.0)
     for query in queries[:5]:
         search(query[None])
     times, top = [], []
     for query in queries:
         start = time.perf_counter()
-        ids = search(query[None])
+        found = search(query[None])
         times.append(time.perf_counter() - start)
-        top.append(ids)
-    return times, np.asarray(top)
+        top.append(found)
+    return times, np.array([t[0] for t in top], np.int64), np.array([t[1] for t in top], np.float64)
 
 
 def _index_bytes(index) -> int:
@@ -212,7 +214,7 @@ def gallery_exact_search(vectors: np.ndarray):
     index = TemplateIndex(vectors.shape[1])
     ids = np.arange(len(vectors), dtype=np.int64)
     index.add(ids, ids, vectors)
-    return lambda q: index.search(q, 1)[0][0].identity
+    return lambda q: (lambda hit: (hit.identity, hit.score))(index.search(q, 1)[0][0])
 
 
 def identity_exact_search(vectors: np.ndarray):
@@ -221,7 +223,26 @@ def identity_exact_search(vectors: np.ndarray):
     index = IdentityIndex("exact", vectors.shape[1])
     ids = np.arange(len(vectors), dtype=np.int64)
     index.add(ids, ids, vectors)
-    return lambda q: index.search(q, 1)[0][0].identity
+    return lambda q: (lambda hit: (hit.identity, hit.score))(index.search(q, 1)[0][0])
+
+
+def _top1(index):
+    """search(q) -> (top-1 template id, score) of a VectorIndex."""
+    def search(q: np.ndarray) -> tuple[int, float]:
+        ids, scores = index.search(q, 1)
+        return int(ids[0, 0]), float(scores[0, 0])
+    return search
+
+
+def _agreement(ids: np.ndarray, scores: np.ndarray, exact_ids: np.ndarray, exact_scores: np.ndarray,
+               threshold: float) -> dict:
+    """How often an approximate top-1 leads to the exact search's decision at the operating threshold."""
+    decide = np.where(scores >= threshold, ids, -1)
+    exact_decide = np.where(exact_scores >= threshold, exact_ids, -1)
+    above = exact_scores >= threshold
+    return {"decision_agreement": float(np.mean(decide == exact_decide)),
+            "recall_at_1_above_threshold": float(np.mean(ids[above] == exact_ids[above])) if above.any() else None,
+            "queries_above_threshold": int(above.sum())}
 
 
 def bench_search(data: Path, sizes: list[int], identities: int, probes_per_identity: int, queries: int,
@@ -233,8 +254,9 @@ def bench_search(data: Path, sizes: list[int], identities: int, probes_per_ident
     real_q = probes[:queries]
     random_q = rng.standard_normal((max(1, queries // 2), dim)).astype(np.float32)
     random_q /= np.linalg.norm(random_q, axis=1, keepdims=True)
+    threshold = published_threshold("identify").value
     results: dict = {"dim": dim, "real_templates": len(gallery), "real_queries": len(real_q),
-                     "random_queries": len(random_q), "sizes": {}}
+                     "random_queries": len(random_q), "decision_threshold": threshold, "sizes": {}}
     for size in sizes:
         filler = rng.standard_normal((size - len(gallery), dim)).astype(np.float32)
         filler /= np.linalg.norm(filler, axis=1, keepdims=True)
@@ -246,19 +268,21 @@ def bench_search(data: Path, sizes: list[int], identities: int, probes_per_ident
             start = time.perf_counter()
             index = build_index(kind, vectors)
             build_s = time.perf_counter() - start
-            times, top_real = _latencies(lambda q, index=index: index.search(q, 1)[0][0, 0], real_q)
-            _, top_random = _latencies(lambda q, index=index: index.search(q, 1)[0][0, 0], random_q)
+            times, top_real, score_real = _latencies(_top1(index), real_q)
+            _, top_random, _ = _latencies(_top1(index), random_q)
             entry = {"build_s": build_s, "index_mib": _index_bytes(index) / 2**20, "rss_mib": rss_mib(),
                      **percentiles(times)}
             if kind == "exact":
-                exact_top = {"real": top_real, "random": top_random}
+                exact_top = {"real": top_real, "random": top_random, "real_scores": score_real}
                 entry["true_match_at_1_real"] = float(np.mean(top_real[: len(real_q)] == np.repeat(
                     np.arange(len(gallery)), probes_per_identity)[: len(real_q)]))
             else:
                 entry["recall_at_1_real"] = float(np.mean(top_real == exact_top["real"]))
                 entry["recall_at_1_random"] = float(np.mean(top_random == exact_top["random"]))
+                entry.update(_agreement(top_real, score_real, exact_top["real"], exact_top["real_scores"], threshold))
             row[kind] = entry
-            recall = (f", recall@1 {entry['recall_at_1_real']:.4f} real / {entry['recall_at_1_random']:.4f} random"
+            recall = (f", recall@1 {entry['recall_at_1_real']:.4f} real / {entry['recall_at_1_random']:.4f} random,"
+                      f" decisions at {threshold:.4f} agree {entry['decision_agreement']:.4f}"
                       if kind != "exact" else "")
             print(f"search N={size:>9,}: {kind:5s} p50 {entry['p50_ms']:7.2f} ms, p99 {entry['p99_ms']:7.2f} ms, "
                   f"{entry['index_mib']:7.1f} MiB, build {build_s:6.1f} s{recall}", flush=True)
@@ -266,7 +290,7 @@ def bench_search(data: Path, sizes: list[int], identities: int, probes_per_ident
         few = min(len(real_q), 100)  # the gallery's exact path copies its matrix per query: slow at 10^6
         for label, search in (("gallery_exact", gallery_exact_search(vectors)),
                               ("identity_index_exact", identity_exact_search(vectors))):
-            times, top = _latencies(search, real_q[:few])
+            times, top, _ = _latencies(search, real_q[:few])
             row[label] = {**percentiles(times), "queries": few,
                           "same_top1_as_exact": float(np.mean(top == exact_top["real"][:few]))}
             print(f"search N={size:>9,}: {label} p50 {row[label]['p50_ms']:7.2f} ms, "
@@ -428,6 +452,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run: few photos, 10^4 templates only")
     parser.add_argument("--parts", default="pipeline,search,service",
                         help="comma-separated subset of pipeline,search,service")
+    parser.add_argument("--sizes", help="comma-separated gallery sizes for the search part (default 1e4,1e5,1e6)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "infer" / "infer.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -442,6 +467,8 @@ def main() -> int:
         out["pipeline"] = bench_pipeline(data, 40 if args.quick else 200, 2 if args.quick else 3)
     if "search" in parts:
         sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
+        if args.sizes:
+            sizes = [int(float(size)) for size in args.sizes.split(",")]
         out["search"] = bench_search(data, sizes, identities=20 if args.quick else 158,
                                      probes_per_identity=5, queries=100 if args.quick else 300,
                                      kinds=["exact", "hnsw", "ivf"])
