@@ -453,6 +453,7 @@ def main() -> int:
     parser.add_argument("--parts", default="pipeline,search,service",
                         help="comma-separated subset of pipeline,search,service")
     parser.add_argument("--sizes", help="comma-separated gallery sizes for the search part (default 1e4,1e5,1e6)")
+    parser.add_argument("--kinds", default="exact,hnsw,ivf", help="index kinds for the search part (exact first)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "infer" / "infer.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -471,7 +472,7 @@ def main() -> int:
             sizes = [int(float(size)) for size in args.sizes.split(",")]
         out["search"] = bench_search(data, sizes, identities=20 if args.quick else 158,
                                      probes_per_identity=5, queries=100 if args.quick else 300,
-                                     kinds=["exact", "hnsw", "ivf"])
+                                     kinds=[k.strip() for k in args.kinds.split(",") if k.strip()])
     if "service" in parts:
         out["service"] = bench_service(data, quick=args.quick)
     out["load_average_at_end"] = list(os.getloadavg())
