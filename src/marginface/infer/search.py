@@ -41,22 +41,34 @@ class Hit:
 
 
 class TemplateIndex:
-    """In-memory float32 template matrix with an owner identity per row, updated incrementally."""
+    """In-memory float32 template matrix with an owner identity per row, updated incrementally (amortised
+    O(1) appends into a growing buffer; removal compacts)."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._matrix = np.zeros((0, dim), np.float32)
+        self._buffer = np.zeros((0, dim), np.float32)
         self._owners = np.zeros(0, np.int64)
         self._ids = np.zeros(0, np.int64)
-        self._sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._size = 0
+        self._grouping: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._size
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(N, D) float32 view of the templates, in insertion order."""
+        return self._buffer[:self._size]
+
+    @property
+    def owners(self) -> np.ndarray:
+        """(N,) owner identity of each template row."""
+        return self._owners[:self._size]
 
     @property
     def identities(self) -> np.ndarray:
         """Distinct owner ids present, ascending."""
-        return np.unique(self._owners)
+        return np.unique(self.owners)
 
     def add(self, template_ids: np.ndarray, owners: np.ndarray, vectors: np.ndarray) -> None:
         """Append templates (unit float32 rows) with their ids and owner identities."""
@@ -65,25 +77,36 @@ class TemplateIndex:
         owners = np.asarray(owners, np.int64).reshape(-1)
         if not len(vectors) == len(template_ids) == len(owners):
             raise ValueError(f"{len(vectors)} vectors, {len(template_ids)} ids and {len(owners)} owners differ")
-        self._matrix = np.concatenate([self._matrix, vectors])
-        self._owners = np.concatenate([self._owners, owners])
-        self._ids = np.concatenate([self._ids, template_ids])
-        self._sorted = None
+        needed = self._size + len(vectors)
+        if needed > len(self._buffer):
+            capacity = max(needed, 2 * len(self._buffer), 64)
+            self._buffer = _grow(self._buffer, capacity)
+            self._owners = _grow(self._owners, capacity)
+            self._ids = _grow(self._ids, capacity)
+        self._buffer[self._size:needed] = vectors
+        self._owners[self._size:needed] = owners
+        self._ids[self._size:needed] = template_ids
+        self._size = needed
+        self._grouping = None
 
     def remove_owner(self, owner: int) -> None:
         """Drop every template of one identity."""
-        keep = self._owners != owner
-        self._matrix, self._owners, self._ids = self._matrix[keep], self._owners[keep], self._ids[keep]
-        self._sorted = None
+        keep = np.flatnonzero(self.owners != owner)
+        count = len(keep)
+        self._buffer[:count] = self._buffer[keep]
+        self._owners[:count] = self._owners[keep]
+        self._ids[:count] = self._ids[keep]
+        self._size = count
+        self._grouping = None
 
     def _grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row order grouping templates by owner, group starts, owner of each group), cached."""
-        if self._sorted is None:
-            order = np.argsort(self._owners, kind="stable")
-            owners = self._owners[order]
+        if self._grouping is None:
+            order = np.argsort(self.owners, kind="stable")
+            owners = self.owners[order]
             starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.zeros(0, np.int64)
-            self._sorted = (order, starts, owners[starts])
-        return self._sorted
+            self._grouping = (order, starts, owners[starts])
+        return self._grouping
 
     def identity_scores(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owner ids (I,), exact float64 best-template scores (Q, I)) for every identity."""
@@ -91,7 +114,7 @@ class TemplateIndex:
         queries = np.asarray(queries, np.float32).reshape(-1, self.dim)
         if len(order) == 0:
             return owners, np.zeros((len(queries), 0))
-        scores = exact_scores(queries, self._matrix[order])
+        scores = exact_scores(queries, self.matrix)[:, order]
         return owners, np.maximum.reduceat(scores, starts, axis=1)
 
     def search(self, queries: np.ndarray, k: int = 5) -> list[list[Hit]]:
@@ -100,14 +123,20 @@ class TemplateIndex:
         order, starts, owners = self._grouped()
         if len(order) == 0 or k < 1:
             return [[] for _ in queries]
-        fast = np.maximum.reduceat(queries @ self._matrix[order].T, starts, axis=1)  # float32, for candidates
+        fast = np.maximum.reduceat((queries @ self.matrix.T)[:, order], starts, axis=1)  # float32 candidates
         margin = 4.0 * self.dim * float(np.finfo(np.float32).eps)  # > twice float32 dot-product error
         ends = np.r_[starts[1:], len(order)]
         answers = []
         for row, query in zip(fast, queries, strict=True):
             kth = np.partition(row, len(row) - min(k, len(row)))[len(row) - min(k, len(row))]
             columns = np.flatnonzero(row >= kth - margin)
-            exact = [float(exact_scores(query[None], self._matrix[order[starts[c]:ends[c]]]).max()) for c in columns]
+            exact = [float(exact_scores(query[None], self.matrix[order[starts[c]:ends[c]]]).max()) for c in columns]
             ranked = sorted(zip(exact, owners[columns].tolist(), strict=True), key=lambda t: (-t[0], t[1]))[:k]
             answers.append([Hit(int(owner), score) for score, owner in ranked])
         return answers
+
+
+def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.zeros((capacity, *array.shape[1:]), array.dtype)
+    grown[:len(array)] = array
+    return grown
