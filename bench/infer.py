@@ -246,8 +246,8 @@ def _agreement(ids: np.ndarray, scores: np.ndarray, exact_ids: np.ndarray, exact
 
 
 def bench_search(data: Path, sizes: list[int], identities: int, probes_per_identity: int, queries: int,
-                 kinds: list[str]) -> dict:
-    """Latency, memory and recall@1 of each index kind at each gallery size."""
+                 kinds: list[str], hnsw_efs: list[int] | None = None) -> dict:
+    """Latency, memory and recall@1 of each index kind at each gallery size (HNSW at each efSearch given)."""
     gallery, probes = real_embeddings(data, identities, probes_per_identity)
     rng = np.random.default_rng(0)
     dim = gallery.shape[1]
@@ -268,24 +268,30 @@ def bench_search(data: Path, sizes: list[int], identities: int, probes_per_ident
             start = time.perf_counter()
             index = build_index(kind, vectors)
             build_s = time.perf_counter() - start
-            times, top_real, score_real = _latencies(_top1(index), real_q)
-            _, top_random, _ = _latencies(_top1(index), random_q)
-            entry = {"build_s": build_s, "index_mib": _index_bytes(index) / 2**20, "rss_mib": rss_mib(),
-                     **percentiles(times)}
-            if kind == "exact":
-                exact_top = {"real": top_real, "random": top_random, "real_scores": score_real}
-                entry["true_match_at_1_real"] = float(np.mean(top_real[: len(real_q)] == np.repeat(
-                    np.arange(len(gallery)), probes_per_identity)[: len(real_q)]))
-            else:
-                entry["recall_at_1_real"] = float(np.mean(top_real == exact_top["real"]))
-                entry["recall_at_1_random"] = float(np.mean(top_random == exact_top["random"]))
-                entry.update(_agreement(top_real, score_real, exact_top["real"], exact_top["real_scores"], threshold))
-            row[kind] = entry
-            recall = (f", recall@1 {entry['recall_at_1_real']:.4f} real / {entry['recall_at_1_random']:.4f} random,"
-                      f" decisions at {threshold:.4f} agree {entry['decision_agreement']:.4f}"
-                      if kind != "exact" else "")
-            print(f"search N={size:>9,}: {kind:5s} p50 {entry['p50_ms']:7.2f} ms, p99 {entry['p99_ms']:7.2f} ms, "
-                  f"{entry['index_mib']:7.1f} MiB, build {build_s:6.1f} s{recall}", flush=True)
+            settings = [(f"hnsw_ef{ef}" if len(hnsw_efs) > 1 else kind, ef) for ef in hnsw_efs] \
+                if kind == "hnsw" and hnsw_efs else [(kind, None)]
+            for label, ef in settings:
+                if ef is not None:
+                    index.ef_search = ef
+                times, top_real, score_real = _latencies(_top1(index), real_q)
+                _, top_random, _ = _latencies(_top1(index), random_q)
+                entry = {"build_s": build_s, "index_mib": _index_bytes(index) / 2**20, "rss_mib": rss_mib(),
+                         **percentiles(times)}
+                if kind == "exact":
+                    exact_top = {"real": top_real, "random": top_random, "real_scores": score_real}
+                    entry["true_match_at_1_real"] = float(np.mean(top_real[: len(real_q)] == np.repeat(
+                        np.arange(len(gallery)), probes_per_identity)[: len(real_q)]))
+                else:
+                    entry["recall_at_1_real"] = float(np.mean(top_real == exact_top["real"]))
+                    entry["recall_at_1_random"] = float(np.mean(top_random == exact_top["random"]))
+                    entry.update(_agreement(top_real, score_real, exact_top["real"], exact_top["real_scores"],
+                                            threshold))
+                row[label] = entry
+                recall = (f", recall@1 {entry['recall_at_1_real']:.4f} real / {entry['recall_at_1_random']:.4f} "
+                          f"random, decisions at {threshold:.4f} agree {entry['decision_agreement']:.4f}"
+                          if kind != "exact" else "")
+                print(f"search N={size:>9,}: {label:5s} p50 {entry['p50_ms']:7.2f} ms, p99 {entry['p99_ms']:7.2f} "
+                      f"ms, {entry['index_mib']:7.1f} MiB, build {build_s:6.1f} s{recall}", flush=True)
             del index
         few = min(len(real_q), 100)  # the gallery's exact path copies its matrix per query: slow at 10^6
         for label, search in (("gallery_exact", gallery_exact_search(vectors)),
@@ -296,9 +302,8 @@ def bench_search(data: Path, sizes: list[int], identities: int, probes_per_ident
             print(f"search N={size:>9,}: {label} p50 {row[label]['p50_ms']:7.2f} ms, "
                   f"p99 {row[label]['p99_ms']:7.2f} ms", flush=True)
             del search
-        for kind in kinds:
-            if kind != "exact":
-                row[kind]["speedup_p50_vs_exact"] = row["exact"]["p50_ms"] / row[kind]["p50_ms"]
+        for label in [label for label in row if label.startswith(("hnsw", "ivf"))]:
+            row[label]["speedup_p50_vs_exact"] = row["exact"]["p50_ms"] / row[label]["p50_ms"]
         results["sizes"][str(size)] = row
         del vectors
     return results
@@ -453,6 +458,7 @@ def main() -> int:
     parser.add_argument("--parts", default="pipeline,search,service",
                         help="comma-separated subset of pipeline,search,service")
     parser.add_argument("--sizes", help="comma-separated gallery sizes for the search part (default 1e4,1e5,1e6)")
+    parser.add_argument("--hnsw-ef", help="comma-separated efSearch values to measure on one HNSW build")
     parser.add_argument("--kinds", default="exact,hnsw,ivf", help="index kinds for the search part (exact first)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "infer" / "infer.json")
     args = parser.parse_args()
@@ -472,7 +478,8 @@ def main() -> int:
             sizes = [int(float(size)) for size in args.sizes.split(",")]
         out["search"] = bench_search(data, sizes, identities=20 if args.quick else 158,
                                      probes_per_identity=5, queries=100 if args.quick else 300,
-                                     kinds=[k.strip() for k in args.kinds.split(",") if k.strip()])
+                                     kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+                                     hnsw_efs=[int(v) for v in args.hnsw_ef.split(",")] if args.hnsw_ef else None)
     if "service" in parts:
         out["service"] = bench_service(data, quick=args.quick)
     out["load_average_at_end"] = list(os.getloadavg())

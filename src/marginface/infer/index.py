@@ -6,8 +6,8 @@ cosine scores, best first. Missing results (fewer than k live templates, or an a
 fewer) come back as id −1 with score −inf. The approximate kinds need the optional extra `marginface[faiss]`.
 
 - `exact`: brute force, one (N, D) × (D, M) product and argpartition; right up to ~10⁵–10⁶ templates.
-- `hnsw`: FAISS HNSW graph over the flat vectors (no training, incremental adds); `ef_search` trades speed
-  for recall.
+- `hnsw`: FAISS HNSW graph over the flat vectors (no training, incremental adds); `ef_search` (default 256:
+  recall@1 0.997 against exact at 10⁵ templates in bench/infer.py) trades speed for recall.
 - `ivf`: FAISS IVF-Flat, trained on the first batch added (k-means into `nlist` cells) and retrained when
   it has grown four-fold; `nprobe` cells are scanned per query.
 
@@ -270,7 +270,7 @@ class HnswIndex(_FaissIndex):
 
     kind = "hnsw"
 
-    def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 128) -> None:
+    def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 256) -> None:
         super().__init__(dim)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
 
