@@ -280,7 +280,7 @@ def _add_train_command(commands) -> None:
     tr = commands.add_parser("train", help="train a recognizer (single process or under torchrun)",
                              description="Train from a YAML config (default: the embedded synthetic demo). "
                                          "Under torchrun every process runs this same command.")
-    tr.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: built-in defaults")
+    tr.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: the embedded synthetic demo")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
     tr.add_argument("--resume", help="'auto' (newest usable checkpoint of the run directory; refuses when all are "
@@ -289,11 +289,13 @@ def _add_train_command(commands) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from marginface.train.config import load_config
+    from marginface.train.config import DEMO_CONFIG, load_config
     from marginface.train.distributed import init_distributed
     from marginface.train.trainer import Trainer
 
-    config = load_config(args.config, args.set)
+    if args.config is None:
+        print(f"no config given: training the embedded synthetic demo ({DEMO_CONFIG})", file=sys.stderr)
+    config = load_config(args.config or DEMO_CONFIG, args.set)
     ctx = init_distributed(config.device)
     bar = None
 
@@ -302,11 +304,11 @@ def _run_train(args: argparse.Namespace) -> int:
         if not ctx.is_main:
             return
         kind = event["type"]
-        if kind == "step":
-            if bar is None:
-                from tqdm import tqdm
+        if kind == "start":  # the bar starts before the first step, so its rate is not measured from step 5
+            from tqdm import tqdm
 
-                bar = tqdm(total=event["total"], desc="train", unit="step", file=sys.stderr)
+            bar = tqdm(total=event["total"], initial=event["step"], desc="train", unit="step", file=sys.stderr)
+        elif kind == "step":
             bar.update(event["step"] - bar.n)
             bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.4g}",
                             img_s=f"{event['images_per_s']:.0f}")

@@ -21,3 +21,29 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_help_via_module() -> None:
     out = subprocess.run([sys.executable, "-m", "marginface", "--help"], capture_output=True, text=True, check=True)
     assert "margin-based softmax" in out.stdout
+
+
+def test_train_without_config_runs_the_embedded_demo(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`marginface train` alone loads the packaged demo config (the one configs/synthetic_demo.yaml links to)."""
+    from pathlib import Path
+
+    import marginface.train.trainer as trainer_module
+    from marginface.train.config import DEMO_CONFIG, load_config
+
+    repo_demo = Path(__file__).resolve().parents[2] / "configs" / "synthetic_demo.yaml"
+    assert DEMO_CONFIG.is_file() and repo_demo.resolve() == DEMO_CONFIG.resolve()
+    loaded = []
+
+    class StopBeforeTraining(RuntimeError):
+        pass
+
+    def fake_trainer(config, ctx, on_event):
+        loaded.append(config)
+        raise StopBeforeTraining("stop before training")
+
+    monkeypatch.setattr(trainer_module, "Trainer", fake_trainer)
+    assert main(["train"]) == 2
+    assert loaded and loaded[0] == load_config(DEMO_CONFIG)
+    assert loaded[0].model.num_features == 128 and loaded[0].data.kind == "synthetic"
+    assert "embedded synthetic demo" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def test_tiny_run_trains_logs_and_exports(tmp_path: Path) -> None:
     events: list[dict] = []
     result = Trainer(config, on_event=events.append).train()
     assert result.steps == 6 and result.skipped_steps == 0
+    assert events[0] == {"type": "start", "step": 0, "total": 6}  # a progress bar can begin at step 0
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == [1, 2, 3, 4, 5, 6]
     assert steps[-1]["loss"] < steps[0]["loss"] * 1.5

@@ -219,6 +219,9 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"optim.lr must be > 0, got {config.optim.lr}")
 
 
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # what `marginface train` runs without a config
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read YAML (or start from defaults) and apply `a.b=value` overrides (values parsed as YAML)."""
     data: dict = {}

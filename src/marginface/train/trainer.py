@@ -1,8 +1,9 @@
 """The training loop: data → backbone → margin head → optimiser, with checkpoints, resume, NaN guard,
 periodic verification, CSV / TensorBoard logs and the exported model at the end.
 
-The library reports progress through `on_event(dict)` callbacks ({"type": "step" | "eval" | "checkpoint"
-| "skip" | "done", ...}); it never prints.
+The library reports progress through `on_event(dict)` callbacks ({"type": "start" | "step" | "eval" |
+"checkpoint" | "skip" | "nonfinite" | "done", ...}); "start" comes before the first step with the step a
+resumed run continues from, so a progress bar can begin there; it never prints.
 """
 
 from __future__ import annotations
@@ -394,6 +395,7 @@ class Trainer:
         window_start, window_images = time.perf_counter(), 0
         loss_value = float("nan")
         micro = 0
+        self.on_event({"type": "start", "step": self.step, "total": self.total_steps})
         while self.step < self.total_steps:
             for batch in require_samples(self._loader(), self.dataset):  # stops when nothing decodes
                 if self.step >= self.total_steps:
