@@ -66,7 +66,7 @@ def _check_name(name: str) -> str:
     """A person's name as given, stripped; 422 when empty or too long."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+        raise HTTPException(422,
                             f"name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
     return name
 
@@ -98,7 +98,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
 
     @app.exception_handler(NoFaceError)
     async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        return JSONResponse({"detail": str(err)}, status_code=422)
 
     @app.get("/healthz", dependencies=guarded, tags=["service"])
     async def healthz() -> dict:

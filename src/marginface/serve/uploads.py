@@ -46,7 +46,7 @@ def form_reader(max_bytes: int) -> Callable[[Request], AsyncIterator[FormData]]:
 
 
 def _missing(field: str, what: str) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"missing {what} field {field!r} in the multipart form")
+    return HTTPException(422, f"missing {what} field {field!r} in the multipart form")
 
 
 def one_file(form: FormData, field: str) -> UploadFile:
