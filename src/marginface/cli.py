@@ -398,14 +398,23 @@ def _add_recognition_commands(commands) -> None:
     enroll.add_argument("--name", help="enrol the given images (or folders of images) as this one person")
     enroll.set_defaults(handler=_run_enroll)
 
-    identify = commands.add_parser("identify", help="name every face in photos (or 'unknown')")
+    identify = commands.add_parser("identify", help="name every face in photos (or 'unknown'); exit 2 when an "
+                                                    "image cannot be read")
     identify.add_argument("gallery")
     identify.add_argument("inputs", nargs="+", metavar="IMG_OR_FOLDER")
-    identify.add_argument("--k", type=int, default=1, help="candidates listed per face (default 1)")
+    identify.add_argument("--k", type=_positive_int, default=1, help="candidates listed per face (default 1)")
     identify.add_argument("--json", action="store_true",
                           help='print [{"image": path, "faces": [{"name", "score", "box", ...}]}], main face first')
     identify.add_argument("--annotate", metavar="OUT_DIR", help="write copies with boxes and names drawn")
     identify.set_defaults(handler=_run_identify)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -554,6 +563,9 @@ def _run_enroll(args: argparse.Namespace) -> int:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress, offset = _Progress("enroll"), 0
         for name, files in plan:
+            if not files:
+                skipped.append(f"{name}: no images to enrol")
+                continue
             faces = []
             for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
                 if isinstance(found, Exception):
@@ -569,7 +581,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
         progress.close()
     print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images)")
     if skipped:
-        print(f"{len(skipped)} images not enrolled:")
+        print(f"{len(skipped)} not enrolled:")
         for line in skipped:
             print(f"  {line}")
     return 0
@@ -598,9 +610,14 @@ def _run_identify(args: argparse.Namespace) -> int:
             if args.annotate:
                 _annotate(path, decisions, Path(args.annotate))
         progress.close()
+    failed = sum("error" in item for item in results)
+    status = 2 if failed else 0  # every readable image was still identified; the status says some were not
     if args.json:
         print(json.dumps(results))
-        return 0
+        if failed:
+            print(f"marginface: error: {failed} of {len(results)} images could not be read (see \"error\")",
+                  file=sys.stderr)
+        return status
     for item in results:
         if "error" in item:
             print(f"{item['image']}: error: {item['error']}")
@@ -610,7 +627,9 @@ def _run_identify(args: argparse.Namespace) -> int:
             score = "n/a" if face["score"] is None else f"{face['score']:.4f}"
             box = ",".join(f"{v:.0f}" for v in face["box"])
             print(f"{item['image']}: {face['name']} (score {score}, box {box})")
-    return 0
+    if failed:
+        print(f"marginface: error: {failed} of {len(results)} images could not be read (listed above)", file=sys.stderr)
+    return status
 
 
 def _annotate(path, decisions, out_dir) -> None:
@@ -633,7 +652,8 @@ def _annotate(path, decisions, out_dir) -> None:
     while target.exists():
         target = out_dir / f"{path.stem}_{counter}.jpg"
         counter += 1
-    cv2.imwrite(str(target), bgr)
+    if not cv2.imwrite(str(target), bgr):
+        raise OSError(f"{target}: cannot write the annotated copy")
 
 
 def _add_serve_command(commands) -> None:

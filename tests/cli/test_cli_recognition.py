@@ -51,7 +51,7 @@ def test_enroll_identify_and_manage_a_gallery(tmp_path: Path, shared_data: Path,
     assert main(["enroll", db, str(people)]) == 0
     out = capsys.readouterr().out
     assert "enrolled 6 new templates for 3 people" in out
-    assert "1 images not enrolled" in out and "wall.png: no face found" in out  # listed, not dropped
+    assert "1 not enrolled" in out and "wall.png: no face found" in out  # listed, not dropped
     assert main(["enroll", db, "--name", "Aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 0
     assert "enrolled 1 new templates for 1 people" in capsys.readouterr().out
 
@@ -161,3 +161,25 @@ def test_auto_gallery_uses_the_shipped_identify_threshold(shared_data: Path, tmp
     stats = json.loads(capsys.readouterr().out)
     assert stats["model"] == str(tmp_path / "cache" / "mobilefacenet_dynamic_batch.onnx")
     assert stats["threshold"]["value"] == pytest.approx(0.4442375006024382)
+
+
+def test_unreadable_inputs_and_bad_options_are_reported(tmp_path: Path, shared_data: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, *models(shared_data), "--threshold", "0.4"]) == 0
+    (tmp_path / "people" / "Empty_Person").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["enroll", db, str(tmp_path / "people")]) == 0
+    assert "Empty_Person: no images to enrol" in capsys.readouterr().out  # listed, not skipped silently
+    photo = str(lfw(shared_data, "Colin_Powell", 1))
+    assert main(["identify", db, photo, str(tmp_path / "missing.jpg"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert [bool(r.get("error")) for r in json.loads(captured.out)] == [False, True]
+    assert "marginface: error: 1 of 2 images could not be read" in captured.err
+    with pytest.raises(SystemExit) as exc:
+        main(["identify", db, photo, "--k", "0"])
+    assert exc.value.code == 2 and "expected an integer >= 1" in capsys.readouterr().err
+    monkeypatch.setattr(cv2, "imwrite", lambda *args, **kwargs: False)
+    assert main(["identify", db, photo, "--annotate", str(tmp_path / "ann")]) == 2
+    assert "cannot write the annotated copy" in capsys.readouterr().err

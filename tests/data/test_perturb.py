@@ -126,7 +126,8 @@ def test_image_seed_is_stable_per_image() -> None:
 
 @pytest.mark.parametrize(("spec", "message"), [
     ("fog:1", "unknown kind 'fog'"), ("blur", "blur needs a level"), ("blur:", "blur needs a level"),
-    ("blur:-1", "SIGMA >= 0"), ("blur:abc", "SIGMA must be a number, found 'abc'"), ("blur:nan", "finite"),
+    ("blur:-1", "0 <= SIGMA <= 112"), ("blur:1e6", "0 <= SIGMA <= 112"),
+    ("blur:abc", "SIGMA must be a number, found 'abc'"), ("blur:nan", "finite"),
     ("downscale:0", "PX >= 1"), ("downscale:2.5", "PX must be an integer"), ("jpeg:0", "1 <= QUALITY <= 100"),
     ("jpeg:101", "1 <= QUALITY <= 100"), ("occlude:1.5", "0 <= FRACTION <= 1"), ("gamma:0", "G > 0"),
     ("gray:1", "gray takes no level"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from marginface.eval.identification import evaluate_identification, split_gallery_probes
-from marginface.infer.gallery import Gallery, GalleryError, GalleryModelMismatch
+from marginface.infer.gallery import Gallery, GalleryError, GalleryModelMismatch, _transaction
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import Threshold
@@ -117,7 +117,7 @@ def test_failed_enrolment_writes_nothing(gallery: Gallery) -> None:
         gallery.enroll("ann", [(good, "a"), (bad, "b")], FP)
     gallery._db.execute("CREATE TRIGGER fail BEFORE INSERT ON templates WHEN NEW.source_sha256 = 'boom' "
                         "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
-    with pytest.raises(sqlite3.DatabaseError, match="disk full"):
+    with pytest.raises(GalleryError, match=r"g\.db: cannot write the gallery \(disk full\)"):
         gallery.enroll("ann", [(good, "a"), (good, "boom")], FP)
     assert gallery.identities() == [] and len(gallery) == 0 and gallery.search(good.embedding) == [[]]
 
@@ -195,3 +195,36 @@ def test_empty_gallery_answers_unknown_without_a_score(gallery: Gallery) -> None
     [decision] = gallery.identify_faces([_face(_unit(1, 0, 0, 0, 0, 0, 0, 0))], fingerprint=FP)
     assert decision.name is None and decision.candidates == []
     assert decision.to_dict()["score"] is None and decision.to_dict()["name"] == "unknown"
+
+
+@pytest.mark.parametrize("name, message", [("a\tb", "control characters"), ("line1\nline2", "control characters"),
+                                           ("x" * 201, "at most 200"), ("Unknown", "'unknown'"), ("  ", "empty")])
+def test_names_that_would_break_listings_or_decisions_are_refused(gallery: Gallery, name: str, message: str) -> None:
+    with pytest.raises(GalleryError, match=message):
+        gallery.add(name, _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    assert gallery.identities() == []
+
+
+def test_read_only_gallery_is_a_named_error_and_non_galleries_are_left_untouched(tmp_path: Path,
+                                                                                   gallery: Gallery) -> None:
+    gallery.add("ann", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    gallery.close()
+    read_only = sqlite3.connect(f"{(tmp_path / 'g.db').as_uri()}?mode=ro", uri=True, isolation_level=None)
+    with pytest.raises(GalleryError, match=r"g\.db: cannot write the gallery"):
+        with _transaction(read_only, tmp_path / "g.db"):
+            read_only.execute("DELETE FROM templates")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(GalleryError, match="not a marginface gallery"):
+        Gallery.open(empty)
+    assert empty.stat().st_size == 0  # opening did not turn it into a database
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(GalleryError, match="not a marginface gallery"):
+        Gallery.open(other)
+    db = sqlite3.connect(other)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
+    db.close()

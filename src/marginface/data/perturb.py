@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 REFERENCE_SIZE = 112
+MAX_BLUR_SIGMA = 112.0  # a blur wider than the face itself leaves nothing; larger sigmas only cost time
 KINDS = ("blur", "downscale", "jpeg", "occlude", "gamma", "gray")
 _USAGE = "blur:SIGMA, downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G or gray"
 
@@ -89,7 +90,7 @@ def parse_perturbation(spec: str) -> Perturbation:
         raise PerturbationSpecError(f"bad perturbation '{spec}': {kind} needs a level, e.g. {_EXAMPLES[kind]}")
     if kind == "blur":
         level = _number(spec, text, "SIGMA")
-        ok, expected = level >= 0, "SIGMA >= 0"
+        ok, expected = 0 <= level <= MAX_BLUR_SIGMA, f"0 <= SIGMA <= {MAX_BLUR_SIGMA:g}"
     elif kind == "downscale":
         level = _number(spec, text, "PX", integer=True)
         ok, expected = level >= 1, "PX >= 1"

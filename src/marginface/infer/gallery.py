@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +129,7 @@ class Gallery:
             raise GalleryError(f"gallery {path} already exists (open it, or remove the file first)")
         path.parent.mkdir(parents=True, exist_ok=True)
         db = cls._connect(path)
-        with _transaction(db):
+        with _transaction(db, path):
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
             rows = {"schema_version": str(SCHEMA_VERSION), "fingerprint": json.dumps(fingerprint.to_dict()),
@@ -145,9 +146,13 @@ class Gallery:
         path = Path(path)
         if not path.is_file():
             raise GalleryError(f"gallery {path} does not exist (create it with `marginface gallery create`)")
-        try:
+        try:  # look read-only first, so that opening a file that is not a gallery never changes it
+            probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                version = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            finally:
+                probe.close()
             db = cls._connect(path)
-            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as err:
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
         if version is None or int(version[0]) != SCHEMA_VERSION:
@@ -222,24 +227,24 @@ class Gallery:
         self.check_fingerprint(fingerprint)
         name = _check_name(name)
         now = time.time()
-        with self._lock:
+        with self._lock:  # one lock over the transaction and the index update: a remove cannot slip between
             self._sync()
-        with self._lock, _transaction(self._db):
-            row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            identity = row[0] if row else self._db.execute(
-                "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
-            added, vectors = [], []
-            for vector, sha, score in items:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO templates (identity_id, embedding, source_sha256, detection_score, "
-                    "created) VALUES (?, ?, ?, ?, ?)",
-                    (identity, vector.astype("<f4").tobytes(), sha, None if score is None else float(score), now))
-                if cursor.rowcount:
-                    added.append(cursor.lastrowid)
-                    vectors.append(vector)
-            self._db.execute("UPDATE identities SET updated = ? WHERE id = ?", (now, identity))
-        with self._lock:  # committed: now the in-memory index
-            self._names[identity] = name
+            with _transaction(self._db, self.path):
+                row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+                identity = row[0] if row else self._db.execute(
+                    "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
+                added, vectors = [], []
+                for vector, sha, score in items:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO templates (identity_id, embedding, source_sha256, detection_score, "
+                        "created) VALUES (?, ?, ?, ?, ?)",
+                        (identity, vector.astype("<f4").tobytes(), sha, None if score is None else float(score),
+                         now))
+                    if cursor.rowcount:
+                        added.append(cursor.lastrowid)
+                        vectors.append(vector)
+                self._db.execute("UPDATE identities SET updated = ? WHERE id = ?", (now, identity))
+            self._names[identity] = name  # committed: now the in-memory index
             if added:
                 self._index.add(np.array(added), np.full(len(added), identity), np.stack(vectors))
         return added
@@ -249,7 +254,7 @@ class Gallery:
         with self._lock:
             self._sync()
             identity = self._identity_id(name)
-            with _transaction(self._db):
+            with _transaction(self._db, self.path):
                 self._db.execute("DELETE FROM templates WHERE identity_id = ?", (identity,))
                 self._db.execute("DELETE FROM identities WHERE id = ?", (identity,))
             self._index.remove_owner(identity)
@@ -263,7 +268,7 @@ class Gallery:
             identity = self._identity_id(old)
             if new in self._names.values():
                 raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
-            with _transaction(self._db):
+            with _transaction(self._db, self.path):
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
             self._names[identity] = new
@@ -328,21 +333,47 @@ class Gallery:
 
 
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (the connection is in autocommit mode)."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (the connection is in autocommit mode); SQLite
+    errors (read-only file, locked database, full disk) become a GalleryError naming the file."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise GalleryError(f"{self.path}: cannot write the gallery ({err})") from err
         return self.db
 
     def __exit__(self, kind, value, traceback) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                value = err
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if isinstance(value, sqlite3.Error):
+            raise GalleryError(f"{self.path}: cannot write the gallery ({value})") from value
+
+
+MAX_NAME_LENGTH = 200
 
 
 def _check_name(name: str) -> str:
+    """A stripped identity name, refused when empty, over MAX_NAME_LENGTH, holding control characters (a TAB or
+    newline would break listings), or 'unknown' (the word decisions use for a rejected face)."""
     name = str(name).strip()
     if not name:
         raise GalleryError("identity name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise GalleryError(f"identity name is {len(name)} characters long, at most {MAX_NAME_LENGTH} allowed")
+    bad = sorted({repr(c) for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
+    if bad:
+        raise GalleryError(f"identity name {name!r} holds control characters ({', '.join(bad)})")
+    if name.casefold() == "unknown":
+        raise GalleryError("'unknown' is what decisions call a face that matches nobody; choose another name")
     return name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from marginface.serve.app import create_app
@@ -17,6 +18,18 @@ def serve(gallery_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000
     import uvicorn
 
     check_bind(host, api_key)
+    _check_port_free(host, port)
     app = create_app(gallery_path, api_key=api_key, max_upload_mb=max_upload_mb)
     log.info("serving %s on http://%s:%d (API key %s)", gallery_path, host, port, "required" if api_key else "off")
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """OSError naming host:port when it cannot be bound (in use, not permitted), before the model is loaded."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
