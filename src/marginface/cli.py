@@ -294,7 +294,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from marginface.train.trainer import Trainer
 
     if args.config is None:
-        print(f"no config given: training the embedded synthetic demo ({DEMO_CONFIG})", file=sys.stderr)
+        logging.getLogger("marginface.cli").info("no config given: training the embedded synthetic demo (%s)",
+                                                 DEMO_CONFIG)
     config = load_config(args.config or DEMO_CONFIG, args.set)
     ctx = init_distributed(config.device)
     bar = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def test_help_via_module() -> None:
 
 
 def test_train_without_config_runs_the_embedded_demo(monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     """`marginface train` alone loads the packaged demo config (the one configs/synthetic_demo.yaml links to)."""
     from pathlib import Path
 
@@ -42,8 +43,9 @@ def test_train_without_config_runs_the_embedded_demo(monkeypatch: pytest.MonkeyP
         loaded.append(config)
         raise StopBeforeTraining("stop before training")
 
+    caplog.set_level(logging.INFO, logger="marginface.cli")
     monkeypatch.setattr(trainer_module, "Trainer", fake_trainer)
     assert main(["train"]) == 2
     assert loaded and loaded[0] == load_config(DEMO_CONFIG)
     assert loaded[0].model.num_features == 128 and loaded[0].data.kind == "synthetic"
-    assert "embedded synthetic demo" in capsys.readouterr().err
+    assert "embedded synthetic demo" in caplog.text
