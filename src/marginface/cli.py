@@ -539,7 +539,7 @@ def _enrollment_plan(args: argparse.Namespace) -> list[tuple[str, list]]:
 
     from marginface.infer.recognizer import image_files
 
-    if args.name:
+    if args.name is not None:  # an empty or invalid name is refused by the gallery, naming the value
         return [(args.name, image_files(args.inputs))]
     if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
         raise ValueError("enroll FOLDER takes one folder with one sub-folder per person; "
@@ -559,7 +559,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
     plan = _enrollment_plan(args)
     total = sum(len(files) for _, files in plan)
     skipped: list[str] = []
-    added = people = 0
+    added = people = already = 0
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress, offset = _Progress("enroll"), 0
@@ -570,17 +570,18 @@ def _run_enroll(args: argparse.Namespace) -> int:
             faces = []
             for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
                 if isinstance(found, Exception):
-                    skipped.append(f"{path}: {found}")
+                    skipped.append(_about(path, found))
                 elif not found:
                     skipped.append(f"{path}: no face found")
                 else:
                     faces.append((found[0], sha256_file(path)))
             offset += len(files)
             if faces:  # one transaction per person: a crash keeps every person committed before it
-                added += gallery.enroll(name, faces, recognizer.fingerprint)
-                people += 1
+                new = gallery.enroll(name, faces, recognizer.fingerprint)
+                added, already, people = added + new, already + len(faces) - new, people + 1
         progress.close()
-    print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images)")
+    repeats = f"; {already} already in the gallery from the same image" if already else ""
+    print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images{repeats})")
     if skipped:
         print(f"{len(skipped)} not enrolled:")
         for line in skipped:
@@ -621,7 +622,7 @@ def _run_identify(args: argparse.Namespace) -> int:
         return status
     for item in results:
         if "error" in item:
-            print(f"{item['image']}: error: {item['error']}")
+            print(f"{item['image']}: error: {_about(item['image'], item['error']).removeprefix(item['image'] + ': ')}")
         elif not item["faces"]:
             print(f"{item['image']}: no face found")
         for face in item["faces"]:
@@ -738,10 +739,17 @@ def _error_line(err: BaseException) -> str:
     return f"rank {os.environ.get('RANK', '?')} of {world_size}: {text}" if world_size not in ("", "1") else text
 
 
+def _about(path: object, problem: object) -> str:
+    """'PATH: problem', without saying PATH twice when the problem's message already starts with it."""
+    message = str(problem)
+    return message if message.startswith(f"{path}: ") else f"{path}: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, run the chosen subcommand and return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings are not the user's business
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     handler: Handler | None = getattr(args, "handler", None)

@@ -54,6 +54,11 @@ def test_enroll_identify_and_manage_a_gallery(tmp_path: Path, shared_data: Path,
     assert "1 not enrolled" in out and "wall.png: no face found" in out  # listed, not dropped
     assert main(["enroll", db, "--name", "Aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 0
     assert "enrolled 1 new templates for 1 people" in capsys.readouterr().out
+    assert main(["enroll", db, "--name", "Aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 0
+    assert "enrolled 0 new templates for 1 people" in (out := capsys.readouterr().out)
+    assert "1 already in the gallery from the same image" in out
+    assert main(["enroll", db, "--name", "", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 2
+    assert "identity name" in capsys.readouterr().err
 
     probe = lfw(shared_data, "Colin_Powell", 10)  # Powell plus two other people
     stranger = lfw(shared_data, "Aaron_Peirsol", 1)

@@ -62,3 +62,11 @@ def test_fetch_model_uses_cache_and_checks_hash(tmp_path: Path) -> None:
     other.write_bytes(b"tampered")
     with pytest.raises(ValueError, match="sha256"):
         fetch_model(other.as_uri(), digest, tmp_path / "cache2")
+
+
+def test_fetch_model_unreachable_names_url_and_offline_target(tmp_path: Path) -> None:
+    """Offline, the error names the URL, the expected hash and where to put the file; no partial file stays."""
+    missing = (tmp_path / "gone" / "model.onnx").as_uri()
+    with pytest.raises(OSError, match="cannot download .*model.onnx.*sha256 abc.*cache"):
+        fetch_model(missing, "abc", tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []

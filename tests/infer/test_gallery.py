@@ -127,6 +127,8 @@ def test_create_refuses_existing_file_and_open_refuses_non_galleries(tmp_path: P
         Gallery.create(tmp_path / "g.db", FP, Threshold.fixed(0.5), model="m", detector=None)
     with pytest.raises(GalleryError, match="does not exist"):
         Gallery.open(tmp_path / "none.db")
+    with pytest.raises(GalleryError, match="is a folder, not a gallery file"):
+        Gallery.open(tmp_path)
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(GalleryError, match="not a marginface gallery"):
         Gallery.open(tmp_path / "junk.db")

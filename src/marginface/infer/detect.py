@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,14 @@ def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> P
         return target
     tmp = target.with_suffix(target.suffix + ".part")
     log.info("downloading %s to %s", url, target)
-    with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 - user-given model URL
-        shutil.copyfileobj(response, out)
+    try:
+        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 - user-given model URL
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(err, "reason", err)
+        raise OSError(f"cannot download {url} ({reason}); offline, copy that file (sha256 {sha256}) to {target} "
+                      f"or set MARGINFACE_CACHE to a folder holding it") from err
     found = sha256_file(tmp)
     if found != sha256:
         tmp.unlink()

@@ -144,6 +144,8 @@ class Gallery:
     def open(cls, path: str | Path) -> Gallery:
         """An existing gallery file."""
         path = Path(path)
+        if path.is_dir():
+            raise GalleryError(f"{path} is a folder, not a gallery file (a gallery is one SQLite file, e.g. people.db)")
         if not path.is_file():
             raise GalleryError(f"gallery {path} does not exist (create it with `marginface gallery create`)")
         try:  # look read-only first, so that opening a file that is not a gallery never changes it
