@@ -16,7 +16,6 @@ from marginface.backbones import get_backbone
 from marginface.heads import MarginHead
 from marginface.train.distributed import (
     DistContext,
-    ShardedMarginHead,
     all_reduce_gradients,
     even_share,
     gather_rows,
@@ -67,7 +66,7 @@ def _worker(rank: int, port: int, steps: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     ctx = DistContext(rank, 2, torch.device("cpu"), dist.group.WORLD)
     backbone, centres, images, labels = _models()
-    head = ShardedMarginHead(DIM, CLASSES, ctx, m1=1.1, m2=0.3, m3=0.05).double()
+    head = MarginHead(DIM, CLASSES, m1=1.1, m2=0.3, m3=0.05, group=ctx.group).double()
     with torch.no_grad():
         head.weight.copy_(centres[head.start:head.stop])
     opt = SparseRowSGD([*backbone.parameters(), head.weight], lr=0.05, momentum=0.9, weight_decay=5e-4)

@@ -1,30 +1,25 @@
-"""torch.distributed helpers: process-group set-up, the model-parallel margin head, gradient and state sync.
+"""torch.distributed helpers: process-group set-up, gradient and state sync, gathering row shards.
 
 Backbone: replicated; after backward its gradients are all-reduce *summed* (each rank's gradient is its
 samples' share of the global-batch loss, so the sum is the single-process gradient). Class centres:
-sharded by rows, rank r owning classes [start_r, stop_r); embeddings and labels are all-gathered, the
-softmax is normalised with all-reduced max and sum inside the fused loss, and the autograd-aware
-all_gather sums each rank's partial embedding gradient back to the rank that owns the sample.
-gloo on CPU, NCCL on CUDA, same code.
+sharded by rows, rank r owning classes even_share(C, r, world) = [start_r, stop_r) of a MarginHead given
+the process group (see marginface.heads.margin_head). gloo on CPU, NCCL on CUDA, same code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from marginface.heads.fused import margin_softmax_cross_entropy
-from marginface.heads.margin import Margin
-from marginface.heads.partial_fc import sample_classes
-from marginface.heads.validation import check_embeddings, check_labels
+from marginface.partition import even_share
+
+__all__ = ["DistContext", "all_agree", "all_reduce_gradients", "broadcast_module", "even_share", "gather_rows",
+           "init_distributed"]
 
 log = logging.getLogger(__name__)
 
@@ -61,49 +56,6 @@ def init_distributed(device: str = "auto") -> DistContext:
     target = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     log.info("process %d of %d on %s", rank, dist.get_world_size(), target)
     return DistContext(rank, dist.get_world_size(), target, dist.group.WORLD)
-
-
-def even_share(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[start, stop) of `rank`'s contiguous share of `total` items (the first ranks take the remainder):
-    its class centres, and its slice of every global batch."""
-    base, extra = divmod(total, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
-
-
-class ShardedMarginHead(nn.Module):
-    """Model-parallel MarginHead: this rank's rows of the class centres; same loss as the single-process
-    head on the global batch (Partial FC samples within each shard)."""
-
-    def __init__(self, embedding_dim: int, num_classes: int, ctx: DistContext, s: float = 64.0,
-                 m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, *, chunk_size: int | None = None,
-                 sample_rate: float = 1.0, detach_margin: bool = False) -> None:
-        super().__init__()
-        self.embedding_dim, self.num_classes, self.ctx = embedding_dim, num_classes, ctx
-        self.start, self.stop = even_share(num_classes, ctx.rank, ctx.world_size)
-        self.s, self.margin = float(s), Margin(m1, m2, m3)
-        self.chunk_size, self.sample_rate, self.detach_margin = chunk_size, sample_rate, detach_margin
-        self.weight = nn.Parameter(torch.empty(self.stop - self.start, embedding_dim))
-        nn.init.normal_(self.weight, std=0.01)
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Global-batch mean loss (identical on every rank) from this rank's local batch."""
-        check_embeddings(embeddings, self.embedding_dim)
-        check_labels(labels, embeddings.shape[0], self.num_classes)
-        group = self.ctx.group
-        with warnings.catch_warnings():  # its replacement in _functional_collectives is still private API
-            warnings.simplefilter("ignore", FutureWarning)
-            all_embeddings = torch.cat(dist_fn.all_gather(embeddings, group=group))
-        gathered = [torch.empty_like(labels) for _ in range(self.ctx.world_size)]
-        dist.all_gather(gathered, labels, group=group)
-        local = torch.cat(gathered) - self.start
-        local[(local < 0) | (local >= self.weight.shape[0])] = -1
-        weight = self.weight
-        if self.training and self.sample_rate < 1.0:
-            sample = sample_classes(local, self.weight.shape[0], self.sample_rate)
-            weight, local = F.embedding(sample.index, self.weight, sparse=True), sample.target
-        return margin_softmax_cross_entropy(all_embeddings, weight, local, self.margin, self.s, self.chunk_size,
-                                            self.detach_margin, group)
 
 
 def all_reduce_gradients(params: list[nn.Parameter], ctx: DistContext) -> None:

@@ -34,11 +34,11 @@ from marginface.eval.pipeline import evaluate_pair_set
 from marginface.fileio import ensure_writable_dir
 from marginface.heads import MarginHead, Softmax
 from marginface.infer.embedder import TorchEmbedder
+from marginface.seeding import flip_seed, loader_seed, rank_seed
 from marginface.train.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from marginface.train.config import TrainConfig
 from marginface.train.distributed import (
     DistContext,
-    ShardedMarginHead,
     all_agree,
     all_reduce_gradients,
     broadcast_module,
@@ -148,6 +148,7 @@ class Trainer:
                                         self.ctx.rank, self.ctx.world_size)
         start, stop = even_share(config.data.batch_size, self.ctx.rank, self.ctx.world_size)
         self.local_batch = stop - start
+        self.head_rows = even_share(self.num_classes, self.ctx.rank, self.ctx.world_size)  # this rank's classes
         self.backbone = build_backbone(config).to(self.device)
         if config.model.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -155,7 +156,7 @@ class Trainer:
         self.head = self._build_head().to(self.device)
         # Same seed for construction (identical replicas); from here each rank draws its own dropout and
         # Partial FC streams.
-        torch.manual_seed(config.seed + 1_000_003 * self.ctx.rank)
+        torch.manual_seed(rank_seed(config.seed, self.ctx.rank))
         self.optimizer = self._build_optimizer()
         o = config.optim
         self.steps_per_epoch = max(1, self.sampler.batches_per_epoch // o.accumulate)
@@ -183,9 +184,7 @@ class Trainer:
             if self.ctx.world_size > 1:
                 raise ValueError("head.kind = 'softmax' trains in one process only (its classes are not sharded)")
             return Softmax(dim, self.num_classes, bias=False)
-        if self.ctx.world_size > 1:
-            return ShardedMarginHead(dim, self.num_classes, self.ctx, **kwargs)
-        return MarginHead(dim, self.num_classes, **kwargs)
+        return MarginHead(dim, self.num_classes, **kwargs, rows=self.head_rows, group=self.ctx.group)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.config.optim
@@ -247,7 +246,7 @@ class Trainer:
         head_weight = weights["head.weight"]
         if head_weight.shape[0] != self.num_classes:
             raise ValueError(f"{path}: checkpoint has {head_weight.shape[0]} classes, the data has {self.num_classes}")
-        start, stop = self._shard_rows()
+        start, stop = self.head_rows
         with torch.no_grad():
             self.head.weight.copy_(head_weight[start:stop])
         optimizer_state = state["optimizer"]
@@ -272,24 +271,19 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
-    def _shard_rows(self) -> tuple[int, int]:
-        if isinstance(self.head, ShardedMarginHead):
-            return self.head.start, self.head.stop
-        return 0, self.num_classes
-
     # ------------------------------------------------------------------ the loop
     def _loader(self) -> DataLoader:
         workers = self.config.data.workers
         return DataLoader(self.dataset, batch_size=self.local_batch, sampler=self.sampler, num_workers=workers,
                           collate_fn=collate, drop_last=False, persistent_workers=False,
-                          generator=torch.Generator().manual_seed(self.config.seed + self.sampler.epoch),
+                          generator=torch.Generator().manual_seed(loader_seed(self.config.seed, self.sampler.epoch)),
                           prefetch_factor=4 if workers > 0 else None)
 
     def _inputs(self, images: Tensor) -> Tensor:
         """uint8 batch → model input, mirrored per sample by a generator seeded from (seed, step)."""
         x = to_model_input(images)
         if self.config.data.flip:
-            gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step * 7919 + self.ctx.rank)
+            gen = torch.Generator().manual_seed(flip_seed(self.config.seed, self.step, self.ctx.rank))
             mask = torch.rand(len(x), generator=gen) < 0.5
             x[mask] = torch.flip(x[mask], dims=[3])
         x = x.to(self.device, non_blocking=True)
