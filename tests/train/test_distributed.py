@@ -105,6 +105,24 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     torch.testing.assert_close(got["head"], head, rtol=1e-5, atol=1e-12)
 
 
+def test_row_state_round_trip_single_process() -> None:
+    from marginface.train.distributed import gather_row_state, restore_row_state, split_row_state
+
+    weight = torch.nn.Parameter(torch.randn(CLASSES, DIM))
+    other = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.AdamW([{"params": [other]}, {"params": [weight]}], lr=0.1)
+    (weight.sum() + other.sum()).backward()
+    opt.step()
+    rows = gather_row_state(opt, weight, CLASSES, DistContext())
+    assert sorted(rows) == ["exp_avg", "exp_avg_sq"]
+    state = opt.state_dict()
+    left = split_row_state(state, 1, rows)
+    assert 1 not in state["state"] and sorted(left) == ["step"]
+    restore_row_state(state, 1, left, rows, (2, 5))
+    assert torch.equal(state["state"][1]["exp_avg"], opt.state[weight]["exp_avg"][2:5])
+    assert state["state"][1]["step"] == opt.state[weight]["step"]
+
+
 def test_even_shares_cover_all_classes() -> None:
     shards = [even_share(11, r, 3) for r in range(3)]
     assert shards == [(0, 4), (4, 8), (8, 11)]

@@ -1,4 +1,5 @@
-"""torch.distributed helpers: process-group set-up, gradient and state sync, gathering row shards.
+"""torch.distributed helpers: process-group set-up, gradient and state sync, gathering row shards (and the
+optimiser state of row-sharded class centres, which checkpoints keep in global order).
 
 Backbone: replicated; after backward its gradients are all-reduce *summed* (each rank's gradient is its
 samples' share of the global-batch loss, so the sum is the single-process gradient). Class centres:
@@ -18,8 +19,8 @@ from torch import Tensor, nn
 
 from marginface.partition import even_share
 
-__all__ = ["DistContext", "all_agree", "all_reduce_gradients", "broadcast_module", "even_share", "gather_rows",
-           "init_distributed"]
+__all__ = ["DistContext", "all_agree", "all_reduce_gradients", "broadcast_module", "even_share", "gather_row_state",
+           "gather_rows", "init_distributed", "restore_row_state", "split_row_state"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,32 @@ def gather_rows(shard: Tensor, num_rows: int, ctx: DistContext) -> Tensor:
         start, stop = even_share(num_rows, rank, ctx.world_size)
         pieces.append(part[:stop - start])
     return torch.cat(pieces)
+
+
+def gather_row_state(optimizer: torch.optim.Optimizer, param: nn.Parameter, num_rows: int,
+                     ctx: DistContext) -> dict[str, Tensor]:
+    """The optimiser's per-row state of a row-sharded parameter (momentum, Adam moments) in global row order."""
+    state = optimizer.state.get(param, {})
+    return {name: gather_rows(value, num_rows, ctx) for name, value in state.items()
+            if torch.is_tensor(value) and value.shape == param.shape}
+
+
+def split_row_state(optimizer_state: dict, param_index: int, row_state: dict[str, Tensor]) -> dict:
+    """Take parameter `param_index`'s entry out of an optimiser state_dict (its per-row tensors are saved
+    globally, as `row_state`) and return what is left of it: entries that are not per row (Adam's step)."""
+    state = optimizer_state["state"].pop(param_index, {})
+    return {name: value for name, value in state.items() if name not in row_state}
+
+
+def restore_row_state(optimizer_state: dict, param_index: int, other: dict, row_state: dict[str, Tensor],
+                      rows: tuple[int, int]) -> None:
+    """Put parameter `param_index`'s entry back into an optimiser state_dict: `other` as saved, and each
+    global per-row tensor cut to this process's rows [start, stop)."""
+    start, stop = rows
+    state = dict(other)
+    state.update({name: value[start:stop].clone() for name, value in row_state.items()})
+    if state:
+        optimizer_state["state"][param_index] = state
 
 
 def all_agree(flag: bool, ctx: DistContext) -> bool:
