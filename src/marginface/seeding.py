@@ -19,7 +19,7 @@ _MAX_SEED = 2**63
 
 def stream(*keys: int) -> np.random.Generator:
     """A numpy generator seeded by SeedSequence over `keys` (each taken modulo 2**32)."""
-    return np.random.default_rng(np.random.SeedSequence([k & 0xFFFFFFFF for k in keys]))
+    return np.random.default_rng(np.random.SeedSequence([key & 0xFFFFFFFF for key in keys]))
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -70,4 +70,4 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict, found {type(state).__name__}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {name.removeprefix("module."): value for name, value in state.items()}

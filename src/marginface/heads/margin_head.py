@@ -72,10 +72,10 @@ class MarginHead(nn.Module):
         return self.start == 0 and self.stop == self.num_classes
 
     def extra_repr(self) -> str:
-        m = self.margin
+        margin = self.margin
         rows = "" if self.owns_all_classes else f", rows=({self.start}, {self.stop})"
         return (f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, s={self.s}, "
-                f"m1={m.m1}, m2={m.m2}, m3={m.m3}, chunk_size={self.chunk_size}, "
+                f"m1={margin.m1}, m2={margin.m2}, m3={margin.m3}, chunk_size={self.chunk_size}, "
                 f"sample_rate={self.sample_rate}, detach_margin={self.detach_margin}{rows}")
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -135,5 +135,5 @@ class NormFace(MarginHead):
     """Normalised softmax without margin: s·cos θ_j (Wang et al., 2017)."""
 
     def __init__(self, embedding_dim: int, num_classes: int, s: float = SCALE, **kwargs) -> None:
-        m = NORMFACE
-        super().__init__(embedding_dim, num_classes, s=s, m1=m.m1, m2=m.m2, m3=m.m3, **kwargs)
+        preset = NORMFACE
+        super().__init__(embedding_dim, num_classes, s=s, m1=preset.m1, m2=preset.m2, m3=preset.m3, **kwargs)

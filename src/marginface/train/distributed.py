@@ -63,15 +63,15 @@ def all_reduce_gradients(params: list[nn.Parameter], ctx: DistContext) -> None:
     """Sum the dense gradients of replicated parameters across ranks, in one flat buffer."""
     if ctx.group is None:
         return
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [param.grad for param in params if param.grad is not None]
     if not grads:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
     dist.all_reduce(flat, group=ctx.group)
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
 
 
 def broadcast_module(module: nn.Module, ctx: DistContext) -> None:

@@ -177,7 +177,7 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         optim = self.config.optim
-        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad]},
+        groups = [{"params": [param for param in self.backbone.parameters() if param.requires_grad]},
                   {"params": [self.head.weight]}]
         if optim.optimizer == "adamw":
             return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
@@ -207,7 +207,7 @@ class Trainer:
             "counters": {"skipped_steps": self.skipped_steps, "skipped_images": self.skipped_images,
                          "last_finite_loss": self.last_finite_loss},
         }
-        weights = {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
+        weights = {f"backbone.{name}": value for name, value in self.backbone.state_dict().items()}
         weights["head.weight"] = weight
         path = save_checkpoint(self.run_dir, self.step, weights, state,
                                {"world_size": self.ctx.world_size, "num_classes": self.num_classes},
@@ -229,7 +229,8 @@ class Trainer:
         else:
             path = Path(where)
             weights, state, meta = load_checkpoint(path)
-        backbone_state = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+        backbone_state = {name.removeprefix("backbone."): value for name, value in weights.items()
+                          if name.startswith("backbone.")}
         self.backbone.load_state_dict(backbone_state, strict=True)
         head_weight = weights["head.weight"]
         if head_weight.shape[0] != self.num_classes:
@@ -284,7 +285,7 @@ class Trainer:
 
     def _grads_finite_and_clip(self) -> tuple[bool, float]:
         """(all gradients finite on every rank, total norm), clipping to optim.grad_clip when set."""
-        grads = [p.grad.detach() for p in self.backbone.parameters() if p.grad is not None]
+        grads = [param.grad.detach() for param in self.backbone.parameters() if param.grad is not None]
         backbone_sq = sum((grad.double().pow(2).sum() for grad in grads),
                           torch.zeros((), dtype=torch.float64, device=self.device))
         head_grad = self.head.weight.grad
@@ -337,7 +338,7 @@ class Trainer:
         if hasattr(dataset, "save_label_map"):
             dataset.save_label_map(self.run_dir / "labels.json")
         elif isinstance(dataset, SyntheticFaces):
-            labels = {i: f"synthetic_{dataset.first_identity + i}" for i in range(self.num_classes)}
+            labels = {label: f"synthetic_{dataset.first_identity + label}" for label in range(self.num_classes)}
             (self.run_dir / "labels.json").write_text(json.dumps(labels, indent=1))
 
     def train(self) -> TrainResult:
@@ -405,7 +406,7 @@ class Trainer:
         TrainingDiverged after optim.nan_patience skips in a row); returns the gradient norm."""
         grads_ok, grad_norm = False, math.inf
         if micro.finite_loss:  # every rank agrees on it, so all take part in these collectives or none does
-            all_reduce_gradients([p for p in self.backbone.parameters() if p.requires_grad], self.ctx)
+            all_reduce_gradients([param for param in self.backbone.parameters() if param.requires_grad], self.ctx)
             self.scaler.unscale_(self.optimizer)
             grads_ok, grad_norm = self._grads_finite_and_clip()
         if grads_ok:
