@@ -31,7 +31,7 @@ from marginface.backbones import get_backbone
 from marginface.data import RecordIODataset, collate, encode_image, synthetic_face, to_model_input
 from marginface.data.recordio import write_face_records
 from marginface.heads import ArcFace
-from marginface.train.distributed import DistContext, ShardedMarginHead, all_reduce_gradients
+from marginface.train.distributed import DistContext, all_reduce_gradients
 from marginface.train.optim import SparseRowSGD
 from marginface.train.sampler import ResumableSampler
 
@@ -50,7 +50,7 @@ def _measure(rec: str, model_name: str, batch: int, steps: int, ctx: DistContext
     loader = DataLoader(dataset, batch_size=batch // ctx.world_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate, prefetch_factor=4, persistent_workers=True)
     backbone = get_backbone(model_name).to(memory_format=torch.channels_last)
-    head = ShardedMarginHead(512, CLASSES, ctx) if ctx.world_size > 1 else ArcFace(512, CLASSES)
+    head = ArcFace(512, CLASSES, group=ctx.group)
     optimizer = SparseRowSGD([*backbone.parameters(), head.weight], lr=0.01)
     times = {phase: [] for phase in PHASES}
     batches = iter(loader)

@@ -291,6 +291,7 @@ def _add_train_command(commands) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from marginface.train.config import DEMO_CONFIG, load_config
     from marginface.train.distributed import init_distributed
+    from marginface.train.events import CheckpointEvent, EvalEvent, StartEvent, StepEvent, TrainEvent
     from marginface.train.trainer import Trainer
 
     if args.config is None:
@@ -300,24 +301,24 @@ def _run_train(args: argparse.Namespace) -> int:
     ctx = init_distributed(config.device)
     bar = None
 
-    def on_event(event: dict) -> None:
+    def on_event(event: TrainEvent) -> None:
         nonlocal bar
         if not ctx.is_main:
             return
-        kind = event["type"]
-        if kind == "start":  # the bar starts before the first step, so its rate is not measured from step 5
+        # the bar starts before the first step, so its rate is not measured from step 5
+        if isinstance(event, StartEvent):
             from tqdm import tqdm
 
-            bar = tqdm(total=event["total"], initial=event["step"], desc="train", unit="step", file=sys.stderr)
-        elif kind == "step":
-            bar.update(event["step"] - bar.n)
-            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.4g}",
-                            img_s=f"{event['images_per_s']:.0f}")
-        elif kind == "eval":
-            message = f"step {event['step']}: {event['set']} accuracy {100 * event['accuracy']:.2f} %"
+            bar = tqdm(total=event.total, initial=event.step, desc="train", unit="step", file=sys.stderr)
+        elif isinstance(event, StepEvent):
+            bar.update(event.step - bar.n)
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", lr=f"{event.lr:.4g}",
+                            img_s=f"{event.images_per_s:.0f}")
+        elif isinstance(event, EvalEvent):
+            message = f"step {event.step}: {event.set_name} accuracy {100 * event.accuracy:.2f} %"
             (bar.write(message) if bar is not None else print(message))
-        elif kind == "checkpoint" and bar is not None:
-            bar.set_description(f"train (saved step {event['step']})")
+        elif isinstance(event, CheckpointEvent) and bar is not None:
+            bar.set_description(f"train (saved step {event.step})")
 
     trainer = Trainer(config, ctx, on_event)
     if args.resume:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from marginface.heads import ArcFace, sample_classes, sampled_count
+from marginface.heads.partial_fc import local_targets
 from marginface.train.optim import SparseRowSGD
 
 
@@ -88,3 +89,33 @@ def test_dense_sgd_matches_torch() -> None:
             opt.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_local_targets_mark_foreign_classes() -> None:
+    labels = torch.tensor([0, 4, 7, 3, 8])
+    assert local_targets(labels, 3, 7).tolist() == [-1, 1, -1, 0, -1]
+    assert labels.tolist() == [0, 4, 7, 3, 8]  # the input is left alone
+
+
+def test_head_rows_need_a_group_and_stay_in_range() -> None:
+    head = ArcFace(16, 50)
+    assert (head.start, head.stop, head.group) == (0, 50, None) and head.weight.shape == (50, 16)
+    assert list(head.state_dict()) == ["weight"]  # checkpoints store head.weight, whatever the rows
+    with pytest.raises(ValueError, match="need a process group"):
+        ArcFace(16, 50, rows=(0, 25))
+    with pytest.raises(ValueError, match="within"):
+        ArcFace(16, 50, rows=(10, 60))
+    with pytest.raises(ValueError, match="scale s"):
+        ArcFace(16, 50, s=0.0)
+
+
+def test_presets_are_the_class_defaults() -> None:
+    from marginface.heads import ARCFACE, COSFACE, NORMFACE, SPHEREFACE, CosFace, MarginHead, NormFace, SphereFace
+    from marginface.heads.margin import SCALE
+    from marginface.train.config import HeadConfig
+
+    for head, preset in [(ArcFace(4, 3), ARCFACE), (CosFace(4, 3), COSFACE), (SphereFace(4, 3), SPHEREFACE),
+                         (NormFace(4, 3), NORMFACE), (MarginHead(4, 3), ARCFACE)]:
+        assert head.margin == preset and head.s == SCALE
+    config = HeadConfig()
+    assert (config.m1, config.m2, config.m3, config.s) == (ARCFACE.m1, ARCFACE.m2, ARCFACE.m3, SCALE)

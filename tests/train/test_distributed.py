@@ -16,7 +16,6 @@ from marginface.backbones import get_backbone
 from marginface.heads import MarginHead
 from marginface.train.distributed import (
     DistContext,
-    ShardedMarginHead,
     all_reduce_gradients,
     even_share,
     gather_rows,
@@ -67,7 +66,7 @@ def _worker(rank: int, port: int, steps: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     ctx = DistContext(rank, 2, torch.device("cpu"), dist.group.WORLD)
     backbone, centres, images, labels = _models()
-    head = ShardedMarginHead(DIM, CLASSES, ctx, m1=1.1, m2=0.3, m3=0.05).double()
+    head = MarginHead(DIM, CLASSES, m1=1.1, m2=0.3, m3=0.05, group=ctx.group).double()
     with torch.no_grad():
         head.weight.copy_(centres[head.start:head.stop])
     opt = SparseRowSGD([*backbone.parameters(), head.weight], lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -104,6 +103,24 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     for p_dist, p_single in zip(got["backbone"], backbone, strict=True):
         torch.testing.assert_close(p_dist, p_single, rtol=1e-5, atol=1e-12)
     torch.testing.assert_close(got["head"], head, rtol=1e-5, atol=1e-12)
+
+
+def test_row_state_round_trip_single_process() -> None:
+    from marginface.train.distributed import gather_row_state, restore_row_state, split_row_state
+
+    weight = torch.nn.Parameter(torch.randn(CLASSES, DIM))
+    other = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.AdamW([{"params": [other]}, {"params": [weight]}], lr=0.1)
+    (weight.sum() + other.sum()).backward()
+    opt.step()
+    rows = gather_row_state(opt, weight, CLASSES, DistContext())
+    assert sorted(rows) == ["exp_avg", "exp_avg_sq"]
+    state = opt.state_dict()
+    left = split_row_state(state, 1, rows)
+    assert 1 not in state["state"] and sorted(left) == ["step"]
+    restore_row_state(state, 1, left, rows, (2, 5))
+    assert torch.equal(state["state"][1]["exp_avg"], opt.state[weight]["exp_avg"][2:5])
+    assert state["state"][1]["step"] == opt.state[weight]["step"]
 
 
 def test_even_shares_cover_all_classes() -> None:

@@ -20,6 +20,7 @@ from torch import Tensor
 from marginface.backbones import load
 from marginface.cli import main
 from marginface.train.checkpoint import latest_valid, list_checkpoints
+from marginface.train.events import DoneEvent, NonfiniteEvent, SkipEvent, StartEvent, StepEvent
 from marginface.train.trainer import Trainer, TrainingDiverged
 
 from .helpers import TINY, tiny_config
@@ -28,13 +29,14 @@ from .helpers import TINY, tiny_config
 def test_tiny_run_trains_logs_and_exports(tmp_path: Path) -> None:
     config = tiny_config(tmp_path / "run", "export_onnx=true", "eval.synthetic=true",
                          "eval.synthetic_identities=6", "eval.synthetic_pairs_per_fold=2")
-    events: list[dict] = []
+    events: list = []
     result = Trainer(config, on_event=events.append).train()
     assert result.steps == 6 and result.skipped_steps == 0
-    assert events[0] == {"type": "start", "step": 0, "total": 6}  # a progress bar can begin at step 0
-    steps = [e for e in events if e["type"] == "step"]
-    assert [e["step"] for e in steps] == [1, 2, 3, 4, 5, 6]
-    assert steps[-1]["loss"] < steps[0]["loss"] * 1.5
+    assert events[0] == StartEvent(step=0, total=6)  # a progress bar can begin at step 0
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.step for e in steps] == [1, 2, 3, 4, 5, 6]
+    assert steps[-1].loss < steps[0].loss * 1.5
+    assert isinstance(events[-1], DoneEvent) and events[-1].result == result
     run = tmp_path / "run"
     for name in ("config.yaml", "labels.json", "metrics.csv", "result.json", "model/model.json",
                  "model/model.safetensors", "model/model.onnx"):
@@ -64,6 +66,7 @@ def test_nan_guard_stops_with_context_and_keeps_checkpoint(tmp_path: Path, monke
     weights = load_file(str(info.path / "weights.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert trainer.skipped_steps == 3
+    assert trainer.metrics._tensorboard is None  # the metrics writer was closed although the run raised
 
 
 def _poison(trainer: Trainer) -> tuple[torch.nn.Parameter, Tensor]:
@@ -79,10 +82,10 @@ def test_nonfinite_embedding_is_skipped_counted_and_training_goes_on(tmp_path: P
     trainer = Trainer(tiny_config(tmp_path / "run", "optim.max_steps=6", "optim.nan_patience=3"))
     saved: dict = {}
 
-    def on_event(event: dict) -> None:
-        if event["type"] == "step" and event["step"] == 2:
+    def on_event(event) -> None:
+        if isinstance(event, StepEvent) and event.step == 2:
             saved["weight"], saved["original"] = _poison(trainer)
-        elif event["type"] == "nonfinite":  # the step was skipped without touching the weights: heal them
+        elif isinstance(event, NonfiniteEvent):  # the step was skipped without touching the weights: heal them
             with torch.no_grad():
                 saved["weight"].copy_(saved["original"])
 
@@ -144,11 +147,11 @@ def test_cli_export_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_adamw_accumulation_bf16_and_clipping(tmp_path: Path) -> None:
     config = tiny_config(tmp_path / "run", "optim.optimizer=adamw", "optim.lr=0.001", "optim.accumulate=2",
                          "optim.precision=bf16", "optim.grad_clip=0.5", "optim.max_steps=3", "checkpoint_every=0")
-    events: list[dict] = []
+    events: list = []
     result = Trainer(config, on_event=events.append).train()
     assert result.steps == 3 and result.skipped_steps == 0
-    steps = [e for e in events if e["type"] == "step"]
-    assert all(math.isfinite(e["loss"]) for e in steps)
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert all(math.isfinite(e.loss) for e in steps)
     assert not list_checkpoints(tmp_path / "run")
 
 
@@ -184,10 +187,10 @@ def test_folder_data_with_corrupt_images_counts_skips(tmp_path: Path) -> None:
     folder = write_identity_folder(tmp_path / "faces", identities=3, per_identity=4)
     (folder / "id_00" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     config = tiny_config(tmp_path / "run", "data.kind=folder", f"data.path={folder}", "optim.max_steps=3")
-    events: list[dict] = []
+    events: list = []
     result = Trainer(config, on_event=events.append).train()
     assert result.steps == 3 and result.skipped_images >= 1
-    assert any(e["type"] == "skip" for e in events)
+    assert any(isinstance(e, SkipEvent) for e in events)
     labels = json.loads((tmp_path / "run" / "labels.json").read_text())
     assert labels["0"] == "id_00" and len(labels) == 3
 

@@ -1,4 +1,5 @@
-"""The exported model format: weights as safetensors + a small JSON saying how to rebuild and feed it.
+"""The exported model format: weights as safetensors + a small JSON saying how to rebuild and feed it;
+`load_weights` also reads arcface_torch's torch checkpoints (backbone.pth, model.pt) to initialise from.
 
     model.safetensors   the backbone's state_dict
     model.json          {"architecture": "mbf", "num_features": 512, "kwargs": {...},
@@ -51,3 +52,22 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
     model = get_backbone(architecture, num_features=int(config.get("num_features", 512)), **config.get("kwargs", {}))
     model.load_state_dict(load_file(str(weights_path), device=str(map_location)), strict=True)
     return model.eval()
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A backbone state_dict from an exported model directory / safetensors file, or a torch .pth / .pt
+    (arcface_torch's backbone.pth or model.pt, possibly wrapped in {'state_dict': ...})."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path} do not exist")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "backbone"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state_dict, found {type(state).__name__}")
+    return {name.removeprefix("module."): value for name, value in state.items()}

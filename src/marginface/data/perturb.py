@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marginface.seeding import item_seed
+
 REFERENCE_SIZE = 112
 MAX_BLUR_SIGMA = 112.0  # a blur wider than the face itself leaves nothing; larger sigmas only cost time
 KINDS = ("blur", "downscale", "jpeg", "occlude", "gamma", "gray")
@@ -121,7 +123,7 @@ def apply_perturbations(rgb: np.ndarray, perturbations: tuple[Perturbation, ...]
                         restore_size: bool = True) -> np.ndarray:
     """Apply each perturbation in order; the i-th gets its own seed derived from `seed` and i."""
     for i, perturbation in enumerate(perturbations):
-        rgb = perturbation.apply(rgb, (seed * 1_000_003 + i) % 2**63, restore_size)
+        rgb = perturbation.apply(rgb, item_seed(seed, i), restore_size)
     return rgb
 
 

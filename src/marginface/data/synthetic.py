@@ -19,12 +19,9 @@ from torch.utils.data import Dataset
 from marginface.data.image import FACE_SIZE
 from marginface.data.pairs import PairSet
 from marginface.data.samples import Sample
+from marginface.seeding import stream
 
 _SIZE = FACE_SIZE
-
-
-def _rng(*keys: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([k & 0xFFFFFFFF for k in keys]))
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class FaceLayout:
 
 def identity_layout(seed: int, identity: int) -> FaceLayout:
     """The layout of `identity` under `seed`."""
-    r = _rng(seed, identity, 0x1D)
+    r = stream(seed, identity, 0x1D)
     coarse = r.normal(0.0, 1.0, (5, 5, 3)).astype(np.float32)
     texture = cv2.resize(coarse, (_SIZE, _SIZE), interpolation=cv2.INTER_CUBIC)
     return FaceLayout(
@@ -65,7 +62,7 @@ def identity_layout(seed: int, identity: int) -> FaceLayout:
 
 def render_face(layout: FaceLayout, seed: int, identity: int, index: int) -> np.ndarray:
     """One RGB uint8 112×112 sample of the identity with the given layout."""
-    r = _rng(seed, identity, index, 0x5A)
+    r = stream(seed, identity, index, 0x5A)
     img = np.empty((_SIZE, _SIZE, 3), np.float32)
     img[:] = 0.5 * layout.background + 0.5 * r.uniform(0, 255, 3)
     cx, cy = 56.0, 60.0
@@ -152,7 +149,7 @@ class SyntheticFaces(Dataset):
         if layout is None:
             layout = self._layouts[identity] = identity_layout(self.seed, identity)
         image = render_face(layout, self.seed, identity, sample)
-        if self.flip and _rng(self.seed, identity, sample, 0xF1).random() < 0.5:
+        if self.flip and stream(self.seed, identity, sample, 0xF1).random() < 0.5:
             image = np.ascontiguousarray(image[:, ::-1])
         return Sample(image, label)
 
@@ -161,7 +158,7 @@ def synthetic_pairs(num_identities: int = 200, pairs_per_fold: int = 30, num_fol
                     first_identity: int = 1_000_000) -> PairSet:
     """A verification set of synthetic identities disjoint from training (ids from `first_identity`):
     per fold `pairs_per_fold` same and `pairs_per_fold` different pairs, like LFW's layout."""
-    r = _rng(seed, first_identity, 0xAB)
+    r = stream(seed, first_identity, 0xAB)
     images: list[np.ndarray] = []
     pairs, issame, folds = [], [], []
     sample_counter: dict[int, int] = {}

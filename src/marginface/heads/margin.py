@@ -24,7 +24,10 @@ _ACOS_EPS = {torch.float32: 1e-6, torch.float64: 1e-12}
 
 @dataclass(frozen=True)
 class Margin:
-    """Combined margin (m1, m2, m3): SphereFace's multiplicative, ArcFace's and CosFace's additive margins."""
+    """Combined margin (m1, m2, m3): SphereFace's multiplicative, ArcFace's and CosFace's additive margins.
+
+    The defaults are ArcFace's; the named presets below are the one place the published values live.
+    """
 
     m1: float = 1.0
     m2: float = 0.5
@@ -72,7 +75,9 @@ class Margin:
         return value.detach(), slope
 
 
-ARCFACE = Margin(1.0, 0.5, 0.0)
+# The published presets (the heads' defaults and the training config's derive from these) and their scale s.
+SCALE = 64.0
+ARCFACE = Margin()
 COSFACE = Margin(1.0, 0.0, 0.35)
 SPHEREFACE = Margin(1.35, 0.0, 0.0)
 NORMFACE = Margin(1.0, 0.0, 0.0)

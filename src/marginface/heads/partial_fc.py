@@ -1,14 +1,18 @@
-"""Partial FC class sampling: every positive class of the batch plus uniformly drawn negatives.
+"""Partial FC: class rows owned by one process of a model-parallel group, and sampling among them.
 
-Written against local class rows so that a model-parallel shard samples its own rows the same way:
-labels that another shard owns arrive as −1 and stay −1.
+Sampling (every positive class of the batch plus uniformly drawn negatives) is written against local
+class rows so that a model-parallel shard samples its own rows the same way: labels that another shard
+owns arrive as −1 and stay −1.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 
 
@@ -43,3 +47,21 @@ def sample_classes(
     target = torch.full_like(local_labels, -1)
     target[local] = torch.searchsorted(index, local_labels[local])
     return ClassSample(index=index, target=target)
+
+
+def local_targets(labels: Tensor, start: int, stop: int) -> Tensor:
+    """Each label as a row of the shard owning classes [start, stop), −1 where another shard owns it."""
+    local = labels - start
+    local[(local < 0) | (local >= stop - start)] = -1
+    return local
+
+
+def gather_batch(embeddings: Tensor, labels: Tensor, group: dist.ProcessGroup) -> tuple[Tensor, Tensor]:
+    """The global batch from every rank's local one; the embeddings' all_gather is autograd-aware (its
+    backward sums each rank's partial embedding gradient back to the rank that owns the sample)."""
+    with warnings.catch_warnings():  # its replacement in _functional_collectives is still private API
+        warnings.simplefilter("ignore", FutureWarning)
+        all_embeddings = torch.cat(dist_fn.all_gather(embeddings, group=group))
+    gathered = [torch.empty_like(labels) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, labels, group=group)
+    return all_embeddings, torch.cat(gathered)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from marginface.heads.logits import apply_margin, cosine_logits
-from marginface.heads.margin import Margin
+from marginface.heads.margin import ARCFACE, SCALE, Margin
 from marginface.heads.validation import check_embeddings, check_labels
 
 
@@ -20,8 +20,8 @@ class SubCenterArcFace(nn.Module):
     """
 
     def __init__(
-        self, embedding_dim: int, num_classes: int, sub_centers: int = 3, s: float = 64.0,
-        m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, detach_margin: bool = False,
+        self, embedding_dim: int, num_classes: int, sub_centers: int = 3, s: float = SCALE,
+        m1: float = ARCFACE.m1, m2: float = ARCFACE.m2, m3: float = ARCFACE.m3, detach_margin: bool = False,
     ) -> None:
         super().__init__()
         if sub_centers < 1:

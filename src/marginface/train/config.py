@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from marginface.heads.margin import ARCFACE, SCALE
+
 
 class ConfigLoader(yaml.SafeLoader):
     """yaml.SafeLoader that also reads the numbers people write: YAML 1.1 takes `1e-3` and `5E4` (no dot)
@@ -67,10 +69,10 @@ class HeadConfig:
     """Margin head: s·(cos(m1·θ + m2) − m3), Partial FC rate and memory mode; or the softmax baseline."""
 
     kind: str = "margin"  # margin | softmax (unnormalised W·x, no bias; s and m are then unused)
-    s: float = 64.0
-    m1: float = 1.0
-    m2: float = 0.5
-    m3: float = 0.0
+    s: float = SCALE
+    m1: float = ARCFACE.m1
+    m2: float = ARCFACE.m2
+    m3: float = ARCFACE.m3
     sample_rate: float = 1.0
     chunk_size: int | None = None
     detach_margin: bool = False

@@ -1,30 +1,26 @@
-"""torch.distributed helpers: process-group set-up, the model-parallel margin head, gradient and state sync.
+"""torch.distributed helpers: process-group set-up, gradient and state sync, gathering row shards (and the
+optimiser state of row-sharded class centres, which checkpoints keep in global order).
 
 Backbone: replicated; after backward its gradients are all-reduce *summed* (each rank's gradient is its
 samples' share of the global-batch loss, so the sum is the single-process gradient). Class centres:
-sharded by rows, rank r owning classes [start_r, stop_r); embeddings and labels are all-gathered, the
-softmax is normalised with all-reduced max and sum inside the fused loss, and the autograd-aware
-all_gather sums each rank's partial embedding gradient back to the rank that owns the sample.
-gloo on CPU, NCCL on CUDA, same code.
+sharded by rows, rank r owning classes even_share(C, r, world) = [start_r, stop_r) of a MarginHead given
+the process group (see marginface.heads.margin_head). gloo on CPU, NCCL on CUDA, same code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from marginface.heads.fused import margin_softmax_cross_entropy
-from marginface.heads.margin import Margin
-from marginface.heads.partial_fc import sample_classes
-from marginface.heads.validation import check_embeddings, check_labels
+from marginface.partition import even_share
+
+__all__ = ["DistContext", "all_agree", "all_reduce_gradients", "broadcast_module", "even_share", "gather_row_state",
+           "gather_rows", "init_distributed", "restore_row_state", "split_row_state"]
 
 log = logging.getLogger(__name__)
 
@@ -63,62 +59,19 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(rank, dist.get_world_size(), target, dist.group.WORLD)
 
 
-def even_share(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[start, stop) of `rank`'s contiguous share of `total` items (the first ranks take the remainder):
-    its class centres, and its slice of every global batch."""
-    base, extra = divmod(total, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
-
-
-class ShardedMarginHead(nn.Module):
-    """Model-parallel MarginHead: this rank's rows of the class centres; same loss as the single-process
-    head on the global batch (Partial FC samples within each shard)."""
-
-    def __init__(self, embedding_dim: int, num_classes: int, ctx: DistContext, s: float = 64.0,
-                 m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, *, chunk_size: int | None = None,
-                 sample_rate: float = 1.0, detach_margin: bool = False) -> None:
-        super().__init__()
-        self.embedding_dim, self.num_classes, self.ctx = embedding_dim, num_classes, ctx
-        self.start, self.stop = even_share(num_classes, ctx.rank, ctx.world_size)
-        self.s, self.margin = float(s), Margin(m1, m2, m3)
-        self.chunk_size, self.sample_rate, self.detach_margin = chunk_size, sample_rate, detach_margin
-        self.weight = nn.Parameter(torch.empty(self.stop - self.start, embedding_dim))
-        nn.init.normal_(self.weight, std=0.01)
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Global-batch mean loss (identical on every rank) from this rank's local batch."""
-        check_embeddings(embeddings, self.embedding_dim)
-        check_labels(labels, embeddings.shape[0], self.num_classes)
-        group = self.ctx.group
-        with warnings.catch_warnings():  # its replacement in _functional_collectives is still private API
-            warnings.simplefilter("ignore", FutureWarning)
-            all_embeddings = torch.cat(dist_fn.all_gather(embeddings, group=group))
-        gathered = [torch.empty_like(labels) for _ in range(self.ctx.world_size)]
-        dist.all_gather(gathered, labels, group=group)
-        local = torch.cat(gathered) - self.start
-        local[(local < 0) | (local >= self.weight.shape[0])] = -1
-        weight = self.weight
-        if self.training and self.sample_rate < 1.0:
-            sample = sample_classes(local, self.weight.shape[0], self.sample_rate)
-            weight, local = F.embedding(sample.index, self.weight, sparse=True), sample.target
-        return margin_softmax_cross_entropy(all_embeddings, weight, local, self.margin, self.s, self.chunk_size,
-                                            self.detach_margin, group)
-
-
 def all_reduce_gradients(params: list[nn.Parameter], ctx: DistContext) -> None:
     """Sum the dense gradients of replicated parameters across ranks, in one flat buffer."""
     if ctx.group is None:
         return
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [param.grad for param in params if param.grad is not None]
     if not grads:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
     dist.all_reduce(flat, group=ctx.group)
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
 
 
 def broadcast_module(module: nn.Module, ctx: DistContext) -> None:
@@ -145,6 +98,32 @@ def gather_rows(shard: Tensor, num_rows: int, ctx: DistContext) -> Tensor:
         start, stop = even_share(num_rows, rank, ctx.world_size)
         pieces.append(part[:stop - start])
     return torch.cat(pieces)
+
+
+def gather_row_state(optimizer: torch.optim.Optimizer, param: nn.Parameter, num_rows: int,
+                     ctx: DistContext) -> dict[str, Tensor]:
+    """The optimiser's per-row state of a row-sharded parameter (momentum, Adam moments) in global row order."""
+    state = optimizer.state.get(param, {})
+    return {name: gather_rows(value, num_rows, ctx) for name, value in state.items()
+            if torch.is_tensor(value) and value.shape == param.shape}
+
+
+def split_row_state(optimizer_state: dict, param_index: int, row_state: dict[str, Tensor]) -> dict:
+    """Take parameter `param_index`'s entry out of an optimiser state_dict (its per-row tensors are saved
+    globally, as `row_state`) and return what is left of it: entries that are not per row (Adam's step)."""
+    state = optimizer_state["state"].pop(param_index, {})
+    return {name: value for name, value in state.items() if name not in row_state}
+
+
+def restore_row_state(optimizer_state: dict, param_index: int, other: dict, row_state: dict[str, Tensor],
+                      rows: tuple[int, int]) -> None:
+    """Put parameter `param_index`'s entry back into an optimiser state_dict: `other` as saved, and each
+    global per-row tensor cut to this process's rows [start, stop)."""
+    start, stop = rows
+    state = dict(other)
+    state.update({name: value[start:stop].clone() for name, value in row_state.items()})
+    if state:
+        optimizer_state["state"][param_index] = state
 
 
 def all_agree(flag: bool, ctx: DistContext) -> bool:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from marginface.train.distributed import even_share
+from marginface.partition import even_share
+from marginface.seeding import permutation_seed
 
 
 class ResumableSampler(Sampler[int]):
@@ -36,7 +37,8 @@ class ResumableSampler(Sampler[int]):
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """The epoch's global order (a pure function of seed and epoch)."""
-        return torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        generator = torch.Generator().manual_seed(permutation_seed(self.seed, epoch))
+        return torch.randperm(self.dataset_size, generator=generator)
 
     def __iter__(self) -> Iterator[int]:
         order = self.permutation(self.epoch)
