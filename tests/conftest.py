@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real data lies (../shared/data unless MARGINFACE_DATA says otherwise)."""
+"""Shared fixtures: where the real data lies (../shared/data unless MARGINFACE_DATA says otherwise), a small model."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +23,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data folder {path} is absent (set MARGINFACE_DATA to point at shared/data)")
     return path
+
+
+@pytest.fixture(scope="module")
+def trained_like_mbf() -> torch.nn.Module:
+    """A full-size MobileFaceNet (128-d) in eval mode with non-trivial BatchNorm statistics."""
+    from marginface.backbones import get_backbone
+
+    torch.manual_seed(0)
+    model = get_backbone("mbf", num_features=128)
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(8, 3, 112, 112) * 2 - 1)
+    return model.eval()
