@@ -1,4 +1,5 @@
-"""marginface eval on an exported model through the command line: synthetic pairs; nothing to evaluate is an error."""
+"""marginface eval through the command line: an exported model on synthetic pairs, the pretrained ONNX model on
+LFW pairs with detection (report, ROC), and a clear error when there is nothing to evaluate."""
 
 from __future__ import annotations
 
@@ -28,3 +29,22 @@ def test_cli_eval_needs_a_set(tmp_path: Path, trained_like_mbf: torch.nn.Module,
     save(trained_like_mbf, "mbf", tmp_path / "model")
     assert main(["eval", str(tmp_path / "model")]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_eval_writes_report(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lfw = shared_data / "lfw"
+    pairs = tmp_path / "pairs.txt"
+    lines = (lfw / "pairs.txt").read_text().splitlines()
+    pairs.write_text("\n".join(["2 20", *lines[1:21], *lines[301:321], *lines[601:621], *lines[901:921]]) + "\n")
+    code = main(["eval", str(shared_data / "face_recognition_mobilefacenet" / "weights" / "MobileFaceNet.onnx"),
+                 "--pairs", str(pairs), str(lfw / "lfw-deepfunneled"),
+                 "--detector", str(shared_data / "face_detection_yunet" / "onnx" / "yunet_s_dynamic.onnx"),
+                 "--out", str(tmp_path / "report")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "pairs" in out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["verification"][0]["num_pairs"] == 80
+    assert len(report["verification"][0]["folds"]) == 2
+    assert (tmp_path / "report" / f"roc_{report['verification'][0]['name']}.png").stat().st_size > 1000

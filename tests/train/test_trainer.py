@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from marginface.backbones import load
-from marginface.cli import main
 from marginface.train.checkpoint import latest_valid, list_checkpoints
 from marginface.train.events import DoneEvent, NonfiniteEvent, SkipEvent, StartEvent, StepEvent
 from marginface.train.trainer import Trainer, TrainingDiverged
@@ -135,13 +134,6 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
 def test_resume_auto_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2"))
     assert trainer.resume("auto") is False
-
-
-def test_cli_export_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2")).train()
-    assert main(["export", "onnx", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")]) == 0
-    assert "max |ONNX - PyTorch|" in capsys.readouterr().out
-    assert (tmp_path / "m.onnx").stat().st_size > 10_000
 
 
 def test_adamw_accumulation_bf16_and_clipping(tmp_path: Path) -> None:
