@@ -347,10 +347,10 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from marginface.backbones import load
+    from marginface.infer.embedder import model_folder
     from marginface.infer.export import export_onnx, max_abs_difference
 
-    root = Path(args.run_dir)
-    folder = root / "model" if (root / "model" / "model.json").is_file() else root
+    folder = model_folder(args.run_dir)
     model = load(folder)
     out = Path(args.out) if args.out else folder / "model.onnx"
     export_onnx(model, out, check_tolerance=args.tolerance)
@@ -637,24 +637,27 @@ def _annotate(path, decisions, out_dir) -> None:
     """Write `path` with a box and 'name score' drawn for every face into out_dir (same file name, .jpg)."""
     import cv2
 
+    from marginface.data.image import encode_image
     from marginface.infer.images import load_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    bgr = cv2.cvtColor(load_image(path), cv2.COLOR_RGB2BGR)
-    thickness = max(1, round(max(bgr.shape[:2]) / 400))
+    rgb = load_image(path).copy()  # drawn on
+    thickness = max(1, round(max(rgb.shape[:2]) / 400))
     for decision in decisions:
         x, y, w, h = (round(v) for v in decision.face.box)
-        colour = (0, 200, 0) if decision.name is not None else (0, 0, 230)
-        cv2.rectangle(bgr, (x, y), (x + w, y + h), colour, thickness)
+        colour = (0, 200, 0) if decision.name is not None else (230, 0, 0)  # RGB: known green, unknown red
+        cv2.rectangle(rgb, (x, y), (x + w, y + h), colour, thickness)
         label = f"{decision.name or 'unknown'} {decision.score:.2f}"
-        cv2.putText(bgr, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)
+        cv2.putText(rgb, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)
     target = out_dir / (path.stem + ".jpg")
     counter = 1
     while target.exists():
         target = out_dir / f"{path.stem}_{counter}.jpg"
         counter += 1
-    if not cv2.imwrite(str(target), bgr):
-        raise OSError(f"{target}: cannot write the annotated copy")
+    try:
+        target.write_bytes(encode_image(rgb, ".jpg"))
+    except OSError as err:
+        raise OSError(f"{target}: cannot write the annotated copy ({err.strerror or err})") from err
 
 
 def _add_serve_command(commands) -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from marginface.backbones.precision import full_precision
+from marginface.precision import full_precision
 
 
 class ConvBlock(nn.Module):
