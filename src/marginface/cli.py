@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import statistics
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
 
 from marginface import __version__
+
+# The library is imported inside each handler: marginface.data, .train, .infer and .backbones load torch and
+# OpenCV (about 6 s), which `marginface --help`, `--version` and argument errors should not wait for.
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,8 +48,6 @@ class _Progress:
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc=self.description, unit="img", file=sys.stderr)
         self.bar.update(done - self.bar.n)
 
@@ -102,8 +108,6 @@ def _run_data_pack(args: argparse.Namespace) -> int:
 
 
 def _run_data_bin(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from marginface.data.pairs import read_pairs_txt, write_bin
     from marginface.data.staging import ensure_writable
 
@@ -129,8 +133,6 @@ def _run_data_align(args: argparse.Namespace) -> int:
 
 
 def _run_data_lfw_split(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from marginface.data.image import decode_image, encode_image
     from marginface.data.lfw_split import link_photos, plan_lfw_split, write_split_files
     from marginface.data.pack import pack_folder
@@ -249,8 +251,6 @@ def _run_eval(args: argparse.Namespace) -> int:
                                          perturbations, args.perturb_before_detection))
         progress.close()
     for folder in args.identification:
-        from pathlib import Path
-
         name = Path(folder).name
         progress = _Progress(name)
         identification[name] = evaluate_identity_folder(
@@ -306,8 +306,6 @@ def _run_train(args: argparse.Namespace) -> int:
             return
         kind = event["type"]
         if kind == "start":  # the bar starts before the first step, so its rate is not measured from step 5
-            from tqdm import tqdm
-
             bar = tqdm(total=event["total"], initial=event["step"], desc="train", unit="step", file=sys.stderr)
         elif kind == "step":
             bar.update(event["step"] - bar.n)
@@ -344,17 +342,14 @@ def _add_export_command(commands) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from marginface.backbones import load
     from marginface.infer.embedder import model_folder
-    from marginface.infer.export import export_onnx, max_abs_difference
+    from marginface.infer.export import export_onnx_checked
 
     folder = model_folder(args.run_dir)
-    model = load(folder)
-    out = Path(args.out) if args.out else folder / "model.onnx"
-    export_onnx(model, out, check_tolerance=args.tolerance)
-    print(f"wrote {out} (max |ONNX - PyTorch| = {max_abs_difference(model, out):.2e})")
+    out, difference = export_onnx_checked(load(folder), Path(args.out) if args.out else folder / "model.onnx",
+                                          tolerance=args.tolerance)
+    print(f"wrote {out} (max |ONNX - PyTorch| = {difference:.2e})")
     return 0
 
 
@@ -460,8 +455,6 @@ def _threshold(args: argparse.Namespace, task: str):
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    import json
-
     from marginface.infer.recognizer import FaceRecognizer
 
     threshold = _threshold(args, "verify")
@@ -490,8 +483,6 @@ def _run_gallery_create(args: argparse.Namespace) -> int:
 
 
 def _run_gallery_list(args: argparse.Namespace) -> int:
-    import json
-
     from marginface.infer.gallery import Gallery
 
     with Gallery.open(args.gallery) as gallery:
@@ -524,8 +515,6 @@ def _run_gallery_rename(args: argparse.Namespace) -> int:
 
 
 def _run_gallery_stats(args: argparse.Namespace) -> int:
-    import json
-
     from marginface.infer.gallery import Gallery
 
     with Gallery.open(args.gallery) as gallery:
@@ -535,8 +524,6 @@ def _run_gallery_stats(args: argparse.Namespace) -> int:
 
 def _enrollment_plan(args: argparse.Namespace) -> list[tuple[str, list]]:
     """(person, image files) in enrolment order."""
-    from pathlib import Path
-
     from marginface.infer.recognizer import image_files
 
     if args.name:
@@ -589,9 +576,6 @@ def _run_enroll(args: argparse.Namespace) -> int:
 
 
 def _run_identify(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from marginface.infer.gallery import Gallery
     from marginface.infer.recognizer import FaceRecognizer, image_files
 
@@ -676,8 +660,6 @@ def _add_serve_command(commands) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import os
-
     try:
         from marginface.serve.server import serve
     except ImportError as err:
@@ -698,8 +680,6 @@ def _add_data_check_command(sub) -> None:
 
 
 def _run_data_check(args: argparse.Namespace) -> int:
-    import statistics
-
     from marginface.data.check import check_data
 
     with _Progress("check") as progress:
