@@ -47,7 +47,7 @@ def test_corrupt_and_truncated_images_skipped_and_counted(tmp_path: Path, caplog
 
 def test_loader_with_workers(tmp_path: Path) -> None:
     root = write_identity_folder(tmp_path / "f", identities=2, per_identity=4)
-    loader = DataLoader(ImageFolderDataset(root, flip=True), batch_size=3, collate_fn=collate, num_workers=2)
+    loader = DataLoader(ImageFolderDataset(root), batch_size=3, collate_fn=collate, num_workers=2)
     batches = list(loader)
     assert sum(len(b.labels) for b in batches) == 8
     x = to_model_input(batches[0].images)

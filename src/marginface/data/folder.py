@@ -105,10 +105,10 @@ def scan_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]
 class ImageFolderDataset(Dataset):
     """(uint8 112×112×3 RGB image, label) from an identity folder; undecodable files skip or raise."""
 
-    def __init__(self, root: str | Path, flip: bool = False, on_error: OnError = "skip") -> None:
+    def __init__(self, root: str | Path, on_error: OnError = "skip") -> None:
         self.root = Path(root)
         self.class_names, self.items = scan_identity_folder(self.root)
-        self.decoder = SampleDecoder(on_error=on_error, flip=flip)
+        self.decoder = SampleDecoder(on_error=on_error)
         log.info("image folder %s: %d images of %d identities", self.root, len(self.items), self.num_classes)
 
     @property

@@ -459,7 +459,7 @@ class RecordIODataset(Dataset):
     reads everything up front).
     """
 
-    def __init__(self, path: str | Path, flip: bool = False, on_error: OnError = "skip") -> None:
+    def __init__(self, path: str | Path, on_error: OnError = "skip") -> None:
         rec, idx, prop = resolve_rec_paths(path)
         self.reader = RecordIOReader(rec, idx)
         property_classes = read_property(prop) if prop.is_file() else None
@@ -467,7 +467,7 @@ class RecordIODataset(Dataset):
         self.keys = self.layout.image_keys
         if not self.keys:
             raise RecordIOError(f"{rec}: the pack holds no image records")
-        self.decoder = SampleDecoder(on_error=on_error, flip=flip)
+        self.decoder = SampleDecoder(on_error=on_error)
         self._num_classes = property_classes or self.layout.identities or None
 
     @property

@@ -124,15 +124,13 @@ class SyntheticFaces(Dataset):
     `first_identity` shifts which identities are drawn, so a held-out set never overlaps the training one.
     """
 
-    def __init__(self, num_identities: int, samples_per_identity: int, seed: int = 0, first_identity: int = 0,
-                 flip: bool = False) -> None:
+    def __init__(self, num_identities: int, samples_per_identity: int, seed: int = 0, first_identity: int = 0) -> None:
         if num_identities < 1 or samples_per_identity < 1:
             raise ValueError(f"need >= 1 identity and sample, got {num_identities}, {samples_per_identity}")
         self.num_identities = num_identities
         self.samples_per_identity = samples_per_identity
         self.seed = seed
         self.first_identity = first_identity
-        self.flip = flip
         self._layouts: dict[int, FaceLayout] = {}
 
     @property
@@ -151,10 +149,7 @@ class SyntheticFaces(Dataset):
         layout = self._layouts.get(identity)
         if layout is None:
             layout = self._layouts[identity] = identity_layout(self.seed, identity)
-        image = render_face(layout, self.seed, identity, sample)
-        if self.flip and _rng(self.seed, identity, sample, 0xF1).random() < 0.5:
-            image = np.ascontiguousarray(image[:, ::-1])
-        return Sample(image, label)
+        return Sample(render_face(layout, self.seed, identity, sample), label)
 
 
 def synthetic_pairs(num_identities: int = 200, pairs_per_fold: int = 30, num_folds: int = 10, seed: int = 0,
