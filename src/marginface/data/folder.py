@@ -8,7 +8,6 @@ class is empty.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ class IdentityFolderScan:
 
 
 def is_safe_name(name: str) -> bool:
-    """An identity name that fits on one line of a TSV file: printable, no TAB / newline / control chars."""
+    """An identity name that fits on one line: printable, no TAB / newline / control characters."""
     return name.isprintable()
 
 
@@ -134,7 +133,3 @@ class ImageFolderDataset(Dataset):
             self.decoder.warn_skip(str(path), f"unreadable: {err.strerror or err}")
             return None
         return self.decoder(data, label, str(path))
-
-    def save_label_map(self, path: str | Path) -> None:
-        """Write {label: identity name} as JSON (kept beside a training run)."""
-        Path(path).write_text(json.dumps(dict(enumerate(self.class_names)), indent=1, ensure_ascii=False))

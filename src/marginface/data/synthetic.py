@@ -138,6 +138,11 @@ class SyntheticFaces(Dataset):
         """Number of identities (labels)."""
         return self.num_identities
 
+    @property
+    def class_names(self) -> list[str]:
+        """`synthetic_<identity>` for each label (identities start at `first_identity`)."""
+        return [f"synthetic_{self.first_identity + label}" for label in range(self.num_identities)]
+
     def __len__(self) -> int:
         return self.num_identities * self.samples_per_identity
 
