@@ -1,9 +1,10 @@
-"""Benchmark: decode-and-augment throughput from RecordIO and from an image folder vs the bare decode floor.
+"""Benchmark: decode throughput from RecordIO and from an image folder vs the bare decode floor.
 
 The same N synthetic 112×112 JPEGs are stored three ways: as bytes in memory (floor: cv2.imdecode only),
 as an identity folder, and as train.rec/.idx. Each path's time per image is reported as a multiple of the
-floor's, single process. Then a 2-worker DataLoader over the RecordIO set is timed beside MobileFaceNet
-training steps (forward + backward + ArcFace head, batch 128) to see whether the loader keeps up.
+floor's, single process (no augmentation: the trainer flips whole batches on the device). Then a 2-worker
+DataLoader over the RecordIO set is timed beside MobileFaceNet training steps (forward + backward + ArcFace
+head, batch 128) to see whether the loader keeps up.
 
     python bench/data.py                 # N = 2000; writes bench/results/data.json
 """
@@ -60,8 +61,8 @@ def main() -> int:
         root = Path(tmp)
         blobs = _write_images(root / "folder", args.images, identities=100)
         pack_folder(root / "folder", root / "rec")
-        folder = ImageFolderDataset(root / "folder", flip=True)
-        record = RecordIODataset(root / "rec", flip=True)
+        folder = ImageFolderDataset(root / "folder")
+        record = RecordIODataset(root / "rec")
         cv2.setNumThreads(1)
 
         def floor() -> None:

@@ -28,10 +28,10 @@ import numpy as np
 
 from marginface.data.pairs import PairSet, read_pairs_txt
 from marginface.data.perturb import DEFINITIONS, Perturbation, image_seed, parse_perturbation
-from marginface.eval.pipeline import embed_images, perturbed_face
+from marginface.eval.pipeline import embed_images, pair_scores, perturbed_face
 from marginface.eval.verification import evaluate_verification
 from marginface.infer.detect import YuNetDetector
-from marginface.infer.embedder import Embedder, OnnxEmbedder, TorchEmbedder
+from marginface.infer.embedder import Embedder, load_embedder
 from marginface.infer.prepare import FacePreprocessor
 
 DATA = Path(os.environ.get("MARGINFACE_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -54,15 +54,6 @@ QUICK_AFTER = {"blur": ["4"], "downscale": ["14"], "occlude": ["0.3"], "gray": [
 QUICK_BEFORE = {"downscale": ["10"]}
 
 
-def load_embedder(path: Path) -> Embedder:
-    """An ONNX file, an exported model directory or a run directory (its model/), as `marginface eval` takes."""
-    if path.suffix == ".onnx":
-        return OnnxEmbedder(path)
-    from marginface.backbones import load
-
-    return TorchEmbedder(load(path / "model" if (path / "model" / "model.json").is_file() else path))
-
-
 def _spec(kind: str, level: str) -> Perturbation:
     return parse_perturbation(f"{kind}:{level}" if level else kind)
 
@@ -71,11 +62,6 @@ def _measure(scores: np.ndarray, pairs: PairSet) -> dict:
     result = evaluate_verification(scores, pairs.issame, pairs.folds)
     return {"accuracy": result.accuracy_mean, "fold_accuracies": [f.accuracy for f in result.folds],
             "auc": result.auc, "tar_at_far_0.01": result.tar_at_far.get("0.01")}
-
-
-def _scores(embeddings: np.ndarray, pairs: PairSet) -> np.ndarray:
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    return np.sum(unit[pairs.pairs[:, 0]] * unit[pairs.pairs[:, 1]], axis=1)
 
 
 def sweep(embedder: Embedder, pairs: PairSet, detector: YuNetDetector, after: dict, before: dict, flip: bool,
@@ -91,7 +77,7 @@ def sweep(embedder: Embedder, pairs: PairSet, detector: YuNetDetector, after: di
     def run(load, label: str) -> dict:
         t0 = time.perf_counter()
         emb = embed_images(len(faces), load, embedder, batch_size, flip)
-        row = _measure(_scores(emb, pairs), pairs)
+        row = _measure(pair_scores(emb, pairs.pairs), pairs)
         row["seconds"] = time.perf_counter() - t0
         log.info("%-28s accuracy %.4f  (%.0f s)", label, row["accuracy"], row["seconds"])
         return row

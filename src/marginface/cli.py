@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import statistics
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
 
 from marginface import __version__
+
+# The library is imported inside each handler: marginface.data, .train, .infer and .backbones load torch and
+# OpenCV (about 6 s), which `marginface --help`, `--version` and argument errors should not wait for.
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,8 +48,6 @@ class _Progress:
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc=self.description, unit="img", file=sys.stderr)
         self.bar.update(done - self.bar.n)
 
@@ -102,8 +108,6 @@ def _run_data_pack(args: argparse.Namespace) -> int:
 
 
 def _run_data_bin(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from marginface.data.pairs import read_pairs_txt, write_bin
     from marginface.data.staging import ensure_writable
 
@@ -129,8 +133,6 @@ def _run_data_align(args: argparse.Namespace) -> int:
 
 
 def _run_data_lfw_split(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from marginface.data.image import decode_image, encode_image
     from marginface.data.lfw_split import link_photos, plan_lfw_split, write_split_files
     from marginface.data.pack import pack_folder
@@ -249,8 +251,6 @@ def _run_eval(args: argparse.Namespace) -> int:
                                          perturbations, args.perturb_before_detection))
         progress.close()
     for folder in args.identification:
-        from pathlib import Path
-
         name = Path(folder).name
         progress = _Progress(name)
         identification[name] = evaluate_identity_folder(
@@ -307,8 +307,6 @@ def _run_train(args: argparse.Namespace) -> int:
             return
         # the bar starts before the first step, so its rate is not measured from step 5
         if isinstance(event, StartEvent):
-            from tqdm import tqdm
-
             bar = tqdm(total=event.total, initial=event.step, desc="train", unit="step", file=sys.stderr)
         elif isinstance(event, StepEvent):
             bar.update(event.step - bar.n)
@@ -345,17 +343,14 @@ def _add_export_command(commands) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from marginface.backbones import load
-    from marginface.infer.export import export_onnx, max_abs_difference
+    from marginface.infer.embedder import model_folder
+    from marginface.infer.export import export_onnx_checked
 
-    root = Path(args.run_dir)
-    folder = root / "model" if (root / "model" / "model.json").is_file() else root
-    model = load(folder)
-    out = Path(args.out) if args.out else folder / "model.onnx"
-    export_onnx(model, out, check_tolerance=args.tolerance)
-    print(f"wrote {out} (max |ONNX - PyTorch| = {max_abs_difference(model, out):.2e})")
+    folder = model_folder(args.run_dir)
+    out, difference = export_onnx_checked(load(folder), Path(args.out) if args.out else folder / "model.onnx",
+                                          tolerance=args.tolerance)
+    print(f"wrote {out} (max |ONNX - PyTorch| = {difference:.2e})")
     return 0
 
 
@@ -461,8 +456,6 @@ def _threshold(args: argparse.Namespace, task: str):
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    import json
-
     from marginface.infer.recognizer import FaceRecognizer
 
     threshold = _threshold(args, "verify")
@@ -491,8 +484,6 @@ def _run_gallery_create(args: argparse.Namespace) -> int:
 
 
 def _run_gallery_list(args: argparse.Namespace) -> int:
-    import json
-
     from marginface.infer.gallery import Gallery
 
     with Gallery.open(args.gallery) as gallery:
@@ -525,8 +516,6 @@ def _run_gallery_rename(args: argparse.Namespace) -> int:
 
 
 def _run_gallery_stats(args: argparse.Namespace) -> int:
-    import json
-
     from marginface.infer.gallery import Gallery
 
     with Gallery.open(args.gallery) as gallery:
@@ -536,8 +525,6 @@ def _run_gallery_stats(args: argparse.Namespace) -> int:
 
 def _enrollment_plan(args: argparse.Namespace) -> list[tuple[str, list]]:
     """(person, image files) in enrolment order."""
-    from pathlib import Path
-
     from marginface.infer.recognizer import image_files
 
     if args.name is not None:  # an empty or invalid name is refused by the gallery, naming the value
@@ -591,9 +578,6 @@ def _run_enroll(args: argparse.Namespace) -> int:
 
 
 def _run_identify(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from marginface.infer.gallery import Gallery
     from marginface.infer.recognizer import FaceRecognizer, image_files
 
@@ -639,24 +623,27 @@ def _annotate(path, decisions, out_dir) -> None:
     """Write `path` with a box and 'name score' drawn for every face into out_dir (same file name, .jpg)."""
     import cv2
 
+    from marginface.data.image import encode_image
     from marginface.infer.images import load_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    bgr = cv2.cvtColor(load_image(path), cv2.COLOR_RGB2BGR)
-    thickness = max(1, round(max(bgr.shape[:2]) / 400))
+    rgb = load_image(path).copy()  # drawn on
+    thickness = max(1, round(max(rgb.shape[:2]) / 400))
     for decision in decisions:
         x, y, w, h = (round(v) for v in decision.face.box)
-        colour = (0, 200, 0) if decision.name is not None else (0, 0, 230)
-        cv2.rectangle(bgr, (x, y), (x + w, y + h), colour, thickness)
+        colour = (0, 200, 0) if decision.name is not None else (230, 0, 0)  # RGB: known green, unknown red
+        cv2.rectangle(rgb, (x, y), (x + w, y + h), colour, thickness)
         label = f"{decision.name or 'unknown'} {decision.score:.2f}"
-        cv2.putText(bgr, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)
+        cv2.putText(rgb, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)
     target = out_dir / (path.stem + ".jpg")
     counter = 1
     while target.exists():
         target = out_dir / f"{path.stem}_{counter}.jpg"
         counter += 1
-    if not cv2.imwrite(str(target), bgr):
-        raise OSError(f"{target}: cannot write the annotated copy")
+    try:
+        target.write_bytes(encode_image(rgb, ".jpg"))
+    except OSError as err:
+        raise OSError(f"{target}: cannot write the annotated copy ({err.strerror or err})") from err
 
 
 def _add_serve_command(commands) -> None:
@@ -675,8 +662,6 @@ def _add_serve_command(commands) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import os
-
     try:
         from marginface.serve.server import serve
     except ImportError as err:
@@ -697,8 +682,6 @@ def _add_data_check_command(sub) -> None:
 
 
 def _run_data_check(args: argparse.Namespace) -> int:
-    import statistics
-
     from marginface.data.check import check_data
 
     with _Progress("check") as progress:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from marginface.backbones import backbone_names, get_backbone, measure
+from marginface.backbones import Backbone, GradCheckpointing, backbone_names, get_backbone, measure, save
 from marginface.heads import ArcFace
 
 
@@ -123,3 +123,36 @@ def test_mobilefacenet_input_pool_keeps_the_112_contract(pool: int) -> None:
     assert model.features.layers[0].layers[0].kernel_size == ((4, 4) if pool == 2 else (2, 2))
     with pytest.raises(ValueError, match="input_pool must be 1, 2 or 4"):
         get_backbone("mbf", input_pool=3)
+
+
+@pytest.mark.parametrize("name", ["mbf", "r18"])
+def test_both_backbones_satisfy_the_contract_and_checkpoint_the_same_way(name: str) -> None:
+    model = get_backbone(name, num_features=16)
+    assert isinstance(model, Backbone) and isinstance(model, GradCheckpointing) and model.num_features == 16
+    assert not model.gradient_checkpointing
+    model.set_grad_checkpointing()
+    assert model.gradient_checkpointing
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+
+    def counting(function, *args, **kwargs):
+        calls.append(function)
+        return real(function, *args, **kwargs)
+
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("marginface.backbones.contract.checkpoint", counting)
+        model.train()(x).sum().backward()
+        assert calls  # training with gradients: layers are checkpointed
+        calls.clear()
+        model.eval()(x)
+        model.set_grad_checkpointing(False)
+        model.train()(x)
+        assert not calls  # eval mode, or switched off: plain forward
+
+
+def test_save_refuses_a_model_outside_the_contract(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"cannot save Linear as a 'mbf' backbone: it lacks num_features, "
+                                        r"set_grad_checkpointing"):
+        save(torch.nn.Linear(4, 4), "mbf", tmp_path / "model")
+    assert not (tmp_path / "model").exists()

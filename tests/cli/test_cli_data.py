@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def test_data_pack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "pack", str(folder), str(tmp_path / "rec")]) == 0
     assert "packed 6 images of 2 identities" in capsys.readouterr().out
     assert len(RecordIODataset(tmp_path / "rec")) == 6
-    assert (tmp_path / "rec" / "labels.tsv").read_text().splitlines()[1] == "1\tid_01"
+    assert json.loads((tmp_path / "rec" / "labels.json").read_text())["1"] == "id_01"
 
 
 def test_data_bin_from_lfw_pairs(tmp_path: Path, shared_data: Path) -> None:

@@ -185,6 +185,9 @@ def test_unreadable_inputs_and_bad_options_are_reported(tmp_path: Path, shared_d
     with pytest.raises(SystemExit) as exc:
         main(["identify", db, photo, "--k", "0"])
     assert exc.value.code == 2 and "expected an integer >= 1" in capsys.readouterr().err
-    monkeypatch.setattr(cv2, "imwrite", lambda *args, **kwargs: False)
+    def full_disk(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     assert main(["identify", db, photo, "--annotate", str(tmp_path / "ann")]) == 2
     assert "cannot write the annotated copy" in capsys.readouterr().err

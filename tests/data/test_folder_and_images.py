@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from marginface.data import ImageDecodeError, ImageFolderDataset, collate, decode_image, to_model_input
+from marginface.data.labels import read_class_names, write_class_names
 
 from .helpers import write_identity_folder
 
@@ -24,8 +25,9 @@ def test_labels_by_sorted_folder_and_label_map(tmp_path: Path) -> None:
     ds = ImageFolderDataset(root)
     assert ds.class_names[0] == "aaa_first" and ds.num_classes == 4
     assert ds[0].label == 0 and ds[1].label == 1
-    ds.save_label_map(tmp_path / "labels.json")
+    write_class_names(tmp_path / "labels.json", ds.class_names)
     assert json.loads((tmp_path / "labels.json").read_text())["1"] == "id_00"
+    assert read_class_names(tmp_path / "labels.json") == ds.class_names
 
 
 def test_corrupt_and_truncated_images_skipped_and_counted(tmp_path: Path, caplog) -> None:
@@ -47,7 +49,7 @@ def test_corrupt_and_truncated_images_skipped_and_counted(tmp_path: Path, caplog
 
 def test_loader_with_workers(tmp_path: Path) -> None:
     root = write_identity_folder(tmp_path / "f", identities=2, per_identity=4)
-    loader = DataLoader(ImageFolderDataset(root, flip=True), batch_size=3, collate_fn=collate, num_workers=2)
+    loader = DataLoader(ImageFolderDataset(root), batch_size=3, collate_fn=collate, num_workers=2)
     batches = list(loader)
     assert sum(len(b.labels) for b in batches) == 8
     x = to_model_input(batches[0].images)

@@ -9,22 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from marginface.data import ImageFolderDataset
+from marginface.data import ImageFolderDataset, RecordIODataset
 from marginface.data.folder import survey_identity_folder
+from marginface.data.labels import read_class_names
 from marginface.data.pack import pack_folder
 
 from .helpers import write_identity_folder
 
 
 @pytest.mark.parametrize("name", ["tab\there", "new\nline", "carriage\rreturn", "sep\u2028line"])
-def test_names_that_break_labels_tsv_are_refused_before_work(tmp_path: Path, name: str) -> None:
+def test_names_with_control_characters_are_refused_before_work(tmp_path: Path, name: str) -> None:
     folder = write_identity_folder(tmp_path / "faces", identities=2, per_identity=1)
     (folder / "id_00").rename(folder / name)
-    with pytest.raises(ValueError, match=r"would corrupt labels\.tsv, e\.g\. " + repr(name).replace("\\", "\\\\")):
+    with pytest.raises(ValueError, match=r"on one line\), e\.g\. " + repr(name).replace("\\", "\\\\")):
         pack_folder(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # refused before the output was even created
     assert survey_identity_folder(folder).unsafe_names == [name]
-    assert ImageFolderDataset(folder).num_classes == 2  # training from the folder itself is unaffected (JSON map)
+    assert ImageFolderDataset(folder).num_classes == 2  # training from the folder itself is unaffected
 
 
 def test_symlinked_identities_loops_and_duplicates(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -44,4 +45,5 @@ def test_symlinked_identities_loops_and_duplicates(tmp_path: Path, caplog: pytes
     assert "3 identity folders have no images of their own" in caplog.text
     report = pack_folder(folder, tmp_path / "out")
     assert (report.classes, report.images) == (3, 6)
-    assert (tmp_path / "out" / "labels.tsv").read_text().splitlines() == ["0\tid_00", "1\tid_01", "2\tid_02"]
+    assert read_class_names(tmp_path / "out" / "labels.json") == ["id_00", "id_01", "id_02"]
+    assert RecordIODataset(tmp_path / "out").class_names == ["id_00", "id_01", "id_02"]

@@ -9,8 +9,9 @@ import pytest
 
 from marginface.data import decode_image
 from marginface.fileio import sha256_file
-from marginface.infer.detect import YuNetDetector, fetch_model, pick_main_face
+from marginface.infer.detect import YuNetDetector, pick_main_face
 from marginface.infer.prepare import align_folder
+from marginface.infer.published import fetch_model
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from marginface.backbones.contract import missing_backbone_members
 from marginface.backbones.registry import get_backbone
 from marginface.fileio import save_safetensors
 
@@ -23,11 +24,19 @@ INPUT_SPEC = {"size": 112, "channel_order": "RGB", "layout": "NCHW", "mean": 127
 
 
 def save(model: nn.Module, architecture: str, out_dir: str | Path, **kwargs) -> Path:
-    """Write model.safetensors + model.json into out_dir (atomically: temporary names, then rename)."""
+    """Write model.safetensors + model.json into out_dir (atomically: temporary names, then rename).
+
+    `model` must satisfy the Backbone contract (marginface.backbones.contract): its num_features is what
+    model.json records, so a model without one is refused rather than described with a guessed size.
+    """
+    missing = missing_backbone_members(model)
+    if missing:
+        raise TypeError(f"cannot save {type(model).__name__} as a {architecture!r} backbone: it lacks "
+                        f"{', '.join(missing)} (the Backbone contract in marginface.backbones.contract)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    config = {"architecture": architecture, "num_features": int(getattr(model, "num_features", 512)),
+    config = {"architecture": architecture, "num_features": int(model.num_features),
               "kwargs": kwargs, "input": INPUT_SPEC}
     tmp_weights, tmp_config = out / (WEIGHTS_NAME + ".tmp"), out / (CONFIG_NAME + ".tmp")
     save_safetensors(state, tmp_weights)  # the umask's mode, like model.json and model.onnx

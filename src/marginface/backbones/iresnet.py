@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from marginface.backbones.precision import full_precision
+from marginface.backbones.contract import GradCheckpointing
+from marginface.precision import full_precision
 
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 200: (6, 26, 60, 6),
@@ -37,7 +37,7 @@ class IBasicBlock(nn.Module):
         return out + shortcut
 
 
-class IResNet(nn.Module):
+class IResNet(GradCheckpointing):
     """(B, 3, 112, 112) in [−1, 1] → (B, num_features); four stride-2 stages, BN-dropout-FC-BN head."""
 
     fc_scale = 7 * 7
@@ -47,7 +47,7 @@ class IResNet(nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        self.gradient_checkpointing = gradient_checkpointing
+        self.set_grad_checkpointing(gradient_checkpointing)
         self.num_features = num_features
         self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
@@ -79,18 +79,11 @@ class IResNet(nn.Module):
         blocks += [IBasicBlock(channels, channels) for _ in range(1, count)]
         return nn.Sequential(*blocks)
 
-    def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
-        if self.gradient_checkpointing and self.training and x.requires_grad:
-            for block in stage:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return stage(x)
-
     def forward(self, x: Tensor) -> Tensor:
         """Embed a batch of aligned faces; the FC and final BN run in float32 even under autocast."""
         x = self.prelu(self.bn1(self.conv1(x)))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = self._run_stage(stage, x)
+            x = self.run_layers(stage, x)  # block by block, so checkpointing saves per block
         x = self.dropout(torch.flatten(self.bn2(x), 1))
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.features(self.fc(full_precision(x)))

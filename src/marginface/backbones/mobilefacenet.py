@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from marginface.backbones.precision import full_precision
+from marginface.backbones.contract import GradCheckpointing
+from marginface.precision import full_precision
 
 
 class ConvBlock(nn.Module):
@@ -93,7 +93,7 @@ class GDC(nn.Module):
         return self.layers[3](self.layers[2](self.dropout(x)))
 
 
-class MobileFaceNet(nn.Module):
+class MobileFaceNet(GradCheckpointing):
     """MobileFaceNet (Chen et al., 2018) as arcface_torch builds it: `mbf` = blocks (1, 4, 6, 2), scale 2.
 
     `input_pool` > 1 average-pools the 112×112 face by that factor before the first layer: the input
@@ -107,7 +107,7 @@ class MobileFaceNet(nn.Module):
         if input_pool not in (1, 2, 4):
             raise ValueError(f"input_pool must be 1, 2 or 4 (112 / input_pool pixels), got {input_pool}")
         self.num_features = num_features
-        self.gradient_checkpointing = gradient_checkpointing
+        self.set_grad_checkpointing(gradient_checkpointing)
         self.input_pool = input_pool
         side = 112 // input_pool
         for _ in range(4):  # four stride-2 layers (kernel 3, padding 1): side -> ceil(side / 2)
@@ -139,11 +139,9 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Embed a batch of aligned faces; the embedding head runs in float32 even under autocast."""
-        use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         if self.input_pool > 1:
             x = F.avg_pool2d(x, self.input_pool)
-        for layer in self.layers:
-            x = checkpoint(layer, x, use_reentrant=False) if use_checkpoint and x.requires_grad else layer(x)
+        x = self.run_layers(self.layers, x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.features(self.conv_sep(full_precision(x)))
 

@@ -180,8 +180,8 @@ def check_bin(path: str | Path, progress: Progress | None = None, keep: int = 50
 
 
 def check_folder(path: str | Path, progress: Progress | None = None, keep: int = 50) -> CheckReport:
-    """An identity folder: names that would break labels.tsv, photos under two identities, identities
-    without images, unreadable or undecodable files."""
+    """An identity folder: names with control characters (refused by `data pack`), photos under two
+    identities, identities without images, unreadable or undecodable files."""
     path = Path(path)
     report = CheckReport(path, "folder", keep=keep)
     try:

@@ -8,7 +8,6 @@ class is empty.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ class IdentityFolderScan:
 
 
 def is_safe_name(name: str) -> bool:
-    """An identity name that fits on one line of a TSV file: printable, no TAB / newline / control chars."""
+    """An identity name that fits on one line: printable, no TAB / newline / control characters."""
     return name.isprintable()
 
 
@@ -105,10 +104,10 @@ def scan_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]
 class ImageFolderDataset(Dataset):
     """(uint8 112×112×3 RGB image, label) from an identity folder; undecodable files skip or raise."""
 
-    def __init__(self, root: str | Path, flip: bool = False, on_error: OnError = "skip") -> None:
+    def __init__(self, root: str | Path, on_error: OnError = "skip") -> None:
         self.root = Path(root)
         self.class_names, self.items = scan_identity_folder(self.root)
-        self.decoder = SampleDecoder(on_error=on_error, flip=flip)
+        self.decoder = SampleDecoder(on_error=on_error)
         log.info("image folder %s: %d images of %d identities", self.root, len(self.items), self.num_classes)
 
     @property
@@ -134,7 +133,3 @@ class ImageFolderDataset(Dataset):
             self.decoder.warn_skip(str(path), f"unreadable: {err.strerror or err}")
             return None
         return self.decoder(data, label, str(path))
-
-    def save_label_map(self, path: str | Path) -> None:
-        """Write {label: identity name} as JSON (kept beside a training run)."""
-        Path(path).write_text(json.dumps(dict(enumerate(self.class_names)), indent=1, ensure_ascii=False))

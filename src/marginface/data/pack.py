@@ -9,6 +9,7 @@ from pathlib import Path
 
 from marginface.data.folder import survey_identity_folder, warn_left_out
 from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, encode_image, ensure_size
+from marginface.data.labels import LABELS_NAME, write_class_names
 from marginface.data.recordio import stage_face_records
 from marginface.data.staging import StagedOutputs
 
@@ -30,14 +31,16 @@ def pack_folder(folder: str | Path, out_dir: str | Path, progress: Callable[[int
     """Write `folder`/<identity>/<image> as RecordIO in `out_dir`; unreadable or undecodable files are skipped
     and listed, images that are not 112×112 are resized and re-encoded (JPEG), others are stored as they are.
 
-    Identity names that cannot be one line of labels.tsv are refused before any work; the output directory
+    Identity names with control characters (TAB, newline, ...) are refused before any work: a gallery cannot
+    enrol them and reports cannot show them on one line. The class names go to labels.json. The output directory
     must be writable; every output is written under a temporary name and renamed at the end, so an existing
     pack stays intact until the new one is complete and a failure leaves no partial file behind.
     """
     scan = survey_identity_folder(Path(folder))
     if scan.unsafe_names:
         raise ValueError(f"{folder}: {len(scan.unsafe_names)} identity folder names contain a TAB, newline or "
-                         f"other control character and would corrupt labels.tsv, e.g. {scan.unsafe_names[0]!r}; "
+                         f"other control character (a gallery cannot enrol such a name and reports cannot show it on "
+                         f"one line), e.g. {scan.unsafe_names[0]!r}; "
                          f"rename them")
     warn_left_out(scan)
     names, items = scan.names, scan.items
@@ -63,6 +66,5 @@ def pack_folder(folder: str | Path, out_dir: str | Path, progress: Callable[[int
 
     with StagedOutputs(out_dir) as staging:
         stage_face_records(staging, payloads(), len(names))
-        labels = staging.path("labels.tsv")
-        labels.write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)), encoding="utf-8")
+        write_class_names(staging.path(LABELS_NAME), names)
     return report

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marginface.data.image import decode_image, encode_image
 from marginface.seeding import item_seed
 
 REFERENCE_SIZE = 112
@@ -176,10 +177,11 @@ def _downscale(rgb: np.ndarray, px: float | None, restore_size: bool = True) -> 
 
 
 def _jpeg(rgb: np.ndarray, quality: float | None, seed: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"jpeg:{int(quality)}: cannot encode an image of shape {rgb.shape}")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    try:
+        data = encode_image(rgb, ".jpg", quality=int(quality))
+    except ValueError as err:
+        raise ValueError(f"jpeg:{int(quality)}: {err}") from err
+    return decode_image(data, f"jpeg:{int(quality)}")
 
 
 def occlusion_box(height: int, width: int, fraction: float, seed: int) -> tuple[int, int, int, int]:

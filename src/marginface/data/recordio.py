@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from marginface.data.labels import LABELS_NAME, default_class_names, read_class_names
 from marginface.data.samples import OnError, Sample, SampleDecoder
 from marginface.data.staging import StagedOutputs
 
@@ -445,7 +446,7 @@ def stage_face_records(
 
 
 def resolve_rec_paths(path: str | Path) -> tuple[Path, Path, Path]:
-    """(train.rec, train.idx, property) from a directory or a .rec path."""
+    """(train.rec, train.idx, property) from a directory or a .rec path (labels.json, if any, lies beside)."""
     path = Path(path)
     rec = path / "train.rec" if path.is_dir() else path
     return rec, rec.with_suffix(".idx"), rec.parent / "property"
@@ -456,10 +457,11 @@ class RecordIODataset(Dataset):
 
     Opening checks the structure cheaply (index extents, both end records, record 0's ranges against the
     index, the file size and `property`); labels are checked as records are read (`marginface data check`
-    reads everything up front).
+    reads everything up front). `class_names` come from the labels.json beside train.rec (`data pack`
+    writes one); a pack without it (insightface's) names each class by its label.
     """
 
-    def __init__(self, path: str | Path, flip: bool = False, on_error: OnError = "skip") -> None:
+    def __init__(self, path: str | Path, on_error: OnError = "skip") -> None:
         rec, idx, prop = resolve_rec_paths(path)
         self.reader = RecordIOReader(rec, idx)
         property_classes = read_property(prop) if prop.is_file() else None
@@ -467,8 +469,10 @@ class RecordIODataset(Dataset):
         self.keys = self.layout.image_keys
         if not self.keys:
             raise RecordIOError(f"{rec}: the pack holds no image records")
-        self.decoder = SampleDecoder(on_error=on_error, flip=flip)
+        self.decoder = SampleDecoder(on_error=on_error)
         self._num_classes = property_classes or self.layout.identities or None
+        self._labels_path = rec.parent / LABELS_NAME
+        self._class_names: list[str] | None = None
 
     @property
     def source(self) -> str:
@@ -481,6 +485,20 @@ class RecordIODataset(Dataset):
         if self._num_classes is None:
             self._num_classes = max(self.label_of(k) for k in self.keys) + 1
         return self._num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Identity name of each label: the pack's labels.json, else the label as text."""
+        if self._class_names is None:
+            if self._labels_path.is_file():
+                names = read_class_names(self._labels_path)
+                if len(names) != self.num_classes:
+                    raise RecordIOError(f"{self._labels_path}: {len(names)} names for {self.num_classes} classes "
+                                        f"of {self.reader.rec_path}")
+                self._class_names = names
+            else:
+                self._class_names = default_class_names(self.num_classes)
+        return self._class_names
 
     def label_of(self, key: int) -> int:
         """Integer label of record `key`, checked (finite, integral, in range) and named on error."""

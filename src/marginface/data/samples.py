@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -49,25 +48,16 @@ class Batch:
 
 
 class SampleDecoder:
-    """Decode, resize to the face size (warning once) and optionally flip; bad images skip or raise."""
+    """Decode and resize to the face size (warning once); bad images skip or raise. Augmentation (the
+    horizontal flip) is the trainer's, per batch, not the data's."""
 
-    def __init__(self, on_error: OnError = "skip", flip: bool = False, size: int = FACE_SIZE) -> None:
+    def __init__(self, on_error: OnError = "skip", size: int = FACE_SIZE) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.on_error = on_error
-        self.flip = flip
         self.size = size
         self._warned_size = False
         self._skip_warnings = 0
-        self._rng: np.random.Generator | None = None
-        self._rng_seed = -1
-
-    def _flip_rng(self) -> np.random.Generator:
-        """A numpy generator seeded from torch's per-worker seed (so DataLoader workers differ)."""
-        seed = torch.initial_seed()
-        if self._rng is None or seed != self._rng_seed:
-            self._rng, self._rng_seed = np.random.default_rng(seed % 2**63), seed
-        return self._rng
 
     def warn_skip(self, source: str, reason: str) -> None:
         """Warn about a skipped item: the first WARN_FIRST one by one, then silence (batches count them)."""
@@ -90,8 +80,6 @@ class SampleDecoder:
         if resized and not self._warned_size:
             log.warning("%s is not %dx%d; resizing (further resizes are only counted)", source, self.size, self.size)
             self._warned_size = True
-        if self.flip and self._flip_rng().random() < 0.5:
-            image = cv2.flip(image, 1)  # SIMD mirror; numpy's negative-stride copy is ~10x slower
         return Sample(image, int(label), resized)
 
 

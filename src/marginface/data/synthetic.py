@@ -121,21 +121,24 @@ class SyntheticFaces(Dataset):
     `first_identity` shifts which identities are drawn, so a held-out set never overlaps the training one.
     """
 
-    def __init__(self, num_identities: int, samples_per_identity: int, seed: int = 0, first_identity: int = 0,
-                 flip: bool = False) -> None:
+    def __init__(self, num_identities: int, samples_per_identity: int, seed: int = 0, first_identity: int = 0) -> None:
         if num_identities < 1 or samples_per_identity < 1:
             raise ValueError(f"need >= 1 identity and sample, got {num_identities}, {samples_per_identity}")
         self.num_identities = num_identities
         self.samples_per_identity = samples_per_identity
         self.seed = seed
         self.first_identity = first_identity
-        self.flip = flip
         self._layouts: dict[int, FaceLayout] = {}
 
     @property
     def num_classes(self) -> int:
         """Number of identities (labels)."""
         return self.num_identities
+
+    @property
+    def class_names(self) -> list[str]:
+        """`synthetic_<identity>` for each label (identities start at `first_identity`)."""
+        return [f"synthetic_{self.first_identity + label}" for label in range(self.num_identities)]
 
     def __len__(self) -> int:
         return self.num_identities * self.samples_per_identity
@@ -148,10 +151,7 @@ class SyntheticFaces(Dataset):
         layout = self._layouts.get(identity)
         if layout is None:
             layout = self._layouts[identity] = identity_layout(self.seed, identity)
-        image = render_face(layout, self.seed, identity, sample)
-        if self.flip and stream(self.seed, identity, sample, 0xF1).random() < 0.5:
-            image = np.ascontiguousarray(image[:, ::-1])
-        return Sample(image, label)
+        return Sample(render_face(layout, self.seed, identity, sample), label)
 
 
 def synthetic_pairs(num_identities: int = 200, pairs_per_fold: int = 30, num_folds: int = 10, seed: int = 0,

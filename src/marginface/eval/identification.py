@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from marginface.eval.verification import impostor_threshold, not_measurable
 from marginface.infer.search import TemplateIndex, unit_rows
 
 DEFAULT_FPIRS = (1e-1, 1e-2)
@@ -112,15 +113,12 @@ def evaluate_identification(embeddings: np.ndarray, split: IdentificationSplit, 
         if unknown_max is None:
             dirs[key], thresholds[key], notes[key] = None, None, "no unknown probes (unknown_fraction = 0)"
             continue
-        allowed = int(np.floor(target * len(unknown_max) + 1e-9))
-        if allowed < 1:
-            dirs[key], thresholds[key] = None, None
-            notes[key] = f"not measurable: {len(unknown_max)} unknown probes, FPIR {key} needs {round(1 / target)}"
-            continue
-        ordered = np.sort(unknown_max)[::-1]
         # lowest score accepted as known: just above the best score of the highest rejected impostor
-        lowest = float(np.nextafter(ordered[allowed], np.inf)) if allowed < len(ordered) else -1.0
+        lowest = impostor_threshold(unknown_max, target, accept_all=-1.0)
         thresholds[key] = lowest
+        if lowest is None:
+            dirs[key], notes[key] = None, not_measurable(len(unknown_max), "unknown probes", "FPIR", target)
+            continue
         dirs[key] = float(np.mean(top_correct & (true_score >= lowest)))
     return IdentificationResult(
         rank1=cmc[0], rank5=cmc[min(4, len(cmc) - 1)], cmc=cmc, dir_at_fpir=dirs, fpir_notes=notes,

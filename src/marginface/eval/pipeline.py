@@ -127,6 +127,12 @@ def perturbed_face(rgb: np.ndarray, prep: FacePreprocessor, perturbations: tuple
     return apply_perturbations(prep(rgb, name), perturbations, seed)
 
 
+def pair_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Cosine score of each (i, j) row of `pairs` between the unit-normalised rows i and j of `embeddings`."""
+    unit = unit_rows(embeddings)
+    return np.sum(unit[pairs[:, 0]] * unit[pairs[:, 1]], axis=1)
+
+
 def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FacePreprocessor | None = None,
                       flip: bool = True, batch_size: int = 64, search: ThresholdSearch = "exact",
                       progress: Progress | None = None, perturbations: tuple[Perturbation, ...] = (),
@@ -142,8 +148,7 @@ def evaluate_pair_set(pair_set: PairSet, embedder: Embedder, preprocessor: FaceP
     raw = embed_images(len(pair_set.images), load, embedder, batch_size, flip, progress)
     warnings = quality_warnings(raw, prep.fallbacks, prep.detector is not None)  # returned, shown by the caller
     norms = np.linalg.norm(raw, axis=1)
-    emb = unit_rows(raw)
-    scores = np.sum(emb[pair_set.pairs[:, 0]] * emb[pair_set.pairs[:, 1]], axis=1)
+    scores = pair_scores(raw, pair_set.pairs)
     result = evaluate_verification(scores, pair_set.issame, pair_set.folds, search)
     log.info("%s: accuracy %.4f ± %.4f over %d folds", pair_set.name, result.accuracy_mean, result.accuracy_std,
              len(result.folds))

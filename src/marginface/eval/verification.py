@@ -147,17 +147,31 @@ def equal_error_rate(far: np.ndarray, tar: np.ndarray) -> float:
     return float(far[i - 1] + t * (far[i] - far[i - 1]))
 
 
+def impostor_threshold(impostor_scores: np.ndarray, rate: float, accept_all: float) -> float | None:
+    """The lowest accepted score (accept iff score >= it) at the strictest cut that lets at most
+    floor(rate·N) of the N impostor scores through: just above the highest rejected impostor (the k-th
+    highest, k = floor(rate·N) + 1); `accept_all` when every impostor may pass; None when rate·N < 1 (that
+    rate cannot be measured on N impostors, see `not_measurable`). Shared by FAR (verification) and FPIR
+    (identification)."""
+    ordered = np.sort(np.asarray(impostor_scores, np.float64))[::-1]
+    allowed = int(np.floor(rate * len(ordered) + 1e-9))
+    if allowed < 1:
+        return None
+    if allowed >= len(ordered):
+        return float(accept_all)
+    return float(np.nextafter(ordered[allowed], np.inf))
+
+
+def not_measurable(count: int, impostors: str, rate_name: str, rate: float) -> str:
+    """The report note for a rate that `impostor_threshold` cannot measure on `count` impostors."""
+    return f"not measurable: {count} {impostors}, {rate_name} {rate:g} needs at least {round(1 / rate)}"
+
+
 def threshold_at_far(scores: np.ndarray, issame: np.ndarray, far_target: float) -> float | None:
     """The lowest score accepted (accept iff score >= it) at the strictest cut whose false accepts are at most
     far_target·N_impostor; None when there are fewer than 1/far_target impostor pairs."""
     scores, issame = _check(scores, issame)
-    negatives = np.sort(scores[~issame])[::-1]
-    allowed = int(np.floor(far_target * len(negatives) + 1e-9))
-    if allowed < 1:
-        return None
-    if allowed >= len(negatives):
-        return float(scores.min())
-    return float(np.nextafter(negatives[allowed], np.inf))  # first value above the highest rejected impostor
+    return impostor_threshold(scores[~issame], far_target, accept_all=scores.min())
 
 
 def tar_at_far(scores: np.ndarray, issame: np.ndarray, far_target: float) -> float | None:
@@ -186,7 +200,7 @@ def evaluate_verification(scores: np.ndarray, issame: np.ndarray, folds: np.ndar
         thresholds[key] = threshold_at_far(scores, issame, target)
         tars[key] = tar_at_far(scores, issame, target)
         if tars[key] is None:
-            notes[key] = f"not measurable: {negatives} impostor pairs, FAR {key} needs at least {round(1 / target)}"
+            notes[key] = not_measurable(negatives, "impostor pairs", "FAR", target)
     step = max(1, len(far) // 2000)  # keep the stored curve small
     return VerificationResult(
         accuracy_mean=float(accuracies.mean()), accuracy_std=float(accuracies.std()), folds=fold_results,

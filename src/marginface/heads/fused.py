@@ -18,11 +18,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from marginface.heads.logits import NORM_EPS, unit_rows
 from marginface.heads.margin import Margin
+from marginface.precision import compute_dtype
 
 # Block width (classes) used by full mode: small enough that a B × block tile stays in cache.
 FULL_MODE_BLOCK = 4096
-_NORM_EPS = 1e-12
 
 
 def _all_reduce(tensor: Tensor, op: dist.ReduceOp, group: dist.ProcessGroup | None) -> Tensor:
@@ -30,11 +31,6 @@ def _all_reduce(tensor: Tensor, op: dist.ReduceOp, group: dist.ProcessGroup | No
     if group is not None:
         dist.all_reduce(tensor, op=op, group=group)
     return tensor
-
-
-def _compute_dtype(embeddings: Tensor, weight: Tensor) -> torch.dtype:
-    """float64 when either input is float64 (exact checks), otherwise float32 even for 16-bit inputs."""
-    return torch.float64 if torch.float64 in (embeddings.dtype, weight.dtype) else torch.float32
 
 
 def _blocks(num_classes: int, width: int) -> list[tuple[int, int]]:
@@ -83,13 +79,12 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         chunk_size: int | None, detach_margin: bool, group: dist.ProcessGroup | None,
     ) -> Tensor:
         """`target` holds each row's class as a local row of `weight`, or −1 when another shard owns it."""
-        dtype = _compute_dtype(embeddings, weight)
+        dtype = compute_dtype(embeddings, weight)
         x = embeddings.detach().to(dtype)
         w = weight.detach()
         batch, num_classes = x.shape[0], w.shape[0]
-        x_norm = torch.linalg.vector_norm(x, dim=1).clamp_min(_NORM_EPS)
-        xh = x / x_norm.unsqueeze(1)
-        inv_wn = torch.linalg.vector_norm(w.to(dtype), dim=1).clamp_min(_NORM_EPS).reciprocal()
+        xh, x_norm = unit_rows(x)
+        inv_wn = torch.linalg.vector_norm(w.to(dtype), dim=1).clamp_min(NORM_EPS).reciprocal()
 
         rows = torch.nonzero(target >= 0).squeeze(1)
         cols = target[rows]

@@ -7,18 +7,26 @@ variants whose class score is not a single cosine (sub-centres).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from marginface.heads.margin import Margin
+from marginface.precision import compute_dtype
+
+NORM_EPS = 1e-12  # norms are clamped to at least this (F.normalize's eps)
+
+
+def unit_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows of `x` scaled to unit L2 norm, the norms clamped to ≥ 1e-12): F.normalize, keeping the norms."""
+    norm = torch.linalg.vector_norm(x, dim=1).clamp_min(NORM_EPS)
+    return x / norm.unsqueeze(1), norm
 
 
 def cosine_logits(embeddings: Tensor, weight: Tensor) -> Tensor:
     """(B, C) cosines between L2-normalised embeddings (B, D) and class centres (C, D), in float32+."""
-    dtype = torch.float64 if torch.float64 in (embeddings.dtype, weight.dtype) else torch.float32
+    dtype = compute_dtype(embeddings, weight)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        x = F.normalize(embeddings.to(dtype), dim=1)
-        w = F.normalize(weight.to(dtype), dim=1)
+        x, _ = unit_rows(embeddings.to(dtype))
+        w, _ = unit_rows(weight.to(dtype))
         return x @ w.t()
 
 

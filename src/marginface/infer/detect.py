@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-from marginface.fileio import sha256_file
-
-log = logging.getLogger(__name__)
-
-YUNET_URL = ("https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
-             "face_detection_yunet_2023mar.onnx")
-YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
 
 @dataclass(frozen=True)
@@ -88,31 +75,3 @@ def pick_main_face(faces: list[Face], image_shape: tuple[int, ...]) -> Face | No
         return w * h * (1.0 - 0.5 * min(offset, 1.0))
 
     return max(faces, key=rank)
-
-
-def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> Path:
-    """Download `url` once into the cache (default ~/.cache/marginface) and verify its sha256.
-
-    A cached file with the right hash is reused without any network access.
-    """
-    cache = Path(cache_dir or os.environ.get("MARGINFACE_CACHE", Path.home() / ".cache" / "marginface"))
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / Path(url).name
-    if target.is_file() and sha256_file(target) == sha256:
-        return target
-    tmp = target.with_suffix(target.suffix + ".part")
-    log.info("downloading %s to %s", url, target)
-    try:
-        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 - user-given model URL
-            shutil.copyfileobj(response, out)
-    except (urllib.error.URLError, OSError) as err:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(err, "reason", err)
-        raise OSError(f"cannot download {url} ({reason}); offline, copy that file (sha256 {sha256}) to {target} "
-                      f"or set MARGINFACE_CACHE to a folder holding it") from err
-    found = sha256_file(tmp)
-    if found != sha256:
-        tmp.unlink()
-        raise ValueError(f"{url}: sha256 {found} does not match the expected {sha256}")
-    tmp.replace(target)
-    return target

@@ -17,6 +17,20 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int = 112, opset
                 check_tolerance: float | None = 1e-4) -> Path:
     """Write `model` as ONNX and, unless check_tolerance is None, verify onnxruntime's output against
     PyTorch's on random input (max abs difference ≤ tolerance) before returning the path."""
+    return _export(model, path, input_size, opset, check_tolerance)[0]
+
+
+def export_onnx_checked(model: nn.Module, path: str | Path, tolerance: float = 1e-4, input_size: int = 112,
+                        opset: int = 17) -> tuple[Path, float]:
+    """export_onnx that always checks, returning (path, max |ONNX − PyTorch|) so callers can report the
+    difference without running both models again."""
+    path, difference = _export(model, path, input_size, opset, tolerance)
+    assert difference is not None
+    return path, difference
+
+
+def _export(model: nn.Module, path: str | Path, input_size: int, opset: int,
+            check_tolerance: float | None) -> tuple[Path, float | None]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
@@ -28,6 +42,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int = 112, opset
         torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["embedding"],
                           dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=opset,
                           dynamo=False)
+    difference = None
     if check_tolerance is not None:
         difference = max_abs_difference(model, tmp, input_size)
         if difference > check_tolerance:
@@ -36,7 +51,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int = 112, opset
                                f"(tolerance {check_tolerance})")
         log.info("exported %s (max |ONNX − PyTorch| = %.2e)", path, difference)
     tmp.replace(path)
-    return path
+    return path, difference
 
 
 def max_abs_difference(model: nn.Module, onnx_path: str | Path, input_size: int = 112, batch: int = 3) -> float:

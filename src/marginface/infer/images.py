@@ -30,13 +30,18 @@ class ImageInputError(ValueError):
         self.too_large = too_large  # lets an HTTP layer answer 413 instead of 400
 
 
-def _from_pil(img: PILImage, name: str, max_pixels: int) -> np.ndarray:
-    width, height = img.size
+def _check_size(width: int, height: int, name: str, max_pixels: int) -> None:
+    """Refuse an image over `max_pixels` (too_large, so HTTP answers 413) or with no pixels."""
     if width * height > max_pixels:
         raise ImageInputError(f"{name}: image too large ({width}x{height} = {width * height} pixels > limit "
                               f"{max_pixels})", too_large=True)
     if width == 0 or height == 0:
         raise ImageInputError(f"{name}: empty image ({width}x{height})")
+
+
+def _from_pil(img: PILImage, name: str, max_pixels: int) -> np.ndarray:
+    width, height = img.size
+    _check_size(width, height, name, max_pixels)
     try:
         img = ImageOps.exif_transpose(img)
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
@@ -59,11 +64,7 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             raise ImageInputError(f"{name}: not an image (no known image format, {len(data)} bytes)") from err
         except (OSError, ValueError, SyntaxError) as err:
             raise ImageInputError(f"{name}: cannot read image header ({err})") from err
-    if width * height > max_pixels:
-        raise ImageInputError(f"{name}: image too large ({width}x{height} = {width * height} pixels > limit "
-                              f"{max_pixels})", too_large=True)
-    if width == 0 or height == 0:
-        raise ImageInputError(f"{name}: empty image ({width}x{height})")
+    _check_size(width, height, name, max_pixels)
     # The same decoder as evaluation (OpenCV, which applies EXIF orientation), so pixels match eval exactly.
     try:
         return decode_image(data, name)

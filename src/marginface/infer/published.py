@@ -4,12 +4,18 @@ with operating thresholds calibrated by `marginface eval` and shipped in publish
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import urllib.error
+import urllib.request
 from importlib import resources
 from pathlib import Path
 
-from marginface.infer.detect import fetch_model
+from marginface.fileio import sha256_file
 from marginface.infer.thresholds import Threshold, ThresholdError
+
+log = logging.getLogger(__name__)
 
 MIRROR_ENV = "MARGINFACE_MODEL_MIRROR"
 
@@ -40,3 +46,31 @@ def published_threshold(task: str) -> Threshold:
     if entry is None:
         raise ThresholdError(f"no calibrated {task!r} threshold is shipped for model 'auto'")
     return Threshold(float(entry["value"]), f"{entry['source']} (shipped with marginface)")
+
+
+def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> Path:
+    """Download `url` once into the cache (default ~/.cache/marginface) and verify its sha256.
+
+    A cached file with the right hash is reused without any network access.
+    """
+    cache = Path(cache_dir or os.environ.get("MARGINFACE_CACHE", Path.home() / ".cache" / "marginface"))
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / Path(url).name
+    if target.is_file() and sha256_file(target) == sha256:
+        return target
+    tmp = target.with_suffix(target.suffix + ".part")
+    log.info("downloading %s to %s", url, target)
+    try:
+        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 - user-given model URL
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(err, "reason", err)
+        raise OSError(f"cannot download {url} ({reason}); offline, copy that file (sha256 {sha256}) to {target} "
+                      f"or set MARGINFACE_CACHE to a folder holding it") from err
+    found = sha256_file(tmp)
+    if found != sha256:
+        tmp.unlink()
+        raise ValueError(f"{url}: sha256 {found} does not match the expected {sha256}")
+    tmp.replace(target)
+    return target

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from marginface.backbones import get_backbone, load_weights
 from marginface.backbones import save as save_backbone
 from marginface.data.folder import ImageFolderDataset
+from marginface.data.labels import LABELS_NAME, write_class_names
 from marginface.data.pairs import PairSet, read_bin, read_pairs_txt
 from marginface.data.recordio import RecordIODataset
 from marginface.data.samples import Batch, SubstituteBadSamples, collate, require_samples
@@ -335,11 +336,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
         dataset = getattr(self.dataset, "dataset", self.dataset)  # unwrap SubstituteBadSamples
-        if hasattr(dataset, "save_label_map"):
-            dataset.save_label_map(self.run_dir / "labels.json")
-        elif isinstance(dataset, SyntheticFaces):
-            labels = {label: f"synthetic_{dataset.first_identity + label}" for label in range(self.num_classes)}
-            (self.run_dir / "labels.json").write_text(json.dumps(labels, indent=1))
+        write_class_names(self.run_dir / LABELS_NAME, dataset.class_names)
 
     def train(self) -> TrainResult:
         """Run until total_steps; returns the run's summary (also written to run_dir/result.json).

@@ -1,0 +1,44 @@
+"""The label map: which identity name each integer label stands for, one format for every data set.
+
+File `labels.json` (UTF-8): a JSON object from the label, as a decimal string, to the identity name,
+{"0": "Aaron_Eckhart", "1": "Abel_Pacheco", ...}, with keys exactly "0" .. str(C − 1). JSON holds any
+name (TAB, newline, non-ASCII) without escaping rules of its own. `data pack` writes it beside train.rec;
+training writes it into every run directory, whatever the data (folder, RecordIO, synthetic).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+LABELS_NAME = "labels.json"
+
+
+def write_class_names(path: str | Path, names: Sequence[str]) -> Path:
+    """Write `names` (index = label) as the label map at `path`; returns the path."""
+    path = Path(path)
+    text = json.dumps({str(label): str(name) for label, name in enumerate(names)}, indent=1, ensure_ascii=False)
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """The names of a label map written by write_class_names; ValueError naming the file when it is not one."""
+    path = Path(path)
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a label map (JSON object label -> name): {err}") from err
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise ValueError(f"{path}: not a label map (expected a JSON object of label -> name strings)")
+    expected = [str(label) for label in range(len(mapping))]
+    if sorted(mapping, key=lambda k: (len(k), k)) != expected:
+        raise ValueError(f"{path}: labels must be exactly 0..{len(mapping) - 1}, found keys "
+                         f"{sorted(mapping)[:5]}{' ...' if len(mapping) > 5 else ''}")
+    return [mapping[key] for key in expected]
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """Names for data that carries none (an insightface pack without labels.json): the label itself."""
+    return [str(label) for label in range(num_classes)]
