@@ -1,5 +1,6 @@
 """Undecodable data ends training instead of looping: require_samples stops on an empty epoch or a run of
-empty batches, naming the data set and the counts; per-image warnings stop after the first few."""
+empty batches, naming the data set and the counts; per-image warnings stop after the first few; SubstituteBadSamples
+keeps the batch size and counts what it replaced."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader
 
-from marginface.data import ImageFolderDataset, RecordIODataset, collate
+from marginface.data import ImageDecodeError, ImageFolderDataset, RecordIODataset, collate
 from marginface.data.recordio import write_face_records
 from marginface.data.samples import WARN_FIRST, NoUsableSamples, SubstituteBadSamples, require_samples
 
@@ -48,3 +49,17 @@ def test_substitution_names_the_data_set(tmp_path: Path) -> None:
     dataset = SubstituteBadSamples(RecordIODataset(_junk_pack(tmp_path / "p", 20)), max_tries=4)
     with pytest.raises(ValueError, match=r"train\.rec: 4 consecutive undecodable samples starting at index 0"):
         dataset[0]
+
+
+def test_substitute_keeps_batch_size_and_counts(tmp_path: Path) -> None:
+    root = write_identity_folder(tmp_path / "f", identities=2, per_identity=3)
+    (root / "id_00" / "0_bad.png").write_bytes(b"junk")
+    dataset = SubstituteBadSamples(ImageFolderDataset(root))
+    assert dataset.num_classes == 2  # attributes pass through
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    assert len(batch.labels) == 7 and batch.skipped == 1
+    bad_root = tmp_path / "g" / "x"
+    bad_root.mkdir(parents=True)
+    (bad_root / "a.png").write_bytes(b"junk")
+    with pytest.raises(ImageDecodeError, match="consecutive undecodable"):
+        SubstituteBadSamples(ImageFolderDataset(tmp_path / "g"), max_tries=3)[0]

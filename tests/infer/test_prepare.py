@@ -1,12 +1,18 @@
-"""FacePreprocessor: aligned crops reach a non-112 model rescaled (never centre-cropped); fallbacks are named."""
+"""FacePreprocessor and align_folder: non-112 models get rescaled crops (never centre-cropped), failures are named."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+
+from marginface.data import decode_image
 from marginface.data.align import ARCFACE_TEMPLATE, align_face
 from marginface.data.synthetic import synthetic_face
-from marginface.infer.prepare import FacePreprocessor
+from marginface.infer.detect import YuNetDetector
+from marginface.infer.prepare import FacePreprocessor, align_folder
 
 
 def test_aligned_112_crop_is_rescaled_for_a_128_model_not_centre_cropped() -> None:
@@ -26,3 +32,23 @@ def test_photo_without_face_is_counted_and_named() -> None:
     assert out.shape == (112, 112, 3)
     assert prep.fallbacks == 1 and prep.no_face == ["photos/empty.jpg"]
     assert prep(np.zeros((112, 112, 3), np.uint8)).shape == (112, 112, 3) and prep.fallbacks == 1
+
+
+@pytest.fixture(scope="module")
+def detector(shared_data: Path) -> YuNetDetector:
+    return YuNetDetector(shared_data / "face_detection_yunet" / "face_detection_yunet_2023mar.onnx")
+
+
+def test_align_folder_reports_no_face(tmp_path: Path, shared_data: Path, detector: YuNetDetector) -> None:
+    raw = tmp_path / "raw"
+    (raw / "Aaron_Eckhart").mkdir(parents=True)
+    src = sorted((shared_data / "lfw" / "lfw-deepfunneled" / "Aaron_Eckhart").iterdir())[0]
+    (raw / "Aaron_Eckhart" / "a.jpg").write_bytes(src.read_bytes())
+    (raw / "Blank").mkdir()
+    cv2.imwrite(str(raw / "Blank" / "b.png"), np.full((120, 120, 3), 200, np.uint8))
+    (raw / "Blank" / "c.jpg").write_bytes(b"junk")
+    report = align_folder(raw, tmp_path / "out", detector)
+    assert (report.total, report.aligned) == (3, 1)
+    assert report.no_face == ["Blank/b.png"] and report.unreadable == ["Blank/c.jpg"]
+    assert decode_image((tmp_path / "out" / "Aaron_Eckhart" / "a.jpg").read_bytes()).shape == (112, 112, 3)
+    assert "Blank/b.png" in (tmp_path / "out" / "no_face.txt").read_text()

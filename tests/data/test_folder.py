@@ -1,4 +1,4 @@
-"""Image folders and decoding: labels by sorted name, bad files skipped and counted, odd modes converted."""
+"""Image folders: labels by sorted name and the label map, bad files skipped and counted, odd modes converted."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from marginface.data import ImageDecodeError, ImageFolderDataset, collate, decode_image, to_model_input
+from marginface.data import ImageDecodeError, ImageFolderDataset, collate, to_model_input
 from marginface.data.labels import read_class_names, write_class_names
 
 from .helpers import write_identity_folder
@@ -75,31 +75,8 @@ def test_modes_converted_and_wrong_size_resized(tmp_path: Path, caplog) -> None:
     assert np.all(gray.image[..., 0] == gray.image[..., 1])
 
 
-def test_decode_errors_name_source() -> None:
-    with pytest.raises(ImageDecodeError, match="photo.jpg: empty"):
-        decode_image(b"", "photo.jpg")
-    with pytest.raises(ImageDecodeError, match="x.png: cannot decode"):
-        decode_image(b"\x89PNG garbage", "x.png")
-
-
 def test_orl_grayscale_pgm(shared_data: Path) -> None:
     ds = ImageFolderDataset(shared_data / "orl_att_faces" / "att_faces")
     assert ds.num_classes == 40 and len(ds) == 400
     sample = ds[0]
     assert sample.image.shape == (112, 112, 3) and sample.resized  # 92×112 PGM is resized
-
-
-def test_substitute_keeps_batch_size_and_counts(tmp_path: Path) -> None:
-    from marginface.data import SubstituteBadSamples
-
-    root = write_identity_folder(tmp_path / "f", identities=2, per_identity=3)
-    (root / "id_00" / "0_bad.png").write_bytes(b"junk")
-    dataset = SubstituteBadSamples(ImageFolderDataset(root))
-    assert dataset.num_classes == 2  # attributes pass through
-    batch = collate([dataset[i] for i in range(len(dataset))])
-    assert len(batch.labels) == 7 and batch.skipped == 1
-    bad_root = tmp_path / "g" / "x"
-    bad_root.mkdir(parents=True)
-    (bad_root / "a.png").write_bytes(b"junk")
-    with pytest.raises(ImageDecodeError, match="consecutive undecodable"):
-        SubstituteBadSamples(ImageFolderDataset(tmp_path / "g"), max_tries=3)[0]
