@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from marginface.precision import compute_dtype
+
 # acos' derivative is −1/sqrt(1 − c²): clamp |c| slightly below 1 so that it stays finite.
 _ACOS_EPS = {torch.float32: 1e-6, torch.float64: 1e-12}
 
@@ -48,12 +50,12 @@ class Margin:
 
     def target_logit(self, cos: Tensor) -> Tensor:
         """Return ψ(m1·acos(cos) + m2) − m3, computed in float32 (or float64) even under autocast."""
-        compute_dtype = torch.float64 if cos.dtype == torch.float64 else torch.float32
+        dtype = compute_dtype(cos)
         with torch.autocast(device_type=cos.device.type, enabled=False):
-            c = cos.to(compute_dtype)
+            c = cos.to(dtype)
             if not self.is_angular:
                 return c - self.m3
-            eps = _ACOS_EPS[compute_dtype]
+            eps = _ACOS_EPS[dtype]
             theta = torch.acos(c.clamp(-1.0 + eps, 1.0 - eps))
             phi = self.m1 * theta + self.m2
             with torch.no_grad():
@@ -64,7 +66,7 @@ class Margin:
     def target_logit_and_slope(self, cos: Tensor, detach: bool = False) -> tuple[Tensor, Tensor]:
         """Return the transformed target logit and its derivative d/dcos (1 when `detach`, the
         arcface_torch variant where the margin shifts the value but not the gradient)."""
-        c = cos.detach().to(torch.float64 if cos.dtype == torch.float64 else torch.float32)
+        c = cos.detach().to(compute_dtype(cos))
         if detach or not self.is_angular:
             with torch.no_grad():
                 return self.target_logit(c), torch.ones_like(c)
