@@ -1,7 +1,11 @@
 """The paper's toy example on real faces: 2-D features of the 8 LFW identities with the most photos, trained from
-scratch with Softmax, SphereFace, CosFace and ArcFace (configs/paper/toy_*.yaml through `marginface train`).
+scratch with Softmax, SphereFace, CosFace and ArcFace (configs/paper/toy_*.yaml, the library's Trainer).
 
     python bench/paper/toy.py      # -> bench/results/paper/toy_2d.png and toy_2d.json
+
+By default every loss's class centres start as unit vectors 45° apart (`--centres spread`): from the library's
+N(0, 0.01²) start (`--centres random`, plain `marginface train`) the normalised heads collapse their centres
+together in 2-D within the first steps (docs/paper.md §2; bench/paper/toy_diagnosis.py).
 
 Each panel shows the training faces' normalised features on the unit circle, coloured by identity, and the class
 centres (the head's weight rows) as lines; under it, the angular spread of each class (mean angle between a
