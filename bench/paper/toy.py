@@ -1,7 +1,11 @@
 """The paper's toy example on real faces: 2-D features of the 8 LFW identities with the most photos, trained from
-scratch with Softmax, SphereFace, CosFace and ArcFace (configs/paper/toy_*.yaml through `marginface train`).
+scratch with Softmax, SphereFace, CosFace and ArcFace (configs/paper/toy_*.yaml, the library's Trainer).
 
     python bench/paper/toy.py      # -> bench/results/paper/toy_2d.png and toy_2d.json
+
+By default every loss's class centres start as unit vectors 45° apart (`--centres spread`): from the library's
+N(0, 0.01²) start (`--centres random`, plain `marginface train`) the normalised heads collapse their centres
+together in 2-D within the first steps (docs/paper.md §2; bench/paper/toy_diagnosis.py).
 
 Each panel shows the training faces' normalised features on the unit circle, coloured by identity, and the class
 centres (the head's weight rows) as lines; under it, the angular spread of each class (mean angle between a
@@ -51,15 +55,38 @@ def prepare_faces(raw: Path, work: Path, detector: Path, identities: int = 8) ->
     return aligned
 
 
-def train(loss: str, runs: Path, data: Path) -> float:
-    """Train one loss through the CLI unless its model exists; returns the wall seconds (nan when reused)."""
+def spread_centres(num_classes: int, dim: int = 2) -> torch.Tensor:
+    """(C, 2) unit vectors 360°/C apart: class c at angle c·360°/C (the toy's `--centres spread` start)."""
+    if dim != 2:
+        raise ValueError(f"spread centres are defined for 2-D features, got {dim}")
+    angles = torch.arange(num_classes, dtype=torch.float32) * (2 * torch.pi / num_classes)
+    return torch.stack([angles.cos(), angles.sin()], 1)
+
+
+def train(loss: str, runs: Path, data: Path, centres: str = "random", extra: list[str] | None = None) -> float:
+    """Train one loss unless its model exists; returns the wall seconds (nan when reused).
+
+    centres = 'random': `marginface train` as is (class centres N(0, 0.01²)). 'spread': the same Trainer
+    in this process, but the class centres (softmax's weight rows alike) start as unit vectors 45° apart;
+    the library has no config key for the head's initialisation, so this is done here, before step 0."""
     out = runs / loss
     if (out / "model" / "model.json").is_file():
         return float("nan")
-    command = [sys.executable, "-m", "marginface", "train", str(ROOT / "configs" / "paper" / f"toy_{loss}.yaml"),
-               "--set", f"output_dir={out}", "--set", f"data.path={data}"]
+    config_path = ROOT / "configs" / "paper" / f"toy_{loss}.yaml"
+    overrides = [f"output_dir={out}", f"data.path={data}", *(extra or [])]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    if centres == "random":
+        command = [sys.executable, "-m", "marginface", "train", str(config_path)]
+        command += [a for o in overrides for a in ("--set", o)]
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    else:
+        from marginface.train.config import load_config
+        from marginface.train.trainer import Trainer
+
+        trainer = Trainer(load_config(config_path, overrides))
+        with torch.no_grad():
+            trainer.head.weight.copy_(spread_centres(*trainer.head.weight.shape))
+        trainer.train()
     return time.perf_counter() - started
 
 
@@ -132,8 +159,15 @@ def main() -> int:
     parser.add_argument("--detector", default=str(data_root / "face_detection_yunet" /
                                                   "face_detection_yunet_2023mar.onnx"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "paper" / "toy8"))
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "paper" / "toy"))
+    parser.add_argument("--runs", help="run directories (default runs/paper/toy_<centres>)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "paper"))
+    parser.add_argument("--name", default="toy_2d", help="output files: <out>/<name>.png and .json")
+    parser.add_argument("--centres", choices=["spread", "random"], default="spread",
+                        help="initial class centres for every loss alike: 'spread' (unit vectors 45° apart, "
+                             "docs/paper.md §2) or 'random' (the library's N(0, 0.01²); the margin heads collapse)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every loss alike, e.g. --set optim.grad_clip=null "
+                             "(give a fresh --runs: models already there are reused)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for each training run")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONPATH", str(ROOT / "src"))
@@ -142,11 +176,13 @@ def main() -> int:
     started = time.perf_counter()
     data = prepare_faces(Path(args.raw), Path(args.work), Path(args.detector)).resolve()
     names = ImageFolderDataset(data).class_names
-    runs, out = Path(args.runs).resolve(), Path(args.out)
+    runs = Path(args.runs or ROOT / "runs" / "paper" / f"toy_{args.centres}").resolve()
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    panels, report = {}, {"identities": names, "images": len(ImageFolderDataset(data)), "losses": {}}
+    panels, report = {}, {"identities": names, "images": len(ImageFolderDataset(data)), "centres": args.centres,
+                          "overrides": args.set, "losses": {}}
     for loss in LOSSES:
-        wall = train(loss, runs, data)
+        wall = train(loss, runs, data, args.centres, args.set)
         feats, labels, centres = features_and_centres(runs / loss, data)
         stats = angular_stats(feats, labels, centres)
         panels[loss] = (feats, labels, centres, stats)
@@ -154,10 +190,10 @@ def main() -> int:
         print(f"{loss}: mean spread {stats['mean_spread_deg']:.1f}°, min centre gap {stats['min_gap_deg']:.1f}°, "
               f"nearest-centre accuracy {100 * stats['nearest_centre_accuracy']:.1f} % (train {wall:.0f} s)",
               flush=True)
-    plot(panels, names, out / "toy_2d.png")
+    plot(panels, names, out / f"{args.name}.png")
     report["elapsed_seconds"] = time.perf_counter() - started
-    (out / "toy_2d.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out / 'toy_2d.png'}")
+    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out / args.name}.png and .json")
     return 0
 
 
