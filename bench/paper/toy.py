@@ -1,11 +1,12 @@
 """The paper's toy example on real faces: 2-D features of the 8 LFW identities with the most photos, trained from
-scratch with Softmax, SphereFace, CosFace and ArcFace (configs/paper/toy_*.yaml, the library's Trainer).
+scratch with Softmax, SphereFace, CosFace and ArcFace (configs/paper/toy_*.yaml through `marginface train`).
 
     python bench/paper/toy.py      # -> bench/results/paper/toy_2d.png and toy_2d.json
 
-By default every loss's class centres start as unit vectors 45° apart (`--centres spread`): from the library's
-N(0, 0.01²) start (`--centres random`, plain `marginface train`) the normalised heads collapse their centres
-together in 2-D within the first steps (docs/paper.md §2; bench/paper/toy_diagnosis.py).
+By default every loss's class centres start as unit vectors 45° apart (`--centres spread`, the configs'
+`head.init: spread`): from the library's N(0, 0.01²) start (`--centres random`, i.e. `head.init=normal`) the
+normalised heads collapse their centres together in 2-D within the first steps (docs/paper.md §2;
+bench/paper/toy_diagnosis.py).
 
 Each panel shows the training faces' normalised features on the unit circle, coloured by identity, and the class
 centres (the head's weight rows) as lines; under it, the angular spread of each class (mean angle between a
@@ -55,38 +56,19 @@ def prepare_faces(raw: Path, work: Path, detector: Path, identities: int = 8) ->
     return aligned
 
 
-def spread_centres(num_classes: int, dim: int = 2) -> torch.Tensor:
-    """(C, 2) unit vectors 360°/C apart: class c at angle c·360°/C (the toy's `--centres spread` start)."""
-    if dim != 2:
-        raise ValueError(f"spread centres are defined for 2-D features, got {dim}")
-    angles = torch.arange(num_classes, dtype=torch.float32) * (2 * torch.pi / num_classes)
-    return torch.stack([angles.cos(), angles.sin()], 1)
+def train(loss: str, runs: Path, data: Path, centres: str = "spread", extra: list[str] | None = None) -> float:
+    """Train one loss through the CLI unless its model exists; returns the wall seconds (nan when reused).
 
-
-def train(loss: str, runs: Path, data: Path, centres: str = "random", extra: list[str] | None = None) -> float:
-    """Train one loss unless its model exists; returns the wall seconds (nan when reused).
-
-    centres = 'random': `marginface train` as is (class centres N(0, 0.01²)). 'spread': the same Trainer
-    in this process, but the class centres (softmax's weight rows alike) start as unit vectors 45° apart;
-    the library has no config key for the head's initialisation, so this is done here, before step 0."""
+    centres = 'spread' (the configs' head.init) or 'random' (head.init=normal, the library's N(0, 0.01²))."""
     out = runs / loss
     if (out / "model" / "model.json").is_file():
         return float("nan")
-    config_path = ROOT / "configs" / "paper" / f"toy_{loss}.yaml"
-    overrides = [f"output_dir={out}", f"data.path={data}", *(extra or [])]
+    init = "spread" if centres == "spread" else "normal"
+    overrides = [f"output_dir={out}", f"data.path={data}", f"head.init={init}", *(extra or [])]
+    command = [sys.executable, "-m", "marginface", "train", str(ROOT / "configs" / "paper" / f"toy_{loss}.yaml")]
+    command += [arg for value in overrides for arg in ("--set", value)]
     started = time.perf_counter()
-    if centres == "random":
-        command = [sys.executable, "-m", "marginface", "train", str(config_path)]
-        command += [a for o in overrides for a in ("--set", o)]
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    else:
-        from marginface.train.config import load_config
-        from marginface.train.trainer import Trainer
-
-        trainer = Trainer(load_config(config_path, overrides))
-        with torch.no_grad():
-            trainer.head.weight.copy_(spread_centres(*trainer.head.weight.shape))
-        trainer.train()
+    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 

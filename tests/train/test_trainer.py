@@ -196,3 +196,13 @@ def test_softmax_baseline_head_trains_and_resumes(tmp_path: Path) -> None:
     assert not any(name.endswith("bias") for name, _ in trainer.head.named_parameters())
     with pytest.raises(ValueError, match="head.kind"):
         tiny_config(tmp_path / "bad", "head.kind=softmax", "head.sample_rate=0.5")
+
+
+@pytest.mark.parametrize("kind", ["margin", "softmax"])
+def test_head_init_spread_starts_every_head_kind_from_spread_centres(tmp_path: Path, kind: str) -> None:
+    from marginface.heads import spread_centres
+
+    trainer = Trainer(tiny_config(tmp_path / kind, "head.init=spread", f"head.kind={kind}"))
+    torch.testing.assert_close(trainer.head.weight.detach(), spread_centres(6, 16))
+    with pytest.raises(ValueError, match="head.init"):
+        tiny_config(tmp_path / "bad", "head.init=zeros")

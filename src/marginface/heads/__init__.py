@@ -1,6 +1,7 @@
 """Classifier heads: embeddings and labels in, margin-softmax loss out."""
 
 from marginface.heads.baselines import Softmax, SphereFaceOriginal
+from marginface.heads.centres import spread_centres
 from marginface.heads.fused import margin_softmax_cross_entropy
 from marginface.heads.logits import apply_margin, cosine_logits
 from marginface.heads.margin import ARCFACE, COSFACE, NORMFACE, SPHEREFACE, Margin
@@ -12,4 +13,5 @@ __all__ = [
     "ARCFACE", "COSFACE", "NORMFACE", "SPHEREFACE", "ArcFace", "ClassSample", "CosFace", "Margin",
     "MarginHead", "NormFace", "Softmax", "SphereFace", "SphereFaceOriginal", "SubCenterArcFace",
     "apply_margin", "cosine_logits", "margin_softmax_cross_entropy", "sample_classes", "sampled_count",
+    "spread_centres",
 ]

@@ -76,6 +76,7 @@ class HeadConfig:
     sample_rate: float = 1.0
     chunk_size: int | None = None
     detach_margin: bool = False
+    init: str = "normal"  # normal (class centres N(0, 0.01²)) | spread (unit centres evenly apart: 2-D, or D ≥ C)
 
 
 @dataclass
@@ -203,6 +204,7 @@ def validate(config: TrainConfig) -> None:
     choices = {"data.kind": (config.data.kind, ("synthetic", "folder", "recordio")),
                "data.on_error": (config.data.on_error, ("skip", "raise")),
                "head.kind": (config.head.kind, ("margin", "softmax")),
+               "head.init": (config.head.init, ("normal", "spread")),
                "optim.optimizer": (config.optim.optimizer, ("sgd", "adamw")),
                "optim.precision": (config.optim.precision, ("fp32", "bf16", "fp16")),
                "device": (config.device, ("auto", "cpu", "cuda"))}

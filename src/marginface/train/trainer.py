@@ -32,6 +32,7 @@ from marginface.data.transforms import to_model_input
 from marginface.eval.pipeline import evaluate_pair_set
 from marginface.fileio import ensure_writable_dir
 from marginface.heads import MarginHead, Softmax
+from marginface.heads.centres import spread_centres
 from marginface.infer.embedder import TorchEmbedder
 from marginface.seeding import flip_seed, loader_seed, rank_seed
 from marginface.train.checkpoint import load_checkpoint, load_latest, save_checkpoint
@@ -171,10 +172,17 @@ class Trainer:
         if head_config.kind == "softmax":
             if self.ctx.world_size > 1:
                 raise ValueError("head.kind = 'softmax' trains in one process only (its classes are not sharded)")
-            return Softmax(dim, self.num_classes, bias=False)
-        return MarginHead(dim, self.num_classes, s=head_config.s, m1=head_config.m1, m2=head_config.m2,
-                          m3=head_config.m3, chunk_size=head_config.chunk_size, sample_rate=head_config.sample_rate,
-                          detach_margin=head_config.detach_margin, rows=self.head_rows, group=self.ctx.group)
+            head: nn.Module = Softmax(dim, self.num_classes, bias=False)
+        else:
+            head = MarginHead(dim, self.num_classes, s=head_config.s, m1=head_config.m1, m2=head_config.m2,
+                              m3=head_config.m3, chunk_size=head_config.chunk_size,
+                              sample_rate=head_config.sample_rate, detach_margin=head_config.detach_margin,
+                              rows=self.head_rows, group=self.ctx.group)
+        if head_config.init == "spread":  # this process's rows of the evenly spread centres
+            start, stop = self.head_rows
+            with torch.no_grad():
+                head.weight.copy_(spread_centres(self.num_classes, dim)[start:stop])
+        return head
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         optim = self.config.optim
