@@ -607,7 +607,7 @@ def _run_identify(args: argparse.Namespace) -> int:
         return status
     for item in results:
         if "error" in item:
-            print(f"{item['image']}: error: {_about(item['image'], item['error']).removeprefix(item['image'] + ': ')}")
+            print(f"{item['image']}: error: {item['error'].removeprefix(item['image'] + ': ')}")
         elif not item["faces"]:
             print(f"{item['image']}: no face found")
         for face in item["faces"]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from marginface.data import ImageFolderDataset, RecordIODataset, RecordIOError, SyntheticFaces
-from marginface.data.labels import LABELS_NAME, read_class_names, write_class_names
+from marginface.data.labels import LABELS_NAME, LEGACY_LABELS_NAME, read_class_names, write_class_names
 from marginface.data.pack import pack_folder
 
 from .helpers import write_identity_folder
@@ -43,3 +43,28 @@ def test_a_label_map_that_does_not_fit_the_pack_is_refused(tmp_path: Path) -> No
     write_class_names(tmp_path / "rec" / LABELS_NAME, ["only", "two"])
     with pytest.raises(RecordIOError, match="2 names for 3 classes"):
         _ = RecordIODataset(tmp_path / "rec").class_names
+
+
+def test_an_older_pack_keeps_its_names_from_labels_tsv(tmp_path: Path) -> None:
+    pack_folder(write_identity_folder(tmp_path / "faces", identities=3, per_identity=1), tmp_path / "rec")
+    (tmp_path / "rec" / LABELS_NAME).unlink()
+    legacy = tmp_path / "rec" / LEGACY_LABELS_NAME
+    legacy.write_text("0\tann\n1\tbob\n2\tcy d\n", encoding="utf-8")
+    assert RecordIODataset(tmp_path / "rec").class_names == ["ann", "bob", "cy d"]
+    legacy.write_text("0\tann\n2\tbob\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"labels.tsv line 2: expected '1<TAB>name'"):
+        _ = RecordIODataset(tmp_path / "rec").class_names
+
+
+def test_training_refuses_a_label_map_that_does_not_fit_before_it_starts(tmp_path: Path) -> None:
+    from marginface.train.config import load_config
+    from marginface.train.trainer import Trainer
+
+    pack_folder(write_identity_folder(tmp_path / "faces", identities=3, per_identity=4), tmp_path / "rec")
+    write_class_names(tmp_path / "rec" / LABELS_NAME, ["only", "two"])
+    config = load_config(None, ["data.kind=recordio", f"data.path={tmp_path / 'rec'}", "data.workers=0",
+                                "data.batch_size=4", "model.backbone=mbf", "model.num_features=8",
+                                "model.kwargs={scale: 1, blocks: [1, 1, 1, 1]}", f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(RecordIOError, match="2 names for 3 classes"):
+        Trainer(config)
+    assert not (tmp_path / "run" / LABELS_NAME).exists()

@@ -4,6 +4,7 @@ one implementation of checkpointing both architectures share."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
@@ -27,7 +28,7 @@ class Backbone(Protocol):
 def missing_backbone_members(model: object) -> list[str]:
     """The members of the Backbone contract that `model` lacks (empty when it satisfies it)."""
     missing = [name for name in ("num_features", "set_grad_checkpointing") if not hasattr(model, name)]
-    if "num_features" not in missing and not isinstance(model.num_features, int):  # type: ignore[attr-defined]
+    if "num_features" not in missing and not isinstance(model.num_features, numbers.Integral):  # type: ignore[attr-defined]
         missing.append("num_features as an int")
     return missing
 
@@ -45,6 +46,8 @@ class GradCheckpointing(nn.Module):
     def run_layers(self, layers: Iterable[nn.Module], x: Tensor) -> Tensor:
         """Apply `layers` in order, each checkpointed when checkpointing is on and it can help."""
         use = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        if not use and isinstance(layers, nn.Sequential):  # called as a whole, so hooks on it still fire
+            return layers(x)
         for layer in layers:
             x = checkpoint(layer, x, use_reentrant=False) if use and x.requires_grad else layer(x)
         return x

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 LABELS_NAME = "labels.json"
+LEGACY_LABELS_NAME = "labels.tsv"  # what `data pack` wrote before labels.json: one "label<TAB>name" line per class
 
 
 def write_class_names(path: str | Path, names: Sequence[str]) -> Path:
@@ -42,3 +43,15 @@ def read_class_names(path: str | Path) -> list[str]:
 def default_class_names(num_classes: int) -> list[str]:
     """Names for data that carries none (an insightface pack without labels.json): the label itself."""
     return [str(label) for label in range(num_classes)]
+
+
+def read_legacy_class_names(path: str | Path) -> list[str]:
+    """The names in an older pack's labels.tsv ("label<TAB>name" lines, labels 0..C − 1 in order)."""
+    path = Path(path)
+    names = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        label, tab, name = line.partition("\t")
+        if not tab or label != str(len(names)):
+            raise ValueError(f"{path} line {number}: expected '{len(names)}<TAB>name', found {line[:80]!r}")
+        names.append(name)
+    return names

@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from marginface.data.labels import LABELS_NAME, default_class_names, read_class_names
+from marginface.data.labels import (
+    LABELS_NAME,
+    LEGACY_LABELS_NAME,
+    default_class_names,
+    read_class_names,
+    read_legacy_class_names,
+)
 from marginface.data.samples import OnError, Sample, SampleDecoder
 from marginface.data.staging import StagedOutputs
 
@@ -488,16 +494,19 @@ class RecordIODataset(Dataset):
 
     @property
     def class_names(self) -> list[str]:
-        """Identity name of each label: the pack's labels.json, else the label as text."""
+        """Identity name of each label: the pack's labels.json (or an older pack's labels.tsv), else the label."""
         if self._class_names is None:
+            legacy = self._labels_path.with_name(LEGACY_LABELS_NAME)
             if self._labels_path.is_file():
-                names = read_class_names(self._labels_path)
-                if len(names) != self.num_classes:
-                    raise RecordIOError(f"{self._labels_path}: {len(names)} names for {self.num_classes} classes "
-                                        f"of {self.reader.rec_path}")
-                self._class_names = names
+                names, source = read_class_names(self._labels_path), self._labels_path
+            elif legacy.is_file():
+                names, source = read_legacy_class_names(legacy), legacy
             else:
-                self._class_names = default_class_names(self.num_classes)
+                names, source = default_class_names(self.num_classes), None
+            if source is not None and len(names) != self.num_classes:
+                raise RecordIOError(f"{source}: {len(names)} names for {self.num_classes} classes "
+                                    f"of {self.reader.rec_path}")
+            self._class_names = names
         return self._class_names
 
     def label_of(self, key: int) -> int:

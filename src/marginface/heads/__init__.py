@@ -4,13 +4,13 @@ from marginface.heads.baselines import Softmax, SphereFaceOriginal
 from marginface.heads.centres import spread_centres
 from marginface.heads.fused import margin_softmax_cross_entropy
 from marginface.heads.logits import apply_margin, cosine_logits
-from marginface.heads.margin import ARCFACE, COSFACE, NORMFACE, SPHEREFACE, Margin
+from marginface.heads.margin import ARCFACE, COSFACE, NORMFACE, SCALE, SPHEREFACE, Margin
 from marginface.heads.margin_head import ArcFace, CosFace, MarginHead, NormFace, SphereFace
 from marginface.heads.partial_fc import ClassSample, sample_classes, sampled_count
 from marginface.heads.subcenter import SubCenterArcFace
 
 __all__ = [
-    "ARCFACE", "COSFACE", "NORMFACE", "SPHEREFACE", "ArcFace", "ClassSample", "CosFace", "Margin",
+    "ARCFACE", "COSFACE", "NORMFACE", "SCALE", "SPHEREFACE", "ArcFace", "ClassSample", "CosFace", "Margin",
     "MarginHead", "NormFace", "Softmax", "SphereFace", "SphereFaceOriginal", "SubCenterArcFace",
     "apply_margin", "cosine_logits", "margin_softmax_cross_entropy", "sample_classes", "sampled_count",
     "spread_centres",

@@ -21,8 +21,8 @@ def spread_centres(num_classes: int, dim: int) -> Tensor:
     if num_classes < 1:
         raise ValueError(f"spread centres need at least one class, got {num_classes}")
     if dim == 2:
-        angles = torch.arange(num_classes, dtype=torch.float64) * (2 * math.pi / num_classes)
-        return torch.stack([angles.cos(), angles.sin()], 1).float()
+        angles = torch.arange(num_classes, dtype=torch.float32) * (2 * math.pi / num_classes)
+        return torch.stack([angles.cos(), angles.sin()], 1)
     if dim >= num_classes:
         return torch.eye(num_classes, dim)
     raise ValueError(f"head.init 'spread' needs 2-D features or at least as many feature dimensions as classes; "

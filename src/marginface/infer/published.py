@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
@@ -61,13 +60,17 @@ def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> P
     tmp = target.with_suffix(target.suffix + ".part")
     log.info("downloading %s to %s", url, target)
     try:
-        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 - user-given model URL
-            shutil.copyfileobj(response, out)
-    except (urllib.error.URLError, OSError) as err:
-        tmp.unlink(missing_ok=True)
+        response = urllib.request.urlopen(url)  # noqa: S310 - user-given model URL
+    except OSError as err:  # URLError is one: no network, unknown host, refused, HTTP error
         reason = getattr(err, "reason", err)
         raise OSError(f"cannot download {url} ({reason}); offline, copy that file (sha256 {sha256}) to {target} "
                       f"or set MARGINFACE_CACHE to a folder holding it") from err
+    try:  # a local failure (full disk, no permission) keeps its own message, which names the file
+        with response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     found = sha256_file(tmp)
     if found != sha256:
         tmp.unlink()

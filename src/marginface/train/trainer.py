@@ -129,6 +129,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         self.device = self.ctx.device
         self.dataset = build_dataset(config)
+        self.class_names = list(self.dataset.class_names)  # read (and checked) on every rank, before any collective
         if self.ctx.world_size > 1:  # equal batches on every process: bad images are replaced, not dropped
             self.dataset = SubstituteBadSamples(self.dataset)
         self.num_classes = int(self.dataset.num_classes)
@@ -343,8 +344,7 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
-        dataset = getattr(self.dataset, "dataset", self.dataset)  # unwrap SubstituteBadSamples
-        write_class_names(self.run_dir / LABELS_NAME, dataset.class_names)
+        write_class_names(self.run_dir / LABELS_NAME, self.class_names)
 
     def train(self) -> TrainResult:
         """Run until total_steps; returns the run's summary (also written to run_dir/result.json).
