@@ -349,7 +349,7 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
 
     folder = model_folder(args.run_dir)
     out, difference = export_onnx_checked(load(folder), Path(args.out) if args.out else folder / "model.onnx",
-                                          tolerance=args.tolerance)
+                                          check_tolerance=args.tolerance)
     print(f"wrote {out} (max |ONNX - PyTorch| = {difference:.2e})")
     return 0
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from marginface.heads.logits import NORM_EPS, unit_rows
+from marginface.heads.logits import NORM_EPS, unit_rows_and_norms
 from marginface.heads.margin import Margin
 from marginface.precision import compute_dtype
 
@@ -83,7 +83,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         x = embeddings.detach().to(dtype)
         w = weight.detach()
         batch, num_classes = x.shape[0], w.shape[0]
-        xh, x_norm = unit_rows(x)
+        xh, x_norm = unit_rows_and_norms(x)
         inv_wn = torch.linalg.vector_norm(w.to(dtype), dim=1).clamp_min(NORM_EPS).reciprocal()
 
         rows = torch.nonzero(target >= 0).squeeze(1)

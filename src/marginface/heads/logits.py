@@ -15,7 +15,7 @@ from marginface.precision import compute_dtype
 NORM_EPS = 1e-12  # norms are clamped to at least this (F.normalize's eps)
 
 
-def unit_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+def unit_rows_and_norms(x: Tensor) -> tuple[Tensor, Tensor]:
     """(rows of `x` scaled to unit L2 norm, the norms clamped to ≥ 1e-12): F.normalize, keeping the norms."""
     norm = torch.linalg.vector_norm(x, dim=1).clamp_min(NORM_EPS)
     return x / norm.unsqueeze(1), norm
@@ -25,8 +25,8 @@ def cosine_logits(embeddings: Tensor, weight: Tensor) -> Tensor:
     """(B, C) cosines between L2-normalised embeddings (B, D) and class centres (C, D), in float32+."""
     dtype = compute_dtype(embeddings, weight)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        x, _ = unit_rows(embeddings.to(dtype))
-        w, _ = unit_rows(weight.to(dtype))
+        x, _ = unit_rows_and_norms(embeddings.to(dtype))
+        w, _ = unit_rows_and_norms(weight.to(dtype))
         return x @ w.t()
 
 

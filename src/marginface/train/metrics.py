@@ -40,6 +40,7 @@ class MetricsWriter:
         if tensorboard:
             for name, value in values.items():
                 tensorboard.add_scalar(f"{kind}/{name}", value, step)
+            tensorboard.flush()  # on disk now, also for a write after close (an evaluate() after train())
 
     def _open_tensorboard(self):
         if self._tensorboard is None:
