@@ -298,6 +298,7 @@ def _run_train(args: argparse.Namespace) -> int:
         logging.getLogger("marginface.cli").info("no config given: training the embedded synthetic demo (%s)",
                                                  DEMO_CONFIG)
     config = load_config(args.config or DEMO_CONFIG, args.set)
+    _refuse_mixing_runs(Path(config.output_dir), args.resume)
     ctx = init_distributed(config.device)
     bar = None
 
@@ -340,6 +341,19 @@ def _add_export_command(commands) -> None:
     onnx.add_argument("--out", help="output .onnx (default RUN_DIR/model/model.onnx)")
     onnx.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| accepted")
     onnx.set_defaults(handler=_run_export_onnx)
+
+
+def _refuse_mixing_runs(run_dir: Path, resume: str | None) -> None:
+    """A fresh run must not land in a folder holding another run's checkpoints (a later --resume auto would
+    continue the wrong one, and metrics.csv would mix both)."""
+    from marginface.train.checkpoint import list_checkpoints
+
+    if resume not in (None, "none"):
+        return
+    found = list_checkpoints(run_dir) if run_dir.is_dir() else []
+    if found:
+        raise ValueError(f"{run_dir} already holds a run (checkpoints up to step {max(c.step for c in found)}): "
+                         f"continue it with --resume auto, or train into another folder (--set output_dir=...)")
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,9 @@ def test_help_via_module() -> None:
     assert "margin-based softmax" in out.stdout
 
 
-def test_train_without_config_runs_the_embedded_demo(monkeypatch: pytest.MonkeyPatch,
+def test_train_without_config_runs_the_embedded_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     """`marginface train` alone loads the packaged demo config (the one configs/synthetic_demo.yaml links to)."""
-    from pathlib import Path
 
     import marginface.train.trainer as trainer_module
     from marginface.train.config import DEMO_CONFIG, load_config
@@ -44,8 +44,22 @@ def test_train_without_config_runs_the_embedded_demo(monkeypatch: pytest.MonkeyP
         raise StopBeforeTraining("stop before training")
 
     caplog.set_level(logging.INFO, logger="marginface.cli")
+    monkeypatch.chdir(tmp_path)  # the demo's output_dir is relative: keep an earlier demo run out of it
     monkeypatch.setattr(trainer_module, "Trainer", fake_trainer)
     assert main(["train"]) == 2
     assert loaded and loaded[0] == load_config(DEMO_CONFIG)
     assert loaded[0].model.num_features == 128 and loaded[0].data.kind == "synthetic"
     assert "embedded synthetic demo" in caplog.text
+
+
+def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from ..train.helpers import TINY
+
+    argv = ["train", *[arg for value in [*TINY, "optim.max_steps=2", f"output_dir={tmp_path / 'run'}"]
+                       for arg in ("--set", value)]]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "already holds a run (checkpoints up to step 2): continue it with --resume auto" in capsys.readouterr().err
+    assert main([*argv, "--resume", "auto"]) == 0

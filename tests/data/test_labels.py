@@ -68,3 +68,34 @@ def test_training_refuses_a_label_map_that_does_not_fit_before_it_starts(tmp_pat
     with pytest.raises(RecordIOError, match="2 names for 3 classes"):
         Trainer(config)
     assert not (tmp_path / "run" / LABELS_NAME).exists()
+
+
+@pytest.mark.parametrize("damage", ["count", "folder", "dangling", "deep", "latin1_tsv"])
+def test_data_check_and_training_read_the_label_file_alike(tmp_path: Path, damage: str) -> None:
+    from marginface.data.check import check_pack
+
+    rec = tmp_path / "rec"
+    pack_folder(write_identity_folder(tmp_path / "faces", identities=3, per_identity=1), rec)
+    labels = rec / LABELS_NAME
+    labels.unlink()
+    if damage == "count":
+        write_class_names(labels, ["only", "two"])
+    elif damage == "folder":
+        labels.mkdir()
+    elif damage == "dangling":
+        labels.symlink_to(tmp_path / "gone.json")
+    elif damage == "deep":
+        labels.write_text("[" * 200_000)
+    else:
+        (rec / LEGACY_LABELS_NAME).write_bytes(b"0\tJos\xe9\n1\tb\n2\tc\n")
+    report = check_pack(rec)
+    assert not report.ok and any(("labels" in p) for p in report.problems), report.problems
+    with pytest.raises((ValueError, OSError), match="labels"):
+        _ = RecordIODataset(rec).class_names
+
+
+def test_trailing_blank_lines_of_labels_tsv_are_ignored(tmp_path: Path) -> None:
+    from marginface.data.labels import read_legacy_class_names
+
+    (tmp_path / "labels.tsv").write_text("0\ta\n1\tb\n\n\n")
+    assert read_legacy_class_names(tmp_path / "labels.tsv") == ["a", "b"]

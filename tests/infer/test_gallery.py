@@ -230,3 +230,9 @@ def test_read_only_gallery_is_a_named_error_and_non_galleries_are_left_untouched
     db = sqlite3.connect(other)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
     db.close()
+
+
+def test_a_gallery_where_sqlite_cannot_write_is_a_gallery_error_naming_it() -> None:
+    target = Path("/proc/marginface-test-gallery.db")  # /proc takes no new files, even for root
+    with pytest.raises(GalleryError, match=r"cannot open gallery /proc/marginface-test-gallery.db for writing"):
+        Gallery.create(target, FP, Threshold.fixed(0.5), model="m", detector=None)

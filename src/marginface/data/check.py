@@ -16,6 +16,7 @@ import numpy as np
 
 from marginface.data.folder import survey_identity_folder
 from marginface.data.image import ImageDecodeError, decode_image
+from marginface.data.labels import find_pack_class_names
 from marginface.data.pairs import PairSetError, read_bin
 from marginface.data.recordio import (
     FaceRecordLayout,
@@ -153,11 +154,23 @@ def check_pack(path: str | Path, progress: Progress | None = None, keep: int = 5
                                f"gives that identity records [{span[0]:g}, {span[1]:g})")
         if order and expected < size:
             report.problem(f"{rec}: bytes {expected}..{size} after the last indexed record are not indexed")
+    _check_label_map(rec, classes or max(report.per_identity, default=-1) + 1, report)
     if classes:
         empty = [c for c in range(classes) if not report.per_identity[c]]
         if empty:
             report.problem(f"{rec}: {len(empty)} of {classes} identities have no image, e.g. label {empty[0]}")
     return report
+
+
+def _check_label_map(rec: Path, classes: int, report: CheckReport) -> None:
+    """The pack's label file (if any) must read and name exactly `classes` identities, as training requires."""
+    try:
+        names, source = find_pack_class_names(rec.parent, classes)
+    except (ValueError, OSError) as err:
+        report.problem(str(err))
+        return
+    if source is not None and len(names) != classes:
+        report.problem(f"{source}: {len(names)} names for {classes} classes of {rec}")
 
 
 def check_bin(path: str | Path, progress: Progress | None = None, keep: int = 50) -> CheckReport:

@@ -29,7 +29,7 @@ def read_class_names(path: str | Path) -> list[str]:
     path = Path(path)
     try:
         mapping = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"{path}: not a label map (JSON object label -> name): {err}") from err
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise ValueError(f"{path}: not a label map (expected a JSON object of label -> name strings)")
@@ -48,10 +48,26 @@ def default_class_names(num_classes: int) -> list[str]:
 def read_legacy_class_names(path: str | Path) -> list[str]:
     """The names in an older pack's labels.tsv ("label<TAB>name" lines, labels 0..C − 1 in order)."""
     path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
+    while lines and not lines[-1].strip():  # trailing blank lines carry no class
+        lines.pop()
     names = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         label, tab, name = line.partition("\t")
         if not tab or label != str(len(names)):
             raise ValueError(f"{path} line {number}: expected '{len(names)}<TAB>name', found {line[:80]!r}")
         names.append(name)
     return names
+
+
+def find_pack_class_names(folder: str | Path, num_classes: int) -> tuple[list[str], Path | None]:
+    """(names, file they came from) for a pack in `folder`: labels.json, else an older pack's labels.tsv, else
+    the labels themselves (file None). A folder or broken link in the label file's place is an error."""
+    for name, read in ((LABELS_NAME, read_class_names), (LEGACY_LABELS_NAME, read_legacy_class_names)):
+        path = Path(folder) / name
+        if path.exists() or path.is_symlink():
+            return read(path), path
+    return default_class_names(num_classes), None

@@ -20,13 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from marginface.data.labels import (
-    LABELS_NAME,
-    LEGACY_LABELS_NAME,
-    default_class_names,
-    read_class_names,
-    read_legacy_class_names,
-)
+from marginface.data.labels import LABELS_NAME, find_pack_class_names
 from marginface.data.samples import OnError, Sample, SampleDecoder
 from marginface.data.staging import StagedOutputs
 
@@ -496,13 +490,7 @@ class RecordIODataset(Dataset):
     def class_names(self) -> list[str]:
         """Identity name of each label: the pack's labels.json (or an older pack's labels.tsv), else the label."""
         if self._class_names is None:
-            legacy = self._labels_path.with_name(LEGACY_LABELS_NAME)
-            if self._labels_path.is_file():
-                names, source = read_class_names(self._labels_path), self._labels_path
-            elif legacy.is_file():
-                names, source = read_legacy_class_names(legacy), legacy
-            else:
-                names, source = default_class_names(self.num_classes), None
+            names, source = find_pack_class_names(self._labels_path.parent, self.num_classes)
             if source is not None and len(names) != self.num_classes:
                 raise RecordIOError(f"{source}: {len(names)} names for {self.num_classes} classes "
                                     f"of {self.reader.rec_path}")

@@ -114,10 +114,14 @@ class Gallery:
     # -- lifecycle --------------------------------------------------------------------------------------
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
+        try:
+            db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as err:
+            raise GalleryError(f"cannot open gallery {path} for writing ({err}): the file and its folder "
+                               f"{path.parent} must be writable (SQLite keeps its journal beside the file)") from err
         return db
 
     @classmethod
@@ -154,9 +158,14 @@ class Gallery:
                 version = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             finally:
                 probe.close()
-            db = cls._connect(path)
+        except sqlite3.OperationalError as err:
+            if "unable to open" not in str(err):  # e.g. "no such table: meta"
+                raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
+            version = None  # could not even read it (a folder that is not writable): _connect names that below
+            cls._connect(path).close()
         except sqlite3.DatabaseError as err:
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
+        db = cls._connect(path)
         if version is None or int(version[0]) != SCHEMA_VERSION:
             raise GalleryError(f"{path}: gallery schema version {version and version[0]}, expected {SCHEMA_VERSION}")
         return cls(path, db)
