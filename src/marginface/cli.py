@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -339,7 +340,7 @@ def _add_export_command(commands) -> None:
     onnx = sub.add_parser("onnx", help="RUN_DIR (or exported model dir) -> ONNX, checked against PyTorch")
     onnx.add_argument("run_dir")
     onnx.add_argument("--out", help="output .onnx (default RUN_DIR/model/model.onnx)")
-    onnx.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| accepted")
+    onnx.add_argument("--tolerance", type=_non_negative_float, default=1e-4, help="max |ONNX - PyTorch| accepted")
     onnx.set_defaults(handler=_run_export_onnx)
 
 
@@ -362,8 +363,10 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
     from marginface.infer.export import export_onnx_checked
 
     folder = model_folder(args.run_dir)
-    out, difference = export_onnx_checked(load(folder), Path(args.out) if args.out else folder / "model.onnx",
-                                          check_tolerance=args.tolerance)
+    out = Path(args.out) if args.out else folder / "model.onnx"
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the .onnx file to write, e.g. {out / 'model.onnx'}")
+    out, difference = export_onnx_checked(load(folder), out, check_tolerance=args.tolerance)
     print(f"wrote {out} (max |ONNX - PyTorch| = {difference:.2e})")
     return 0
 
@@ -425,6 +428,14 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (NaN would switch a comparison off silently)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 

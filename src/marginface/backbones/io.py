@@ -49,6 +49,8 @@ def save(model: nn.Module, architecture: str, out_dir: str | Path, **kwargs) -> 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild an exported backbone (a directory, or its model.json / model.safetensors path), in eval mode."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (expected a run or exported-model folder)")
     folder = path if path.is_dir() else path.parent
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file() or not weights_path.is_file():

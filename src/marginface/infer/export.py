@@ -31,26 +31,32 @@ def export_onnx_checked(model: nn.Module, path: str | Path, input_size: int = 11
 def _export(model: nn.Module, path: str | Path, input_size: int, opset: int,
             check_tolerance: float | None) -> tuple[Path, float | None]:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; the ONNX export needs a file path, e.g. {path / 'model.onnx'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     example = torch.rand(2, 3, input_size, input_size) * 2 - 1
     tmp = path.with_suffix(".onnx.tmp")
-    # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript); silence its notice.
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["embedding"],
-                          dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
-    difference = None
-    if check_tolerance is not None:
-        difference = max_abs_difference(model, tmp, input_size)
-        if difference > check_tolerance:
-            tmp.unlink()
-            raise RuntimeError(f"ONNX export of {path.name} differs from PyTorch by {difference:.3g} "
-                               f"(tolerance {check_tolerance})")
-        log.info("exported %s (max |ONNX − PyTorch| = %.2e)", path, difference)
-    tmp.replace(path)
-    return path, difference
+    try:
+        # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript); silence its notice.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["embedding"],
+                              dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=opset,
+                              dynamo=False)
+        difference = None
+        if check_tolerance is not None:
+            difference = max_abs_difference(model, tmp, input_size)
+            if difference > check_tolerance:
+                raise RuntimeError(f"ONNX export of {path.name} differs from PyTorch by {difference:.3g} "
+                                   f"(tolerance {check_tolerance})")
+        tmp.replace(path)
+        log.info("exported %s (max |ONNX − PyTorch| = %s)", path, "unchecked" if difference is None
+                 else f"{difference:.2e}")
+        return path, difference
+    except BaseException:  # no half-written or unchecked file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def max_abs_difference(model: nn.Module, onnx_path: str | Path, input_size: int = 112, batch: int = 3) -> float:
