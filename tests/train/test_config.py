@@ -27,6 +27,9 @@ def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
     ("data.kind=folder", "data.path is required"),
     ("optim.precision=fp8", "optim.precision"),
     ("lr", "--set expects key=value"),
+    ("resume=auto", r"^unknown top-level key\(s\) \['resume'\]"),
+    ("model.num_features=0", "model.num_features must be >= 1, got 0"),
+    ("model.num_features=-1", "model.num_features must be >= 1, got -1"),
 ])
 def test_errors_name_key_and_value(override: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -187,7 +187,8 @@ def _from_dict(cls: type, data: dict, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+        place = f"{where}: unknown" if where else "unknown top-level"
+        raise ValueError(f"{place} key(s) {unknown}; valid keys are {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -213,8 +214,10 @@ def validate(config: TrainConfig) -> None:
             raise ValueError(f"{key} = {value!r}; choose one of {list(allowed)}")
     if config.data.kind != "synthetic" and not config.data.path:
         raise ValueError(f"data.path is required for data.kind = {config.data.kind!r}")
-    if config.data.batch_size < 1 or config.optim.accumulate < 1:
-        raise ValueError("data.batch_size and optim.accumulate must be >= 1")
+    for key, value in (("data.batch_size", config.data.batch_size), ("optim.accumulate", config.optim.accumulate),
+                       ("model.num_features", config.model.num_features)):
+        if value < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
     if config.optim.optimizer == "adamw" and config.head.sample_rate < 1:
         raise ValueError("head.sample_rate < 1 (Partial FC) needs optim.optimizer = 'sgd' (sparse row updates)")
     if config.head.kind == "softmax" and (config.head.sample_rate < 1 or config.head.chunk_size):
