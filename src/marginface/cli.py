@@ -548,12 +548,14 @@ def _run_gallery_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _enrollment_plan(args: argparse.Namespace) -> list[tuple[str, list]]:
-    """(person, image files) in enrolment order."""
-    from marginface.infer.recognizer import image_files
+def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], list[Path]]:
+    """(person, image files) in enrolment order, every name checked before any work; and the images lying
+    loose at the top of an enrolment folder (not enrolled: whose are they?)."""
+    from marginface.infer.gallery import GalleryError, check_identity_name
+    from marginface.infer.recognizer import IMAGE_EXTENSIONS, image_files
 
-    if args.name is not None:  # an empty or invalid name is refused by the gallery, naming the value
-        return [(args.name, image_files(args.inputs))]
+    if args.name is not None:
+        return [(check_identity_name(args.name), image_files(args.inputs))], []
     if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
         raise ValueError("enroll FOLDER takes one folder with one sub-folder per person; "
                          "to enrol images of one person use --name NAME IMG...")
@@ -561,7 +563,13 @@ def _enrollment_plan(args: argparse.Namespace) -> list[tuple[str, list]]:
     people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not people:
         raise ValueError(f"{root} has no sub-folders (one per person expected)")
-    return [(person.name, image_files([person])) for person in people]
+    plan = []
+    for person in people:
+        try:
+            plan.append((check_identity_name(person.name), image_files([person])))
+        except GalleryError as err:
+            raise GalleryError(f"{person}: {err}; rename the folder (nothing was enrolled)") from err
+    return plan, sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _run_enroll(args: argparse.Namespace) -> int:
@@ -569,10 +577,10 @@ def _run_enroll(args: argparse.Namespace) -> int:
     from marginface.infer.gallery import Gallery
     from marginface.infer.recognizer import FaceRecognizer
 
-    plan = _enrollment_plan(args)
+    plan, loose = _enrollment_plan(args)
     total = sum(len(files) for _, files in plan)
-    skipped: list[str] = []
-    added = people = already = 0
+    skipped = [f"{path}: not in a person's sub-folder" for path in loose]
+    added = people = already = unreadable = 0
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress, offset = _Progress("enroll"), 0
@@ -584,6 +592,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
             for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
                 if isinstance(found, Exception):
                     skipped.append(_about(path, found))
+                    unreadable += 1
                 elif not found:
                     skipped.append(f"{path}: no face found")
                 else:
@@ -599,6 +608,9 @@ def _run_enroll(args: argparse.Namespace) -> int:
         print(f"{len(skipped)} not enrolled:")
         for line in skipped:
             print(f"  {line}")
+    if unreadable:  # as identify: every readable image was enrolled, the status says some could not be read
+        print(f"marginface: error: {unreadable} of {total} images could not be read (listed above)", file=sys.stderr)
+        return 2
     return 0
 
 

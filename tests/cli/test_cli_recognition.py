@@ -191,3 +191,21 @@ def test_unreadable_inputs_and_bad_options_are_reported(tmp_path: Path, shared_d
     monkeypatch.setattr(Path, "write_bytes", full_disk)
     assert main(["identify", db, photo, "--annotate", str(tmp_path / "ann")]) == 2
     assert "cannot write the annotated copy" in capsys.readouterr().err
+
+
+def test_enroll_checks_every_name_first_lists_loose_photos_and_fails_on_unreadable_images(
+        tmp_path: Path, shared_data: Path, people: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, *models(shared_data), "--threshold", "0.4"]) == 0
+    (people / "bad\tname").mkdir()
+    assert main(["enroll", db, str(people)]) == 2
+    assert "holds control characters" in (err := capsys.readouterr().err) and "nothing was enrolled" in err
+    assert main(["gallery", "list", db]) == 0 and "Colin_Powell" not in capsys.readouterr().out  # nothing enrolled
+    (people / "bad\tname").rmdir()
+    (people / "loose.jpg").write_bytes(lfw(shared_data, "Aaron_Eckhart", 1).read_bytes())
+    (people / "Tony_Blair" / "broken.jpg").write_bytes(b"not a photo")
+    assert main(["enroll", db, str(people)]) == 2
+    captured = capsys.readouterr()
+    assert "enrolled 6 new templates for 3 people" in captured.out
+    assert "loose.jpg: not in a person's sub-folder" in captured.out
+    assert captured.out.count("broken.jpg") == 1 and "1 of 8 images could not be read" in captured.err

@@ -236,7 +236,7 @@ class Gallery:
     def _insert(self, name: str, items: list[tuple[np.ndarray, str | None, float | None]],
                 fingerprint: ModelFingerprint | None) -> list[int]:
         self.check_fingerprint(fingerprint)
-        name = _check_name(name)
+        name = check_identity_name(name)
         now = time.time()
         with self._lock:  # one lock over the transaction and the index update: a remove cannot slip between
             self._sync()
@@ -273,7 +273,7 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         """Rename an identity (its templates stay)."""
-        new = _check_name(new)
+        new = check_identity_name(new)
         with self._lock:
             self._sync()
             identity = self._identity_id(old)
@@ -374,7 +374,7 @@ class _transaction:
 MAX_NAME_LENGTH = 200
 
 
-def _check_name(name: str) -> str:
+def check_identity_name(name: str) -> str:
     """A stripped identity name, refused when empty, over MAX_NAME_LENGTH, holding control characters (a TAB or
     newline would break listings), or 'unknown' (the word decisions use for a rejected face)."""
     name = str(name).strip()
