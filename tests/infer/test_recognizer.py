@@ -139,3 +139,5 @@ def test_auto_fetches_published_models_from_a_mirror(shared_data: Path, tmp_path
     assert auto.fingerprint.weights_sha256 == "0c9ad2a83969fc82155706f7020e6926b4a1a90a5476fff4a5588dfe207f64a4"
     assert auto.threshold is not None and "FAR" in auto.threshold.source and "shipped" in auto.threshold.source
     assert auto.verify(lfw(shared_data, "George_W_Bush", 1), lfw(shared_data, "George_W_Bush", 2)).same
+    offline = FaceRecognizer("auto", "auto", cache_dir=tmp_path / "cache", mirror="file:///nonexistent")
+    assert offline.model_path == auto.model_path  # what a mirror fetched is found later under the same name

@@ -36,7 +36,7 @@ def resolve_model(kind: str, cache_dir: str | Path | None = None, mirror: str | 
     entry = entries[kind]
     mirror = mirror or os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{entry['mirror_path']}" if mirror else entry["url"]
-    return fetch_model(url, entry["sha256"], cache_dir)
+    return fetch_model(url, entry["sha256"], cache_dir, name=Path(entry["url"]).name)  # one cache name, mirror or not
 
 
 def published_threshold(task: str) -> Threshold:
@@ -47,14 +47,15 @@ def published_threshold(task: str) -> Threshold:
     return Threshold(float(entry["value"]), f"{entry['source']} (shipped with marginface)")
 
 
-def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None) -> Path:
-    """Download `url` once into the cache (default ~/.cache/marginface) and verify its sha256.
+def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None, name: str | None = None) -> Path:
+    """Download `url` once into the cache (default ~/.cache/marginface) as `name` (default: the URL's file
+    name) and verify its sha256.
 
     A cached file with the right hash is reused without any network access.
     """
     cache = Path(cache_dir or os.environ.get("MARGINFACE_CACHE", Path.home() / ".cache" / "marginface"))
     cache.mkdir(parents=True, exist_ok=True)
-    target = cache / Path(url).name
+    target = cache / (name or Path(url).name)
     if target.is_file() and sha256_file(target) == sha256:
         return target
     tmp = target.with_suffix(target.suffix + ".part")
