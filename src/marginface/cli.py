@@ -743,11 +743,13 @@ USER_ERRORS = (ValueError, OSError, RuntimeError)  # TrainingDiverged is a Runti
 
 
 def _error_line(err: BaseException) -> str:
-    """`err` as one line: OSError keeps its file name, an error re-raised from a DataLoader worker shows the
-    worker's message (not its traceback), a collective that lost its peer says so, and under torchrun the
-    line starts with this process's rank."""
+    """`err` as one line: OSError keeps its file name (a file where a folder is needed says so), an error
+    re-raised from a DataLoader worker shows the worker's message (not its traceback), a collective that lost
+    its peer says so, and under torchrun the line starts with this process's rank."""
     text = str(err)
-    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+    if isinstance(err, FileExistsError) and err.filename is not None and not Path(err.filename).is_dir():
+        text = f"{err.filename} exists and is not a folder (a folder is needed there)"
+    elif isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
         text = f"{err.filename}: {text}"
     if "Original Traceback (most recent call last)" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]

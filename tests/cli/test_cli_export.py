@@ -31,3 +31,11 @@ def test_cli_export_refuses_a_folder_as_output_a_missing_run_and_a_nan_tolerance
     with pytest.raises(SystemExit):
         main(["export", "onnx", str(tmp_path / "run"), "--tolerance", "nan"])
     assert "expected a finite number >= 0" in capsys.readouterr().err
+
+
+def test_a_file_where_a_folder_is_needed_is_named_as_such(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    Trainer(tiny_config(tmp_path / "run", "optim.max_steps=1")).train()
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    assert main(["export", "onnx", str(tmp_path / "run"), "--out", str(tmp_path / "photo.jpg" / "m.onnx")]) == 2
+    assert f"{tmp_path / 'photo.jpg'} exists and is not a folder" in capsys.readouterr().err

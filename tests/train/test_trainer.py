@@ -206,3 +206,11 @@ def test_head_init_spread_starts_every_head_kind_from_spread_centres(tmp_path: P
     torch.testing.assert_close(trainer.head.weight.detach(), spread_centres(6, 16))
     with pytest.raises(ValueError, match="head.init"):
         tiny_config(tmp_path / "bad", "head.init=zeros")
+
+
+def test_resume_from_a_checkpoint_of_another_model_names_it_in_one_line(tmp_path: Path) -> None:
+    Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2")).train()
+    other = Trainer(tiny_config(tmp_path / "other", "model.num_features=8"))
+    with pytest.raises(ValueError, match=r"step-00000002.*does not fit this run's backbone") as caught:
+        other.resume(str(latest_valid(tmp_path / "run").path))
+    assert "\n" not in str(caught.value)

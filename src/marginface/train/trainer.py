@@ -241,7 +241,12 @@ class Trainer:
             weights, state, meta = load_checkpoint(path)
         backbone_state = {name.removeprefix("backbone."): value for name, value in weights.items()
                           if name.startswith("backbone.")}
-        self.backbone.load_state_dict(backbone_state, strict=True)
+        try:
+            self.backbone.load_state_dict(backbone_state, strict=True)
+        except RuntimeError as err:  # torch lists every mismatched tensor; the first line says enough
+            first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+            raise ValueError(f"{path}: checkpoint does not fit this run's backbone (model.* settings differ): "
+                             f"{first}") from err
         head_weight = weights["head.weight"]
         if head_weight.shape[0] != self.num_classes:
             raise ValueError(f"{path}: checkpoint has {head_weight.shape[0]} classes, the data has {self.num_classes}")
