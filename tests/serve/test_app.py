@@ -209,7 +209,11 @@ def test_enrolment_with_a_faceless_photo_enrols_nothing(client, lfw, tmp_path):
     assert response.status_code == 422 and "wall.png" in response.json()["detail"]
     assert client.get("/v1/identities").json()["count"] == 0
     blank = client.post("/v1/identities", data={"name": "   "}, files=[("images", _file(lfw(COLIN, 1)))])
-    assert blank.status_code == 422
+    assert blank.status_code == 422 and "must not be empty" in blank.json()["detail"]
+    for bad, why in [("a\tb", "control characters"), ("Unknown", "matches nobody"), ("x" * 201, "at most 200")]:
+        refused = client.post("/v1/identities", data={"name": bad}, files=[("images", _file(lfw(COLIN, 1)))])
+        assert refused.status_code == 422 and why in refused.json()["detail"], (bad, refused.text)
+    assert client.get("/v1/identities").json()["count"] == 0
 
 
 def test_concurrent_enrol_and_identify(client, lfw):

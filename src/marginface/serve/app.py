@@ -19,6 +19,7 @@ from PIL import UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
+from marginface.infer.gallery import GalleryError, check_identity_name
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard
@@ -29,7 +30,6 @@ from marginface.serve.uploads import all_files, form_reader, multipart_body, one
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(str(resources.files("marginface.serve") / "static"))
-MAX_NAME_LENGTH = 200
 
 
 def jsonable(value: Any) -> Any:
@@ -63,12 +63,11 @@ async def _decode(service: RecognitionService, file: UploadFile, field: str) -> 
 
 
 def _check_name(name: str) -> str:
-    """A person's name as given, stripped; 422 when empty or too long."""
-    name = name.strip()
-    if not name or len(name) > MAX_NAME_LENGTH:
-        raise HTTPException(422,
-                            f"name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
-    return name
+    """The gallery's own name rule (check_identity_name), as a 422 that says what is wrong."""
+    try:
+        return check_identity_name(name)
+    except GalleryError as err:
+        raise HTTPException(422, str(err)) from err
 
 
 def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
