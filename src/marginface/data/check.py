@@ -16,13 +16,13 @@ import numpy as np
 
 from marginface.data.folder import survey_identity_folder
 from marginface.data.image import ImageDecodeError, decode_image
-from marginface.data.labels import find_pack_class_names
 from marginface.data.pairs import PairSetError, read_bin
 from marginface.data.recordio import (
     FaceRecordLayout,
     RecordIOError,
     RecordIOReader,
     check_label,
+    pack_class_names,
     read_layout,
     read_property,
     read_record_at,
@@ -165,12 +165,9 @@ def check_pack(path: str | Path, progress: Progress | None = None, keep: int = 5
 def _check_label_map(rec: Path, classes: int, report: CheckReport) -> None:
     """The pack's label file (if any) must read and name exactly `classes` identities, as training requires."""
     try:
-        names, source = find_pack_class_names(rec.parent, classes)
-    except (ValueError, OSError) as err:
+        pack_class_names(rec, classes)
+    except (ValueError, OSError) as err:  # RecordIOError is a ValueError
         report.problem(str(err))
-        return
-    if source is not None and len(names) != classes:
-        report.problem(f"{source}: {len(names)} names for {classes} classes of {rec}")
 
 
 def check_bin(path: str | Path, progress: Progress | None = None, keep: int = 50) -> CheckReport:

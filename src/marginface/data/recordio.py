@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from marginface.data.labels import LABELS_NAME, find_pack_class_names
+from marginface.data.labels import find_pack_class_names
 from marginface.data.samples import OnError, Sample, SampleDecoder
 from marginface.data.staging import StagedOutputs
 
@@ -452,6 +452,15 @@ def resolve_rec_paths(path: str | Path) -> tuple[Path, Path, Path]:
     return rec, rec.with_suffix(".idx"), rec.parent / "property"
 
 
+def pack_class_names(rec: Path, num_classes: int) -> list[str]:
+    """The class names of the pack whose train.rec is `rec` (see find_pack_class_names); a label file that
+    names a different number of classes is a RecordIOError naming it."""
+    names, source = find_pack_class_names(rec.parent, num_classes)
+    if source is not None and len(names) != num_classes:
+        raise RecordIOError(f"{source}: {len(names)} names for {num_classes} classes of {rec}")
+    return names
+
+
 class RecordIODataset(Dataset):
     """(uint8 112×112×3 RGB image, label) from an insightface-style train.rec (directory or .rec path).
 
@@ -471,7 +480,6 @@ class RecordIODataset(Dataset):
             raise RecordIOError(f"{rec}: the pack holds no image records")
         self.decoder = SampleDecoder(on_error=on_error)
         self._num_classes = property_classes or self.layout.identities or None
-        self._labels_path = rec.parent / LABELS_NAME
         self._class_names: list[str] | None = None
 
     @property
@@ -490,11 +498,7 @@ class RecordIODataset(Dataset):
     def class_names(self) -> list[str]:
         """Identity name of each label: the pack's labels.json (or an older pack's labels.tsv), else the label."""
         if self._class_names is None:
-            names, source = find_pack_class_names(self._labels_path.parent, self.num_classes)
-            if source is not None and len(names) != self.num_classes:
-                raise RecordIOError(f"{source}: {len(names)} names for {self.num_classes} classes "
-                                    f"of {self.reader.rec_path}")
-            self._class_names = names
+            self._class_names = pack_class_names(self.reader.rec_path, self.num_classes)
         return self._class_names
 
     def label_of(self, key: int) -> int:

@@ -120,8 +120,7 @@ class Gallery:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.OperationalError as err:
-            raise GalleryError(f"cannot open gallery {path} for writing ({err}): the file and its folder "
-                               f"{path.parent} must be writable (SQLite keeps its journal beside the file)") from err
+            raise _not_writable(path, err) from err
         return db
 
     @classmethod
@@ -158,12 +157,9 @@ class Gallery:
                 version = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             finally:
                 probe.close()
-        except sqlite3.OperationalError as err:
-            if "unable to open" not in str(err):  # e.g. "no such table: meta"
-                raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
-            version = None  # could not even read it (a folder that is not writable): _connect names that below
-            cls._connect(path).close()
         except sqlite3.DatabaseError as err:
+            if "unable to open" in str(err):  # not even readable: SQLite needs a writable folder for its journal
+                raise _not_writable(path, err) from err
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
         db = cls._connect(path)
         if version is None or int(version[0]) != SCHEMA_VERSION:
@@ -369,6 +365,12 @@ class _transaction:
             self.db.execute("ROLLBACK")
         if isinstance(value, sqlite3.Error):
             raise GalleryError(f"{self.path}: cannot write the gallery ({value})") from value
+
+
+def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:
+    """The error for a gallery SQLite cannot open: the file and its folder must be writable."""
+    return GalleryError(f"cannot open gallery {path} for writing ({err}): the file and its folder {path.parent} "
+                        f"must be writable (SQLite keeps its journal beside the file)")
 
 
 MAX_NAME_LENGTH = 200
