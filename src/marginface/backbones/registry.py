@@ -9,6 +9,16 @@ from torch import nn
 
 from marginface.backbones.iresnet import iresnet
 from marginface.backbones.mobilefacenet import mobilefacenet
+from marginface.backbones.onnx_import import OnnxBackbone, OnnxImportError
+
+
+def onnx_graph(num_features: int | None = None, program: dict | None = None, **kwargs) -> OnnxBackbone:
+    """An imported ONNX graph rebuilt from its saved description (model.json); new imports use import_onnx."""
+    if program is None:
+        raise OnnxImportError("the 'onnx' backbone is built from an ONNX file: set model.pretrained to a .onnx "
+                              "path (or load a saved model folder, whose model.json holds the graph)")
+    return OnnxBackbone(program, num_features, **kwargs)
+
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "r18": partial(iresnet, 18),
@@ -18,6 +28,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "r200": partial(iresnet, 200),
     "mbf": partial(mobilefacenet, large=False),
     "mbf_large": partial(mobilefacenet, large=True),
+    "onnx": onnx_graph,
 }
 ALIASES = {"iresnet18": "r18", "iresnet34": "r34", "iresnet50": "r50", "iresnet100": "r100",
            "iresnet200": "r200", "mobilefacenet": "mbf"}

@@ -41,6 +41,8 @@ def _export(model: nn.Module, path: str | Path, input_size: int, opset: int,
         # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript); silence its notice.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
+            # imported ONNX graphs read shape values as Python numbers; the parity check below catches a bad trace
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["embedding"],
                               dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=opset,
                               dynamo=False)
