@@ -9,5 +9,5 @@ from marginface.backbones.onnx_import import OnnxBackbone, OnnxImportError, impo
 from marginface.backbones.registry import backbone_names, get_backbone
 
 __all__ = ["Backbone", "Complexity", "GradCheckpointing", "IResNet", "MobileFaceNet", "OnnxBackbone", "OnnxImportError",
-           "backbone_names", "get_backbone", "import_onnx", "iresnet", "load", "load_weights", "measure", "mobilefacenet",
-           "save"]
+           "backbone_names", "get_backbone", "import_onnx", "iresnet", "load", "load_weights", "measure",
+           "mobilefacenet", "save"]
