@@ -192,7 +192,7 @@ def _add_eval_command(commands) -> None:
     ood = ev.add_argument_group("out of distribution (docs/paper_ood.md)")
     ood.add_argument("--perturb", action="append", default=[], metavar="KIND:LEVEL",
                      help="perturb every image, seeded per image (repeatable, applied in order): blur:SIGMA, "
-                          "downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G, gray")
+                          "downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G, gray, motion:LENGTH, pixelate:PX")
     ood.add_argument("--perturb-before-detection", action="store_true",
                      help="apply --perturb to the photo before detection (needs --detector; failures are counted)")
     ood.add_argument("--pairs-from", action="append", default=[], metavar="FOLDER",

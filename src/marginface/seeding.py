@@ -45,3 +45,11 @@ def loader_seed(seed: int, epoch: int) -> int:
 def item_seed(seed: int, index: int) -> int:
     """The seed of the `index`-th of several operations sharing one seed (a chain of perturbations)."""
     return (seed * _MIX + index) % _MAX_SEED
+
+
+AUGMENT_STREAM = 0xA06  # names the augmentation stream among `stream`'s keys
+
+
+def augment_stream(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
+    """The generator of `rank`'s training-time degradations for global batch `batch` of `epoch`."""
+    return stream(seed, AUGMENT_STREAM, epoch, batch, rank)

@@ -27,7 +27,7 @@ def face() -> np.ndarray:
 
 
 def test_every_kind_is_deterministic_and_keeps_shape(face: np.ndarray) -> None:
-    specs = ["blur:2", "downscale:28", "jpeg:10", "occlude:0.3", "gamma:2", "gray"]
+    specs = ["blur:2", "downscale:28", "jpeg:10", "occlude:0.3", "gamma:2", "gray", "motion:9", "pixelate:20"]
     assert {parse_perturbation(s).kind for s in specs} == set(KINDS)
     for spec in specs:
         p = parse_perturbation(spec)
@@ -141,3 +141,46 @@ def test_bad_specs_name_the_spec(spec: str, message: str) -> None:
 def test_apply_refuses_non_rgb() -> None:
     with pytest.raises(ValueError, match="blur:1: expected an RGB uint8"):
         Perturbation("blur", 1.0).apply(np.zeros((8, 8), np.uint8))
+
+
+def test_motion_and_pixelate_are_seeded_shape_keeping_and_parsed() -> None:
+    """The two kinds the fine-tuning never trains on: a line blur at a seeded angle, nearest-neighbour blocks."""
+    from marginface.data.perturb import Perturbation, parse_perturbation
+
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    motion = parse_perturbation("motion:9")
+    assert motion == Perturbation("motion", 9.0)
+    assert np.array_equal(motion.apply(face, seed=1), motion.apply(face, seed=1))
+    assert not np.array_equal(motion.apply(face, seed=1), motion.apply(face, seed=2))  # another angle
+    assert motion.apply(face, seed=1).shape == face.shape
+    assert np.array_equal(parse_perturbation("motion:0").apply(face), face)
+    pixelated = parse_perturbation("pixelate:14").apply(face)
+    assert pixelated.shape == face.shape
+    assert len(np.unique(pixelated.reshape(-1, 3), axis=0)) <= 14 * 14  # 14 × 14 blocks of one colour
+    assert np.array_equal(parse_perturbation("pixelate:112").apply(face), face)
+    for bad in ("motion:-1", "pixelate:0", "pixelate:2.5"):
+        with pytest.raises(ValueError, match="bad perturbation"):
+            parse_perturbation(bad)
+
+
+def test_random_degradation_is_reproducible_and_respects_probability() -> None:
+    from marginface.data.perturb import PerturbationSpecError, RandomDegradation
+
+    faces = np.random.default_rng(0).integers(0, 256, (16, 112, 112, 3), dtype=np.uint8)
+    augment = RandomDegradation({"downscale": (10, 40), "jpeg": (5, 30), "gray": None}, probability=0.5, max_kinds=2)
+    first = augment.apply_batch(faces.copy(), np.random.default_rng(7))
+    again = augment.apply_batch(faces.copy(), np.random.default_rng(7))
+    assert np.array_equal(first, again)
+    changed = [not np.array_equal(a, b) for a, b in zip(first, faces, strict=True)]
+    assert 0 < sum(changed) < 16
+    never = RandomDegradation({"blur": (1, 2)}, probability=0.0)
+    assert np.array_equal(never.apply_batch(faces.copy(), np.random.default_rng(0)), faces)
+    always = RandomDegradation({"blur": (1, 2)}, probability=1.0)
+    assert all(not np.array_equal(a, b) for a, b in zip(always.apply_batch(faces.copy(), np.random.default_rng(0)),
+                                                         faces, strict=True))
+    chains = [augment.sample(np.random.default_rng(seed)) for seed in range(300)]
+    assert {len(chain) for chain in chains} == {0, 1, 2}
+    assert all(10 <= p.level <= 40 for chain in chains for p in chain if p.kind == "downscale")
+    with pytest.raises(PerturbationSpecError, match="augment kind 'blur': expected a range"):
+        RandomDegradation({"blur": (3, 1)})

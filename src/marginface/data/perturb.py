@@ -10,6 +10,14 @@ Kinds (LEVEL in brackets; every level is given in pixels of the 112×112 aligned
                       position drawn from the per-image seed.
 - ``gamma:G``         out = 255 · (in / 255)^G: G > 1 darkens, G < 1 brightens; 1 is the identity.
 - ``gray``            luminance (ITU-R BT.601) copied to all three channels.
+- ``motion:LENGTH``   linear motion blur: the average along a LENGTH-pixel line at an angle drawn from the
+                      per-image seed (camera or subject movement; not among the training augmentations).
+- ``pixelate:PX``     shrink to PX × PX with nearest-neighbour sampling and enlarge back with nearest
+                      neighbour: blocky, aliased low resolution (unlike ``downscale``'s smooth averaging).
+
+`RandomDegradation` draws these per sample for training-time augmentation (`data.augment` in the training
+config): with a probability, one to `max_kinds` kinds, each at a level drawn from a configured range, from
+a numpy generator the trainer seeds per (seed, epoch, batch, rank), so a resumed run sees the same images.
 
 On a photo (before detection) the same definitions apply with the photo's pixels, except that `downscale`
 scales the photo by the same PX/112 factor and leaves it small (``restore_size=False``): a low-resolution
@@ -35,8 +43,8 @@ from marginface.seeding import item_seed
 
 REFERENCE_SIZE = 112
 MAX_BLUR_SIGMA = 112.0  # a blur wider than the face itself leaves nothing; larger sigmas only cost time
-KINDS = ("blur", "downscale", "jpeg", "occlude", "gamma", "gray")
-_USAGE = "blur:SIGMA, downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G or gray"
+KINDS = ("blur", "downscale", "jpeg", "occlude", "gamma", "gray", "motion", "pixelate")
+_USAGE = "blur:SIGMA, downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G, gray, motion:LENGTH or pixelate:PX"
 
 
 class PerturbationSpecError(ValueError):
@@ -103,6 +111,12 @@ def parse_perturbation(spec: str) -> Perturbation:
     elif kind == "occlude":
         level = _number(spec, text, "FRACTION")
         ok, expected = 0 <= level <= 1, "0 <= FRACTION <= 1"
+    elif kind == "motion":
+        level = _number(spec, text, "LENGTH")
+        ok, expected = 0 <= level <= MAX_BLUR_SIGMA, f"0 <= LENGTH <= {MAX_BLUR_SIGMA:g}"
+    elif kind == "pixelate":
+        level = _number(spec, text, "PX", integer=True)
+        ok, expected = level >= 1, "PX >= 1"
     else:  # gamma
         level = _number(spec, text, "G")
         ok, expected = level > 0, "G > 0"
@@ -112,7 +126,7 @@ def parse_perturbation(spec: str) -> Perturbation:
 
 
 _EXAMPLES = {"blur": "blur:2", "downscale": "downscale:28", "jpeg": "jpeg:10", "occlude": "occlude:0.25",
-             "gamma": "gamma:2"}
+             "gamma": "gamma:2", "motion": "motion:9", "pixelate": "pixelate:20"}
 
 
 def parse_perturbations(specs: list[str] | tuple[str, ...]) -> tuple[Perturbation, ...]:
@@ -136,6 +150,8 @@ DEFINITIONS = {
     "occlude": "black rectangle of the image's aspect ratio covering LEVEL of its area, position seeded per image",
     "gamma": "255 * (x / 255) ** LEVEL per channel",
     "gray": "BT.601 luminance copied to the three channels",
+    "motion": "mean along a LEVEL-pixel line (cv2.filter2D), angle seeded per image",
+    "pixelate": "nearest-neighbour resize to LEVEL x LEVEL pixels and back (blocky low resolution)",
 }
 
 
@@ -210,4 +226,101 @@ def _gray(rgb: np.ndarray, level: float | None, seed: int) -> np.ndarray:
     return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
 
 
-_APPLY = {"blur": _blur, "jpeg": _jpeg, "occlude": _occlude, "gamma": _gamma, "gray": _gray}
+def _motion(rgb: np.ndarray, length: float | None, seed: int) -> np.ndarray:
+    if not length or length <= 1:
+        return rgb.copy()
+    size = int(math.ceil(length)) | 1  # odd kernel holding the whole line
+    angle = float(np.random.default_rng(seed).uniform(0.0, math.pi))
+    kernel = np.zeros((size, size), np.float32)
+    centre = (size - 1) / 2
+    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, max(2, 4 * size)):
+        x, y = centre + t * math.cos(angle), centre + t * math.sin(angle)
+        kernel[int(round(y)), int(round(x))] = 1.0
+    kernel /= kernel.sum()
+    return cv2.filter2D(rgb, -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def _pixelate(rgb: np.ndarray, px: float | None, seed: int) -> np.ndarray:
+    factor = float(px) / REFERENCE_SIZE
+    if factor >= 1:
+        return rgb.copy()
+    height, width = rgb.shape[:2]
+    small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
+                       interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+_APPLY = {"blur": _blur, "jpeg": _jpeg, "occlude": _occlude, "gamma": _gamma, "gray": _gray, "motion": _motion,
+          "pixelate": _pixelate}
+INTEGER_KINDS = ("downscale", "jpeg", "pixelate")
+LOG_UNIFORM_KINDS = ("gamma",)  # darker and brighter equally often
+
+
+@dataclass(frozen=True)
+class RandomDegradation:
+    """Training-time augmentation: per sample, with `probability`, 1 to `max_kinds` distinct kinds, each at a
+    level drawn from its [low, high] range (integers for downscale / jpeg / pixelate, log-uniform for gamma;
+    `gray` takes no range). Levels are those of `parse_perturbation`, so training and `eval --perturb` speak
+    the same units."""
+
+    ranges: dict[str, tuple[float, float] | None]
+    probability: float = 0.5
+    max_kinds: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.probability <= 1:
+            raise PerturbationSpecError(f"augment probability must be in [0, 1], got {self.probability}")
+        if not self.ranges and self.probability > 0:
+            raise PerturbationSpecError("augment: no kinds given; name at least one, e.g. {downscale: [14, 56]}")
+        if not 1 <= self.max_kinds <= max(1, len(self.ranges)):
+            raise PerturbationSpecError(f"augment max_kinds must be between 1 and the {len(self.ranges)} kinds "
+                                        f"given, got {self.max_kinds}")
+        for kind, bounds in self.ranges.items():
+            if kind == "gray":
+                if bounds:
+                    raise PerturbationSpecError(f"augment kind 'gray' takes no range, got {bounds}")
+                continue
+            if kind not in KINDS:
+                raise PerturbationSpecError(f"augment: unknown kind '{kind}', expected one of {list(KINDS)}")
+            if not bounds or len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise PerturbationSpecError(f"augment kind '{kind}': expected a range [low, high] with low <= "
+                                            f"high, got {bounds}")
+            for level in bounds:  # both ends must be valid levels of that kind
+                number = int(level) if kind in INTEGER_KINDS else level
+                parse_perturbation(f"{kind}:{number}")
+            if kind in LOG_UNIFORM_KINDS and bounds[0] <= 0:
+                raise PerturbationSpecError(f"augment kind '{kind}': the range must be > 0, got {bounds}")
+
+    @property
+    def active(self) -> bool:
+        """Whether any sample can be degraded."""
+        return self.probability > 0 and bool(self.ranges)
+
+    def sample(self, rng: np.random.Generator) -> tuple[Perturbation, ...]:
+        """The perturbation chain for one sample (empty when it stays clean)."""
+        if not self.active or rng.random() >= self.probability:
+            return ()
+        kinds = list(self.ranges)
+        count = int(rng.integers(1, self.max_kinds + 1))
+        chosen = [kinds[i] for i in rng.permutation(len(kinds))[:count]]
+        chain = []
+        for kind in chosen:
+            bounds = self.ranges[kind]
+            if kind == "gray":
+                chain.append(Perturbation("gray"))
+            elif kind in INTEGER_KINDS:
+                chain.append(Perturbation(kind, float(rng.integers(int(bounds[0]), int(bounds[1]) + 1))))
+            elif kind in LOG_UNIFORM_KINDS:
+                chain.append(Perturbation(kind, float(math.exp(rng.uniform(math.log(bounds[0]),
+                                                                           math.log(bounds[1]))))))
+            else:
+                chain.append(Perturbation(kind, float(rng.uniform(bounds[0], bounds[1]))))
+        return tuple(chain)
+
+    def apply_batch(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Degrade a uint8 (B, H, W, 3) RGB batch in place, sample by sample; returns it."""
+        for index in range(len(images)):
+            chain = self.sample(rng)
+            if chain:
+                images[index] = apply_perturbations(images[index], chain, seed=int(rng.integers(0, 2**31)))
+        return images
