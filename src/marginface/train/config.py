@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from marginface.data.perturb import PerturbationSpecError, RandomDegradation
 from marginface.heads.margin import ARCFACE, SCALE
 
 
@@ -36,6 +37,22 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
 
 
+DEFAULT_AUGMENT_RANGES: dict[str, list[float]] = {  # docs/training.md, "Degradation-aware fine-tuning"
+    "downscale": [12, 64], "blur": [0.5, 5.0], "jpeg": [8, 60], "occlude": [0.05, 0.3], "gamma": [0.4, 2.5],
+    "gray": [],
+}
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time degradations (marginface.data.perturb.RandomDegradation): off while probability is 0."""
+
+    probability: float = 0.0  # share of samples degraded
+    max_kinds: int = 1  # a degraded sample gets 1..max_kinds distinct kinds, applied in random order
+    kinds: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in
+                                                                   DEFAULT_AUGMENT_RANGES.items()})
+
+
 @dataclass
 class DataConfig:
     """Where training images come from and how they are batched."""
@@ -49,18 +66,21 @@ class DataConfig:
     workers: int = 2
     flip: bool = True
     on_error: str = "skip"  # skip | raise for undecodable images
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class ModelConfig:
-    """Backbone architecture and options; `pretrained` starts from a checkpoint."""
+    """Backbone architecture and options; `pretrained` starts from a checkpoint or an ONNX model."""
 
-    backbone: str = "mbf"
+    backbone: str = "mbf"  # a registry name, or "onnx": the architecture of the ONNX file in `pretrained`
     num_features: int = 512
     dropout: float = 0.0
     gradient_checkpointing: bool = False
     channels_last: bool = False
-    pretrained: str | None = None  # exported model dir, or arcface_torch backbone .pth / model.pt
+    pretrained: str | None = None  # exported model dir, arcface_torch backbone .pth / model.pt, or model.onnx
+    pretrained_input: dict[str, Any] = field(default_factory=dict)  # an ONNX model's channel_order, mean, std
+    freeze_layers: int = 0  # the first N parameter-holding layers stay fixed
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor options (e.g. mbf scale, blocks)
 
 
@@ -76,7 +96,7 @@ class HeadConfig:
     sample_rate: float = 1.0
     chunk_size: int | None = None
     detach_margin: bool = False
-    init: str = "normal"  # normal (class centres N(0, 0.01²)) | spread (unit centres evenly apart: 2-D, or D ≥ C)
+    init: str = "normal"  # normal (N(0, 0.01²)) | spread (unit centres evenly apart) | class_mean (see training.md)
 
 
 @dataclass
@@ -95,6 +115,9 @@ class OptimConfig:
     accumulate: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
     nan_patience: int = 5  # stop after this many non-finite steps in a row
+    backbone_lr_scale: float = 1.0  # the backbone's lr is lr × this (the head keeps lr); fine-tuning: 0.1
+    head_only_steps: int = 0  # the first N steps train the head alone (backbone frozen, no backward through it)
+    distill_weight: float = 0.0  # weight of mean(1 − cos(student(augmented), start model(clean)))
 
 
 @dataclass
@@ -205,7 +228,7 @@ def validate(config: TrainConfig) -> None:
     choices = {"data.kind": (config.data.kind, ("synthetic", "folder", "recordio")),
                "data.on_error": (config.data.on_error, ("skip", "raise")),
                "head.kind": (config.head.kind, ("margin", "softmax")),
-               "head.init": (config.head.init, ("normal", "spread")),
+               "head.init": (config.head.init, ("normal", "spread", "class_mean")),
                "optim.optimizer": (config.optim.optimizer, ("sgd", "adamw")),
                "optim.precision": (config.optim.precision, ("fp32", "bf16", "fp16")),
                "device": (config.device, ("auto", "cpu", "cuda"))}
@@ -224,6 +247,39 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("head.kind = 'softmax' supports neither head.sample_rate < 1 nor head.chunk_size")
     if config.optim.lr <= 0:
         raise ValueError(f"optim.lr must be > 0, got {config.optim.lr}")
+    _validate_finetuning(config)
+
+
+def _validate_finetuning(config: TrainConfig) -> None:
+    """The fine-tuning keys: an ONNX start, frozen layers, lr scale, head-only steps, distillation, augment."""
+    model, optim = config.model, config.optim
+    is_onnx_file = bool(model.pretrained) and str(model.pretrained).lower().endswith(".onnx")
+    if model.backbone == "onnx" and not is_onnx_file:
+        raise ValueError(f"model.backbone = 'onnx' builds the network from an ONNX file: set model.pretrained to "
+                         f"a .onnx path (got {model.pretrained!r})")
+    if is_onnx_file and model.backbone != "onnx":
+        raise ValueError(f"model.pretrained = {model.pretrained!r} is an ONNX model: set model.backbone: onnx "
+                         f"(its architecture comes from the file, not {model.backbone!r})")
+    if model.pretrained_input and model.backbone != "onnx":
+        raise ValueError("model.pretrained_input describes an ONNX model's input; it needs model.backbone: onnx")
+    for key, value in (("model.freeze_layers", model.freeze_layers), ("optim.head_only_steps", optim.head_only_steps)):
+        if value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+    for key, value in (("optim.backbone_lr_scale", optim.backbone_lr_scale),
+                       ("optim.distill_weight", optim.distill_weight)):
+        if not (value >= 0 and value != float("inf")):
+            raise ValueError(f"{key} must be a finite number >= 0, got {value}")
+    try:
+        augment_from_config(config)
+    except PerturbationSpecError as err:
+        raise ValueError(f"data.augment: {err}") from None
+
+
+def augment_from_config(config: TrainConfig) -> RandomDegradation:
+    """The RandomDegradation that config.data.augment describes (validated)."""
+    augment = config.data.augment
+    ranges = {kind: (tuple(bounds) if bounds else None) for kind, bounds in augment.kinds.items()}
+    return RandomDegradation(ranges, probability=augment.probability, max_kinds=augment.max_kinds)
 
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # what `marginface train` runs without a config

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from marginface.backbones import get_backbone, load_weights
 from marginface.backbones import save as save_backbone
+from marginface.backbones.onnx_import import OnnxBackbone, import_onnx
 from marginface.data.folder import ImageFolderDataset
 from marginface.data.labels import LABELS_NAME, write_class_names
 from marginface.data.pairs import PairSet, read_bin, read_pairs_txt
@@ -34,9 +35,9 @@ from marginface.fileio import ensure_writable_dir
 from marginface.heads import MarginHead, Softmax
 from marginface.heads.centres import spread_centres
 from marginface.infer.embedder import TorchEmbedder
-from marginface.seeding import flip_seed, loader_seed, rank_seed
+from marginface.seeding import augment_stream, flip_seed, loader_seed, rank_seed
 from marginface.train.checkpoint import load_checkpoint, load_latest, save_checkpoint
-from marginface.train.config import TrainConfig
+from marginface.train.config import TrainConfig, augment_from_config
 from marginface.train.distributed import (
     DistContext,
     all_agree,
@@ -58,6 +59,13 @@ from marginface.train.events import (
     StartEvent,
     StepEvent,
     TrainResult,
+)
+from marginface.train.finetune import (
+    class_mean_embeddings,
+    distillation_loss,
+    freeze_leading_layers,
+    frozen_copy,
+    hold_frozen_statistics,
 )
 from marginface.train.metrics import MetricsWriter, Throughput
 from marginface.train.optim import SparseRowSGD
@@ -91,8 +99,12 @@ def build_dataset(config: TrainConfig) -> Dataset:
 
 
 def build_backbone(config: TrainConfig) -> nn.Module:
-    """The backbone, initialised from config.model.pretrained when given (ours or arcface_torch's)."""
+    """The backbone, initialised from config.model.pretrained when given (ours, arcface_torch's, or an ONNX
+    embedding model imported as a trainable graph)."""
     model_config = config.model
+    if model_config.backbone == "onnx":
+        return import_onnx(model_config.pretrained, model_config.num_features, model_config.pretrained_input or None,
+                           gradient_checkpointing=model_config.gradient_checkpointing, dropout=model_config.dropout)
     model = get_backbone(model_config.backbone, num_features=model_config.num_features,
                          dropout=model_config.dropout, gradient_checkpointing=model_config.gradient_checkpointing,
                          **model_config.kwargs)
@@ -145,6 +157,10 @@ class Trainer:
         if config.model.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         broadcast_module(self.backbone, self.ctx)
+        self.frozen_layers = freeze_leading_layers(self.backbone, config.model.freeze_layers)
+        self.augment = augment_from_config(config)
+        # the start model, fixed: what distillation pulls the embeddings of degraded faces towards
+        self.teacher = frozen_copy(self.backbone) if config.optim.distill_weight > 0 else None
         self.head = self._build_head().to(self.device)
         # Same seed for construction (identical replicas); from here each rank draws its own dropout and
         # Partial FC streams.
@@ -187,7 +203,8 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         optim = self.config.optim
-        groups = [{"params": [param for param in self.backbone.parameters() if param.requires_grad]},
+        groups = [{"params": [param for param in self.backbone.parameters() if param.requires_grad],
+                   "lr": optim.lr * optim.backbone_lr_scale},
                   {"params": [self.head.weight]}]
         if optim.optimizer == "adamw":
             return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
@@ -280,17 +297,33 @@ class Trainer:
                           generator=torch.Generator().manual_seed(loader_seed(self.config.seed, self.sampler.epoch)),
                           prefetch_factor=4 if workers > 0 else None)
 
-    def _inputs(self, images: Tensor) -> Tensor:
-        """uint8 batch → model input, mirrored per sample by a generator seeded from (seed, step)."""
-        inputs = to_model_input(images)
-        if self.config.data.flip:
-            generator = torch.Generator().manual_seed(flip_seed(self.config.seed, self.step, self.ctx.rank))
-            mask = torch.rand(len(inputs), generator=generator) < 0.5
-            inputs[mask] = torch.flip(inputs[mask], dims=[3])
-        inputs = inputs.to(self.device, non_blocking=True)
-        if self.config.model.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs
+    def _train_mode(self) -> None:
+        """Backbone and head in training mode, frozen layers' normalisation statistics held."""
+        self.backbone.train()
+        hold_frozen_statistics(self.frozen_layers)
+
+    def _inputs(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 batch → (clean, degraded) model input: degraded per sample by data.augment from a generator
+        seeded by (seed, epoch, batch, rank), both mirrored by the same mask seeded from (seed, step, rank).
+        Without augmentation both are the same tensor."""
+        clean = images
+        if self.augment.active:
+            rng = augment_stream(self.config.seed, self.sampler.epoch, self.sampler.batches_done, self.ctx.rank)
+            degraded = torch.from_numpy(self.augment.apply_batch(images.numpy().copy(), rng))
+        else:
+            degraded = images
+        pair = []
+        for batch in (clean, degraded) if degraded is not clean else (clean,):
+            inputs = to_model_input(batch)
+            if self.config.data.flip:
+                generator = torch.Generator().manual_seed(flip_seed(self.config.seed, self.step, self.ctx.rank))
+                mask = torch.rand(len(inputs), generator=generator) < 0.5
+                inputs[mask] = torch.flip(inputs[mask], dims=[3])
+            inputs = inputs.to(self.device, non_blocking=True)
+            if self.config.model.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            pair.append(inputs)
+        return pair[0], pair[-1]
 
     def _autocast(self):
         precision = self.config.optim.precision
@@ -339,7 +372,7 @@ class Trainer:
                 self.on_event(EvalEvent(self.step, pair_set.name, verification.accuracy_mean,
                                         verification.accuracy_std))
         finally:
-            self.backbone.train()
+            self._train_mode()
         if results:
             self.metrics.write("eval", self.step, results)
         return results
@@ -361,7 +394,9 @@ class Trainer:
     def _train(self) -> TrainResult:
         self._prepare_run_dir()
         accumulate = self.config.optim.accumulate
-        self.backbone.train()
+        if self.step == 0 and self.config.head.init == "class_mean":
+            self._init_centres_from_class_means()
+        self._train_mode()
         self.head.train()
         started = time.perf_counter()
         throughput = Throughput()
@@ -396,16 +431,43 @@ class Trainer:
                 self.sampler.batches_done = 0
         return self._finish(loss_value, started)
 
+    def _init_centres_from_class_means(self) -> None:
+        """head.init = 'class_mean': every class centre starts at its identity's unit mean embedding under
+        the starting backbone (this process's rows), so the first steps see no random-head shock."""
+        started = time.perf_counter()
+        means = class_mean_embeddings(self.backbone, self.dataset, self.num_classes, self.device,
+                                      self.config.eval.batch_size, self.config.data.workers)
+        start, stop = self.head_rows
+        with torch.no_grad():
+            self.head.weight.copy_(means[start:stop].to(self.head.weight))
+        log.info("class centres set to the mean embedding of each identity (%d classes, %.0f s)",
+                 self.num_classes, time.perf_counter() - started)
+
     def _forward_backward(self, batch: Batch) -> _MicroBatch:
-        """Backbone and head on one micro-batch, and its share of the gradient when the loss is finite."""
+        """Backbone and head on one micro-batch, and its share of the gradient when the loss is finite.
+
+        During optim.head_only_steps the backbone runs without gradients in eval mode (only the head learns);
+        with optim.distill_weight the loss adds the distance to the start model's embedding of the clean face."""
+        clean, degraded = self._inputs(batch.images)
+        head_only = self.step < self.config.optim.head_only_steps
         with self._autocast():
-            embeddings = self.backbone(self._inputs(batch.images))
+            if head_only:
+                self.backbone.eval()
+                with torch.no_grad():
+                    embeddings = self.backbone(degraded)
+                self._train_mode()
+            else:
+                embeddings = self.backbone(degraded)
         # every rank learns whether any rank's embeddings are non-finite before the head (whose input
         # check would raise, and whose collectives a rank that raised would leave the others waiting in)
         finite_embeddings = all_agree(bool(torch.isfinite(embeddings).all()), self.ctx)
         if not finite_embeddings:
             return _MicroBatch(float("nan"), False, False)
         loss = self.head(embeddings.float(), batch.labels.to(self.device))
+        if self.teacher is not None and not head_only:
+            with torch.no_grad(), self._autocast():
+                target = self.teacher(clean)
+            loss = loss + self.config.optim.distill_weight * distillation_loss(embeddings.float(), target.float())
         if not all_agree(bool(torch.isfinite(loss)), self.ctx):
             return _MicroBatch(float("nan"), True, False)
         self.scaler.scale(loss / self.config.optim.accumulate).backward()
@@ -478,10 +540,10 @@ class Trainer:
 
     def _export(self) -> None:
         model_config = self.config.model
-        folder = save_backbone(self.backbone.eval(), model_config.backbone, self.run_dir / "model",
-                               **model_config.kwargs)
+        kwargs = {"program": self.backbone.program} if isinstance(self.backbone, OnnxBackbone) else model_config.kwargs
+        folder = save_backbone(self.backbone.eval(), model_config.backbone, self.run_dir / "model", **kwargs)
         if self.config.export_onnx:
             from marginface.infer.export import export_onnx
 
             export_onnx(self.backbone.float().cpu(), folder / "model.onnx")
-        self.backbone.train()
+        self._train_mode()
