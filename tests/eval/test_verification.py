@@ -83,3 +83,19 @@ def test_tar_at_far_and_unmeasurable_targets() -> None:
 def test_non_finite_scores_rejected() -> None:
     with pytest.raises(ValueError, match=r"score\[1\] = nan"):
         best_threshold_exact(np.array([0.1, np.nan]), np.array([True, False]))
+
+
+def test_report_roc_starts_at_the_smallest_measurable_far_and_thresholds_are_marked() -> None:
+    """The plots do not draw FAR below 1 / impostor pairs, and the histogram names the chosen thresholds."""
+    from marginface.eval.report import measurable_roc, score_thresholds
+
+    rng = np.random.default_rng(0)
+    issame = np.array([True] * 300 + [False] * 300)
+    scores = np.where(issame, rng.normal(0.6, 0.1, 600), rng.normal(0.1, 0.1, 600))
+    result = evaluate_verification(scores, issame, np.repeat(np.arange(2), 300))
+    far, tar, smallest = measurable_roc(result)
+    assert smallest == 1 / 300
+    assert far.min() >= smallest and far.max() == 1.0 and len(far) == len(tar)
+    labels = [label for label, _, _ in score_thresholds(result)]
+    assert labels[0].startswith("best accuracy")
+    assert any(label.startswith("FAR 0.01:") for label in labels)

@@ -12,6 +12,7 @@ import numpy as np
 from marginface import __version__
 from marginface.eval.identification import IdentificationResult
 from marginface.eval.pipeline import PairSetEvaluation
+from marginface.eval.verification import VerificationResult
 
 
 def write_report(out_dir: str | Path, model: str, options: dict, verification: list[PairSetEvaluation],
@@ -42,29 +43,21 @@ def _plot(out: Path, verification: list[PairSetEvaluation], identification: dict
     import matplotlib.pyplot as plt
 
     for v in verification:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        far = np.maximum(np.asarray(v.verification.roc["far"]), 1e-6)
-        ax.plot(far, v.verification.roc["tar"], label=f"{v.name} (AUC {v.verification.auc:.4f})")
-        for key, tar in v.verification.tar_at_far.items():
-            if tar is not None:
-                ax.scatter([float(key)], [tar], s=18)
-                ax.annotate(f"{tar:.3f}@{key}", (float(key), tar), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("FAR")
-        ax.set_ylabel("TAR")
-        ax.set_title(f"ROC — {v.name}")
-        ax.legend(loc="lower right", fontsize=8)
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        _plot_roc(ax, v)
         fig.tight_layout()
         fig.savefig(out / f"roc_{v.name}.png", dpi=110)
         plt.close(fig)
 
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = plt.subplots(figsize=(5.5, 4))
         bins = np.linspace(-1, 1, 81)
         ax.hist(v.scores[v.issame], bins=bins, alpha=0.6, label="same")
         ax.hist(v.scores[~v.issame], bins=bins, alpha=0.6, label="different")
+        for label, threshold, style in score_thresholds(v.verification):
+            ax.axvline(threshold, color="black", linestyle=style, linewidth=0.9, label=label)
         ax.set_xlabel("cosine similarity")
         ax.set_title(f"Scores — {v.name}")
-        ax.legend()
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"scores_{v.name}.png", dpi=110)
         plt.close(fig)
@@ -79,6 +72,49 @@ def _plot(out: Path, verification: list[PairSetEvaluation], identification: dict
         fig.tight_layout()
         fig.savefig(out / f"cmc_{name}.png", dpi=110)
         plt.close(fig)
+
+
+def measurable_roc(verification: VerificationResult) -> tuple[np.ndarray, np.ndarray, float]:
+    """(far, tar, smallest measurable FAR): the ROC points at or above 1 / number of impostor pairs, the
+    smallest non-zero FAR the impostors can show (below it a curve would be extrapolation, not measurement)."""
+    impostors = max(1, verification.num_pairs - verification.num_same)
+    smallest = 1.0 / impostors
+    far = np.asarray(verification.roc.get("far", []), dtype=float)
+    tar = np.asarray(verification.roc.get("tar", []), dtype=float)
+    keep = far >= smallest * (1 - 1e-9)
+    return far[keep], tar[keep], smallest
+
+
+def score_thresholds(verification: VerificationResult) -> list[tuple[str, float, str]]:
+    """(label, threshold, line style) of the thresholds a report chose: best accuracy and each FAR's."""
+    marks = []
+    if verification.accuracy_threshold is not None:
+        marks.append((f"best accuracy {verification.accuracy_threshold:.3f}", verification.accuracy_threshold, "-"))
+    styles = iter(["--", ":", "-.", (0, (1, 3))] * 4)
+    for key, threshold in verification.threshold_at_far.items():
+        if threshold is not None:
+            marks.append((f"FAR {key}: {threshold:.3f}", threshold, next(styles)))
+    return marks
+
+
+def _plot_roc(ax, evaluation: PairSetEvaluation) -> None:
+    """ROC from the smallest measurable FAR up; the region below it shaded and labelled, not drawn; the
+    TAR@FAR points named in the legend (no labels on the curve, so none overlap)."""
+    result = evaluation.verification
+    far, tar, smallest = measurable_roc(result)
+    ax.plot(far, tar, label=f"{evaluation.name} (AUC {result.auc:.4f})")
+    left = smallest / 10
+    ax.axvspan(left, smallest, color="0.85", zorder=0,
+               label=f"FAR < 1/{max(1, result.num_pairs - result.num_same):,} impostors: not measurable")
+    for key, value in result.tar_at_far.items():
+        if value is not None and float(key) >= smallest:
+            ax.scatter([float(key)], [value], s=18, zorder=3, label=f"TAR {value:.3f} @ FAR {key}")
+    ax.set_xscale("log")
+    ax.set_xlim(left, 1.0)
+    ax.set_xlabel(f"FAR (measured from {smallest:.1e})")
+    ax.set_ylabel("TAR")
+    ax.set_title(f"ROC — {evaluation.name}")
+    ax.legend(loc="lower right", fontsize=7)
 
 
 def summary_table(verification: list[PairSetEvaluation], identification: dict[str, IdentificationResult]) -> str:
