@@ -2,9 +2,15 @@
 
 Schema (see docs/recognition.md): meta(key, value) holds the model fingerprint, model and detector paths
 and the operating threshold; identities(id, name UNIQUE, created, updated); templates(id, identity_id,
-embedding float32 blob, source_sha256, detection_score, created) with (identity_id, source_sha256) UNIQUE.
-Every change is one transaction, so a crash loses nothing committed and leaves nothing half-written.
+embedding float32 blob, source_sha256, detection_score, created, checksum) with (identity_id, source_sha256)
+UNIQUE. Every change is one transaction, so a crash loses nothing committed and leaves nothing half-written.
 The gallery refuses embeddings or searches from a model whose fingerprint differs from its own.
+
+Every template is verified when it is loaded (right length, finite, unit norm, and its CRC-32 `checksum`
+over template id, identity id and the float bytes, so one flipped bit is caught too). A damaged template
+never enters the index, and while the gallery holds one every search raises GalleryDamaged naming the file,
+the identity and the template: a search without that person could name a stranger in their place.
+`check` lists the damaged templates, `drop_templates` deletes them.
 """
 
 from __future__ import annotations
@@ -12,20 +18,23 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import struct
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import TemplateIndex, unit_rows
-from marginface.infer.thresholds import Threshold
+from marginface.infer.thresholds import ScoreError, Threshold, check_score
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: templates.checksum (galleries of version 1 are migrated when opened)
+NORM_TOLERANCE = 1e-4  # a stored template is unit norm to float32 rounding (~1e-7); further off is damage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,6 +47,7 @@ CREATE TABLE IF NOT EXISTS templates (
     source_sha256 TEXT,
     detection_score REAL,
     created REAL NOT NULL,
+    checksum INTEGER,
     UNIQUE (identity_id, source_sha256));
 CREATE INDEX IF NOT EXISTS templates_identity ON templates(identity_id);
 """
@@ -49,6 +59,29 @@ class GalleryError(ValueError):
 
 class GalleryModelMismatch(GalleryError):
     """Embeddings or a search from a model other than the one the gallery was built with."""
+
+
+class GalleryDamaged(GalleryError):
+    """A search refused because stored templates failed verification; the message names each of them."""
+
+
+def template_checksum(template_id: int, identity_id: int, blob: bytes) -> int:
+    """CRC-32 of (template id, identity id, embedding bytes): a changed bit, a blob moved to another row or a
+    template moved to another person all change it."""
+    return zlib.crc32(blob, zlib.crc32(struct.pack("<qq", int(template_id), int(identity_id))))
+
+
+@dataclass(frozen=True)
+class DamagedTemplate:
+    """A stored template that failed verification: which one, whose, and what is wrong with it."""
+
+    template_id: int
+    identity_id: int
+    identity: str  # the owner's name, or a note that the owner is missing
+    reason: str
+
+    def __str__(self) -> str:
+        return f"template {self.template_id} of {self.identity!r}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +142,7 @@ class Gallery:
         except (KeyError, ValueError, TypeError) as err:
             raise GalleryError(f"{path}: not a marginface gallery (meta table incomplete: {err})") from err
         self._names: dict[int, str] = {}
+        self._damaged: list[DamagedTemplate] = []
         self._load()
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -161,9 +195,15 @@ class Gallery:
             if "unable to open" in str(err):  # not even readable: SQLite needs a writable folder for its journal
                 raise _not_writable(path, err) from err
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
-        db = cls._connect(path)
-        if version is None or int(version[0]) != SCHEMA_VERSION:
+        if version is None or version[0] not in ("1", str(SCHEMA_VERSION)):
             raise GalleryError(f"{path}: gallery schema version {version and version[0]}, expected {SCHEMA_VERSION}")
+        db = cls._connect(path)
+        if version[0] == "1":
+            try:
+                _migrate_to_checksums(db, path)
+            except BaseException:
+                db.close()
+                raise
         return cls(path, db)
 
     def close(self) -> None:
@@ -178,20 +218,64 @@ class Gallery:
         self.close()
 
     def _load(self) -> None:
+        """Read identities and templates into memory; only templates that pass verification enter the index."""
         self._index = TemplateIndex(self.fingerprint.embedding_dim)
-        self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
-        rows = self._db.execute("SELECT id, identity_id, embedding FROM templates ORDER BY id").fetchall()
-        if rows:
-            vectors = np.stack([self._vector(blob, tid) for tid, _, blob in rows])
-            self._index.add(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), vectors)
+        try:
+            self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
+            rows = self._db.execute(
+                "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+        ids, owners, vectors, self._damaged = self._verify(rows)
+        for damaged in self._damaged:
+            log.error("gallery %s: %s (not used)", self.path, damaged)
+        if len(ids):
+            self._index.add(ids, owners, vectors)
 
-    def _vector(self, blob: bytes, template_id: int) -> np.ndarray:
-        vector = np.frombuffer(blob, dtype="<f4")
-        if vector.shape != (self.fingerprint.embedding_dim,):
-            raise GalleryError(f"{self.path}: template {template_id} has {vector.size} values, "
-                               f"expected {self.fingerprint.embedding_dim}")
-        return vector
+    def _verify(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[DamagedTemplate]]:
+        """(ids, owners, vectors) of the template rows that are intact, and what is wrong with the others."""
+        dim = self.fingerprint.embedding_dim
+        good: list[tuple[int, int, np.ndarray]] = []
+        damaged: list[DamagedTemplate] = []
+        for template_id, identity_id, blob, checksum in rows:
+            owner = self._names.get(identity_id, f"<missing identity id {identity_id}>")
+            reason = None
+            if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+                size = len(blob) if isinstance(blob, (bytes, str)) else 0
+                reason = f"holds {size} bytes, expected {4 * dim} ({dim} float32 values)"
+            else:
+                vector = np.frombuffer(blob, dtype="<f4")
+                computed = template_checksum(template_id, identity_id, blob)
+                if not np.all(np.isfinite(vector)):
+                    reason = f"holds {int(np.sum(~np.isfinite(vector)))} non-finite values (NaN or infinity)"
+                elif abs(float(np.linalg.norm(vector.astype(np.float64))) - 1.0) > NORM_TOLERANCE:
+                    reason = f"has norm {float(np.linalg.norm(vector.astype(np.float64))):.6g}, expected 1"
+                elif checksum is None:
+                    reason = "has no checksum"
+                elif checksum != computed:
+                    reason = (f"checksum mismatch (stored {int(checksum) & 0xFFFFFFFF:08x}, computed "
+                              f"{computed:08x}): its bytes, id or owner changed after it was written")
+                elif identity_id not in self._names:
+                    reason = "belongs to no identity"
+            if reason is None:
+                good.append((template_id, identity_id, vector))
+            else:
+                damaged.append(DamagedTemplate(int(template_id), int(identity_id), owner, reason))
+        if not good:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, dim), np.float32), damaged
+        ids, owners, vectors = zip(*good, strict=True)
+        return np.array(ids, np.int64), np.array(owners, np.int64), np.stack(vectors), damaged
+
+    def _refuse_damaged(self) -> None:
+        """Raise GalleryDamaged, naming every damaged template, when the gallery holds any (call under the lock)."""
+        if self._damaged:
+            shown = "; ".join(str(d) for d in self._damaged[:10])
+            more = f"; and {len(self._damaged) - 10} more" if len(self._damaged) > 10 else ""
+            raise GalleryDamaged(
+                f"gallery {self.path} holds {len(self._damaged)} damaged template(s), so it cannot be searched: "
+                f"{shown}{more} (list them with `marginface gallery check {self.path}`, delete them with --drop "
+                "and enrol those people again)")
 
     def _sync(self) -> None:
         """Reload the in-memory index when another connection (e.g. another process) committed changes."""
@@ -242,13 +326,16 @@ class Gallery:
                     "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
                 added, vectors = [], []
                 for vector, sha, score in items:
+                    blob = vector.astype("<f4").tobytes()
                     cursor = self._db.execute(
                         "INSERT OR IGNORE INTO templates (identity_id, embedding, source_sha256, detection_score, "
                         "created) VALUES (?, ?, ?, ?, ?)",
-                        (identity, vector.astype("<f4").tobytes(), sha, None if score is None else float(score),
-                         now))
+                        (identity, blob, sha, None if score is None else float(score), now))
                     if cursor.rowcount:
-                        added.append(cursor.lastrowid)
+                        template = cursor.lastrowid
+                        self._db.execute("UPDATE templates SET checksum = ? WHERE id = ?",
+                                         (template_checksum(template, identity, blob), template))
+                        added.append(template)
                         vectors.append(vector)
                 self._db.execute("UPDATE identities SET updated = ? WHERE id = ?", (now, identity))
             self._names[identity] = name  # committed: now the in-memory index
@@ -266,6 +353,7 @@ class Gallery:
                 self._db.execute("DELETE FROM identities WHERE id = ?", (identity,))
             self._index.remove_owner(identity)
             del self._names[identity]
+            self._damaged = [d for d in self._damaged if d.identity_id != identity]
 
     def rename(self, old: str, new: str) -> None:
         """Rename an identity (its templates stay)."""
@@ -279,6 +367,23 @@ class Gallery:
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
             self._names[identity] = new
+            self._damaged = [replace(d, identity=new) if d.identity_id == identity else d for d in self._damaged]
+
+    def check(self) -> list[DamagedTemplate]:
+        """Read every template from the file again and return those that fail verification (empty: all intact)."""
+        with self._lock:
+            self._load()
+            return list(self._damaged)
+
+    def drop_templates(self, template_ids: list[int]) -> int:
+        """Delete templates by id in one transaction (e.g. the damaged ones `check` found); returns how many."""
+        ids = [int(t) for t in template_ids]
+        with self._lock:
+            with _transaction(self._db, self.path):
+                dropped = sum(self._db.execute("DELETE FROM templates WHERE id = ?", (t,)).rowcount for t in ids)
+            log.info("gallery %s: dropped %d templates (%s)", self.path, dropped, ", ".join(map(str, ids)))
+            self._load()
+        return dropped
 
     def _identity_id(self, name: str) -> int:
         for identity, known in self._names.items():
@@ -317,12 +422,38 @@ class Gallery:
                ) -> list[list[Match]]:
         """Top-k identities per query embedding, by best template score (exact; see infer/search.py)."""
         self.check_fingerprint(fingerprint)
-        queries = np.asarray(embeddings, np.float32).reshape(-1, self.fingerprint.embedding_dim)
+        queries = self.check_queries(embeddings)
         with self._lock:
             self._sync()
+            self._refuse_damaged()
             hits = self._index.search(queries, k)
             names = dict(self._names)
         return [[Match(names[h.identity], h.score) for h in row] for row in hits]
+
+    def check_queries(self, embeddings: np.ndarray) -> np.ndarray:
+        """Query embeddings as (N, D) float32, refused unless finite with norm at most 1 (scores then lie in
+        [-1, 1])."""
+        dim = self.fingerprint.embedding_dim
+        queries = np.asarray(embeddings, np.float32)
+        if queries.size % dim:
+            raise GalleryError(f"gallery {self.path}: query embeddings must have {dim} values each, "
+                               f"got shape {queries.shape}")
+        queries = queries.reshape(-1, dim)
+        norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+        bad = np.flatnonzero(~np.isfinite(norms) | (norms > 1.0 + NORM_TOLERANCE))
+        if len(bad):
+            raise GalleryError(f"gallery {self.path}: query embedding {int(bad[0])} is not a unit vector "
+                               f"(norm {norms[bad[0]]:.6g}); search with unit embeddings")
+        return queries
+
+    def verified_templates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """(template ids, owner ids, (M, D) unit vectors, owner id -> name) of every template, all verified;
+        GalleryDamaged when any is damaged. What other indexes (index.GallerySearch) are built from."""
+        with self._lock:
+            self._sync()
+            self._refuse_damaged()
+            index = self._index
+            return (index.ids.copy(), index.owners.copy(), index.matrix.copy(), dict(self._names))
 
     def identify_faces(self, faces: list[FaceResult], k: int = 1,
                        fingerprint: ModelFingerprint | None = None) -> list[Identified]:
@@ -332,6 +463,11 @@ class Gallery:
         matches = self.search(np.stack([f.embedding for f in faces]), max(k, 1), fingerprint)
         out = []
         for face, candidates in zip(faces, matches, strict=True):
+            for match in candidates:
+                try:
+                    check_score(match.score)
+                except ScoreError as err:
+                    raise GalleryDamaged(f"gallery {self.path}: identity {match.name!r}: {err}") from err
             best = candidates[0] if candidates else None
             score = best.score if best else float("-inf")
             known = best is not None and self.threshold.accepts(score)
@@ -365,6 +501,24 @@ class _transaction:
             self.db.execute("ROLLBACK")
         if isinstance(value, sqlite3.Error):
             raise GalleryError(f"{self.path}: cannot write the gallery ({value})") from value
+
+
+def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 -> 2: add templates.checksum and compute it for every stored template, in one transaction.
+
+    Bytes damaged before this migration get a checksum of their damaged state; the finite and unit-norm
+    checks still catch most such damage."""
+    with _transaction(db, path):
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is not None and version[0] == str(SCHEMA_VERSION):
+            return  # another process migrated it while this one waited for the lock
+        db.execute("ALTER TABLE templates ADD COLUMN checksum INTEGER")
+        rows = db.execute("SELECT id, identity_id, embedding FROM templates").fetchall()
+        db.executemany("UPDATE templates SET checksum = ? WHERE id = ?",
+                       [(template_checksum(t, i, blob), t) for t, i, blob in rows if isinstance(blob, bytes)])
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    log.info("gallery %s: migrated to schema %d (checksums computed for %d templates)", path, SCHEMA_VERSION,
+             len(rows))
 
 
 def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:

@@ -19,7 +19,7 @@ from PIL import UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
-from marginface.infer.gallery import GalleryError, check_identity_name
+from marginface.infer.gallery import GalleryDamaged, GalleryError, check_identity_name
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard
@@ -98,6 +98,11 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     @app.exception_handler(NoFaceError)
     async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
+
+    @app.exception_handler(GalleryDamaged)
+    async def damaged(_: Request, err: GalleryDamaged) -> JSONResponse:
+        log.error("%s", err)
+        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
     @app.get("/healthz", dependencies=guarded, tags=["service"])
     async def healthz() -> dict:
