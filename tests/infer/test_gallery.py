@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from marginface.eval.identification import evaluate_identification, split_gallery_probes
-from marginface.infer.gallery import Gallery, GalleryDamaged, GalleryError, GalleryModelMismatch, _transaction
+from marginface.infer.gallery import (
+    Gallery,
+    GalleryDamaged,
+    GalleryError,
+    GalleryModelMismatch,
+    UnknownIdentity,
+    _transaction,
+)
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold
@@ -356,3 +363,18 @@ def test_a_score_outside_minus_one_one_never_reaches_a_decision(gallery: Gallery
         with pytest.raises(ScoreError, match="is not a cosine"):
             gallery.threshold.accepts(score)
     assert gallery.threshold.accepts(1.0 + 1e-7) and not gallery.threshold.accepts(-1.0)
+
+
+def test_membership_and_changes_see_another_connection_s_commits(tmp_path: Path, gallery: Gallery) -> None:
+    """`in`, len, remove and rename answer for what is committed now, not for what this connection loaded."""
+    with Gallery.open(tmp_path / "g.db") as other:
+        assert "ann" not in other and len(other) == 0
+        gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+        assert "ann" in other and len(other) == 1
+        gallery.rename("ann", "anne")
+        with pytest.raises(UnknownIdentity, match="has no identity 'ann'"):
+            other.remove("ann")
+        other.remove("anne")
+        assert "anne" not in gallery and gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0)) == [[]]
+        with pytest.raises(UnknownIdentity):
+            gallery.rename("anne", "x")

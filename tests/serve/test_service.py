@@ -36,3 +36,26 @@ def test_a_damaged_template_is_a_503_naming_it_never_a_decision(client, gallery_
     assert answer.status_code == 503, answer.text
     assert "template 1 of 'Colin': checksum mismatch" in answer.json()["detail"]
     assert str(gallery_path) in answer.json()["detail"]
+
+
+def test_changes_a_cli_committed_are_seen_before_every_answer(client, gallery_path, lfw, capsys):
+    """The probe: after a CLI enroll, DELETE answered 404 for a listed person; after a CLI rename, 500."""
+    from marginface.cli import main
+
+    assert client.get("/v1/identities").json()["count"] == 0  # the service has loaded the (empty) gallery
+    assert main(["enroll", str(gallery_path), "--name", "Colin", str(lfw(COLIN, 1))]) == 0
+    assert [p["name"] for p in client.get("/v1/identities").json()["identities"]] == ["Colin"]
+    answer = client.delete("/v1/identities/Colin")
+    assert answer.status_code == 200, answer.text
+    assert main(["enroll", str(gallery_path), "--name", "Tony", str(lfw(BLAIR, 1))]) == 0
+    assert client.post("/v1/identify", files={"image": _file(lfw(BLAIR, 2))}).json()["faces"][0]["name"] == "Tony"
+    assert main(["gallery", "rename", str(gallery_path), "Tony", "Tony Blair"]) == 0
+    gone = client.delete("/v1/identities/Tony")
+    assert gone.status_code == 404 and "no identity named 'Tony'" in gone.json()["detail"]
+    assert client.post("/v1/identify", files={"image": _file(lfw(BLAIR, 2))}).json()["faces"][0]["name"] == "Tony Blair"
+    assert main(["gallery", "remove", str(gallery_path), "Tony Blair"]) == 0
+    assert client.delete("/v1/identities/Tony%20Blair").status_code == 404
+    assert client.post("/v1/identities", data={"name": "Tony Blair"},
+                       files=[("images", _file(lfw(BLAIR, 1)))]).json() == {"name": "Tony Blair", "added": 1,
+                                                                            "duplicates": 0}
+    assert client.get("/healthz").json()["templates"] == 1

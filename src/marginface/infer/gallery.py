@@ -61,6 +61,10 @@ class GalleryModelMismatch(GalleryError):
     """Embeddings or a search from a model other than the one the gallery was built with."""
 
 
+class UnknownIdentity(GalleryError):
+    """A change or lookup naming a person the gallery (as committed now, by any process) does not hold."""
+
+
 class GalleryDamaged(GalleryError):
     """A search refused because stored templates failed verification; the message names each of them."""
 
@@ -278,8 +282,15 @@ class Gallery:
                 "and enrol those people again)")
 
     def _sync(self) -> None:
-        """Reload the in-memory index when another connection (e.g. another process) committed changes."""
-        if self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
+        """Reload the in-memory index when another connection (e.g. another process) committed changes.
+
+        Every read and change calls it under the lock (changes inside their write transaction, so what they
+        check is what they change): PRAGMA data_version moves whenever another connection commits."""
+        try:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+        if version != self._version:
             log.info("gallery %s changed on disk; reloading", self.path)
             self._load()
 
@@ -319,8 +330,8 @@ class Gallery:
         name = check_identity_name(name)
         now = time.time()
         with self._lock:  # one lock over the transaction and the index update: a remove cannot slip between
-            self._sync()
             with _transaction(self._db, self.path):
+                self._sync()
                 row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
                 identity = row[0] if row else self._db.execute(
                     "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
@@ -346,9 +357,9 @@ class Gallery:
     def remove(self, name: str) -> None:
         """Delete an identity and all its templates."""
         with self._lock:
-            self._sync()
-            identity = self._identity_id(name)
             with _transaction(self._db, self.path):
+                self._sync()
+                identity = self._identity_id(name)
                 self._db.execute("DELETE FROM templates WHERE identity_id = ?", (identity,))
                 self._db.execute("DELETE FROM identities WHERE id = ?", (identity,))
             self._index.remove_owner(identity)
@@ -359,11 +370,11 @@ class Gallery:
         """Rename an identity (its templates stay)."""
         new = check_identity_name(new)
         with self._lock:
-            self._sync()
-            identity = self._identity_id(old)
-            if new in self._names.values():
-                raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
             with _transaction(self._db, self.path):
+                self._sync()
+                identity = self._identity_id(old)
+                if new in self._names.values():
+                    raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
             self._names[identity] = new
@@ -380,6 +391,7 @@ class Gallery:
         ids = [int(t) for t in template_ids]
         with self._lock:
             with _transaction(self._db, self.path):
+                self._sync()
                 dropped = sum(self._db.execute("DELETE FROM templates WHERE id = ?", (t,)).rowcount for t in ids)
             log.info("gallery %s: dropped %d templates (%s)", self.path, dropped, ", ".join(map(str, ids)))
             self._load()
@@ -389,7 +401,7 @@ class Gallery:
         for identity, known in self._names.items():
             if known == name:
                 return identity
-        raise GalleryError(f"gallery {self.path} has no identity {name!r}")
+        raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
 
     # -- reading --------------------------------------------------------------------------------------------
     def identities(self) -> list[IdentityInfo]:
@@ -402,10 +414,16 @@ class Gallery:
                 in rows]
 
     def __len__(self) -> int:
-        return len(self._names)
+        """Number of identities committed now (by any process)."""
+        with self._lock:
+            self._sync()
+            return len(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._names.values()
+        """Whether an identity of that name is committed now (by any process)."""
+        with self._lock:
+            self._sync()
+            return name in self._names.values()
 
     def stats(self) -> dict:
         """Counts, model, detector and threshold, for `gallery stats` and the service's health check."""
