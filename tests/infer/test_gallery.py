@@ -15,6 +15,7 @@ from marginface.infer.gallery import (
     GalleryDamaged,
     GalleryError,
     GalleryModelMismatch,
+    GalleryUnavailable,
     UnknownIdentity,
     _transaction,
 )
@@ -378,3 +379,54 @@ def test_membership_and_changes_see_another_connection_s_commits(tmp_path: Path,
         assert "anne" not in gallery and gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0)) == [[]]
         with pytest.raises(UnknownIdentity):
             gallery.rename("anne", "x")
+
+
+# -- the file removed or replaced underneath an open gallery ----------------------------------------------------
+def test_changes_into_a_removed_or_replaced_gallery_file_are_refused_not_acknowledged(tmp_path: Path,
+                                                                                     gallery: Gallery) -> None:
+    """The probe: with the file (or its -wal) deleted, enrolments still succeeded and vanished at exit."""
+    path = tmp_path / "g.db"
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+    for _ in range(3):  # another process opening, changing and closing the file is no replacement
+        with Gallery.open(path) as other:
+            other.add("bob", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+            other.remove("bob")
+    gallery.add("cy", _unit(0, 0, 1, 0, 0, 0, 0, 0), fingerprint=FP)
+    Path(f"{path}-wal").unlink()
+    with pytest.raises(GalleryUnavailable, match=r"write-ahead log .*g\.db-wal was removed while the gallery was open"):
+        gallery.add("dee", _unit(0, 0, 0, 1, 0, 0, 0, 0), fingerprint=FP)
+    with pytest.raises(GalleryUnavailable):
+        gallery.remove("ann")
+    with pytest.raises(GalleryUnavailable):
+        gallery.stats()
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_gallery_file_removed_or_replaced_is_named_before_any_change(tmp_path: Path, gallery: Gallery,
+                                                                       how: str) -> None:
+    path = tmp_path / "g.db"
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+    path.unlink()
+    if how == "replaced":  # a restored backup, or another gallery moved into place
+        Gallery.create(path, FP, Threshold.fixed(0.5), model="m", detector=None).close()
+    with pytest.raises(GalleryUnavailable, match=rf"gallery file {path} was {how}"):
+        gallery.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), None)], FP)
+    with pytest.raises(GalleryUnavailable, match=f"was {how}"):
+        gallery.rename("ann", "anne")
+    with pytest.raises(GalleryUnavailable):
+        gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0))
+
+
+def test_a_file_removed_during_the_transaction_is_not_acknowledged(tmp_path: Path, gallery: Gallery) -> None:
+    path = tmp_path / "g.db"
+    calls = []
+
+    def remove_after_begin() -> None:
+        calls.append(1)
+        if len(calls) == 2:  # after COMMIT: the file went away while the change was written
+            path.unlink()
+        Gallery._check_files(gallery)
+
+    with pytest.raises(GalleryUnavailable, match="was removed"):
+        with _transaction(gallery._db, path, check=remove_after_begin) as db:
+            db.execute("INSERT INTO identities (name, created, updated) VALUES ('x', 0, 0)")

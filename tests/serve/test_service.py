@@ -59,3 +59,18 @@ def test_changes_a_cli_committed_are_seen_before_every_answer(client, gallery_pa
                        files=[("images", _file(lfw(BLAIR, 1)))]).json() == {"name": "Tony Blair", "added": 1,
                                                                             "duplicates": 0}
     assert client.get("/healthz").json()["templates"] == 1
+
+
+@pytest.mark.parametrize("removed", ["people.db-wal", "people.db"])
+def test_a_removed_gallery_file_or_log_is_a_503_never_an_acknowledged_change(client, gallery_path, lfw, removed):
+    """The probes: after the -wal (or the gallery file) was deleted, enrol answered 201 and delete 200, and
+    kill -9 then lost both (the deleted person came back)."""
+    assert client.post("/v1/identities", data={"name": "Colin"},
+                       files=[("images", _file(lfw(COLIN, 1)))]).status_code == 201
+    (gallery_path.parent / removed).unlink()
+    enrol = client.post("/v1/identities", data={"name": "Tony"}, files=[("images", _file(lfw(BLAIR, 1)))])
+    assert enrol.status_code == 503 and f"{gallery_path.parent / removed} was removed" in enrol.json()["detail"]
+    delete = client.delete("/v1/identities/Colin")
+    assert delete.status_code == 503 and "changes made now would be lost" in delete.json()["detail"]
+    health = client.get("/healthz")
+    assert health.status_code == 503 and "was removed" in health.json()["detail"]

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import struct
 import threading
 import time
 import unicodedata
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -63,6 +65,11 @@ class GalleryModelMismatch(GalleryError):
 
 class UnknownIdentity(GalleryError):
     """A change or lookup naming a person the gallery (as committed now, by any process) does not hold."""
+
+
+class GalleryUnavailable(GalleryError):
+    """The gallery file (or its write-ahead log) was removed or replaced while open: a change written now would
+    go to a file nobody will read again, so it is refused instead of acknowledged."""
 
 
 class GalleryDamaged(GalleryError):
@@ -147,6 +154,8 @@ class Gallery:
             raise GalleryError(f"{path}: not a marginface gallery (meta table incomplete: {err})") from err
         self._names: dict[int, str] = {}
         self._damaged: list[DamagedTemplate] = []
+        self._files: dict[str, tuple[int, int] | None] = {}
+        self._check_files()  # records the (device, inode) of the file and its -wal
         self._load()
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -281,11 +290,40 @@ class Gallery:
                 f"{shown}{more} (list them with `marginface gallery check {self.path}`, delete them with --drop "
                 "and enrol those people again)")
 
+    def _check_files(self) -> None:
+        """GalleryUnavailable when the gallery file or its -wal is no longer the one this connection opened
+        (deleted, moved away or replaced: different device or inode); records the -wal once it exists."""
+        for label, path in (("gallery file", self.path), ("write-ahead log", Path(f"{self.path}-wal"))):
+            try:
+                info = os.stat(path)
+                current: tuple[int, int] | None = (info.st_dev, info.st_ino)
+            except FileNotFoundError:
+                current = None
+            except OSError as err:
+                raise GalleryUnavailable(f"gallery {self.path}: cannot look at its {label} {path} ({err})") from err
+            known = self._files.get(label)
+            if known is None:
+                if current is None and label == "gallery file":
+                    raise GalleryUnavailable(f"gallery {self.path} does not exist (any more)")
+                self._files[label] = current
+            elif current != known:
+                what = "was removed" if current is None else "was replaced by another file"
+                raise GalleryUnavailable(
+                    f"gallery {self.path}: its {label} {path} {what} while the gallery was open; changes made now "
+                    "would be lost, so none are accepted (restore the file, or restart on the gallery as it is now)")
+
+    def _write(self) -> _transaction:
+        """A write transaction that first checks the files are still the ones opened, and checks again after
+        COMMIT, so a change is never acknowledged into a removed or replaced file."""
+        return _transaction(self._db, self.path, check=self._check_files)
+
     def _sync(self) -> None:
         """Reload the in-memory index when another connection (e.g. another process) committed changes.
 
         Every read and change calls it under the lock (changes inside their write transaction, so what they
-        check is what they change): PRAGMA data_version moves whenever another connection commits."""
+        check is what they change): PRAGMA data_version moves whenever another connection commits. The
+        file's identity is checked first (GalleryUnavailable when it was removed or replaced)."""
+        self._check_files()
         try:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError as err:
@@ -330,7 +368,7 @@ class Gallery:
         name = check_identity_name(name)
         now = time.time()
         with self._lock:  # one lock over the transaction and the index update: a remove cannot slip between
-            with _transaction(self._db, self.path):
+            with self._write():
                 self._sync()
                 row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
                 identity = row[0] if row else self._db.execute(
@@ -357,7 +395,7 @@ class Gallery:
     def remove(self, name: str) -> None:
         """Delete an identity and all its templates."""
         with self._lock:
-            with _transaction(self._db, self.path):
+            with self._write():
                 self._sync()
                 identity = self._identity_id(name)
                 self._db.execute("DELETE FROM templates WHERE identity_id = ?", (identity,))
@@ -370,7 +408,7 @@ class Gallery:
         """Rename an identity (its templates stay)."""
         new = check_identity_name(new)
         with self._lock:
-            with _transaction(self._db, self.path):
+            with self._write():
                 self._sync()
                 identity = self._identity_id(old)
                 if new in self._names.values():
@@ -390,7 +428,7 @@ class Gallery:
         """Delete templates by id in one transaction (e.g. the damaged ones `check` found); returns how many."""
         ids = [int(t) for t in template_ids]
         with self._lock:
-            with _transaction(self._db, self.path):
+            with self._write():
                 self._sync()
                 dropped = sum(self._db.execute("DELETE FROM templates WHERE id = ?", (t,)).rowcount for t in ids)
             log.info("gallery %s: dropped %d templates (%s)", self.path, dropped, ", ".join(map(str, ids)))
@@ -407,6 +445,7 @@ class Gallery:
     def identities(self) -> list[IdentityInfo]:
         """Every identity with its template count, by name."""
         with self._lock:
+            self._sync()
             rows = self._db.execute(
                 "SELECT i.name, COUNT(t.id), i.created, i.updated FROM identities i "
                 "LEFT JOIN templates t ON t.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
@@ -497,24 +536,34 @@ class _transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (the connection is in autocommit mode); SQLite
     errors (read-only file, locked database, full disk) become a GalleryError naming the file."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, check: Callable[[], None] | None = None) -> None:
         self.db = db
         self.path = path
+        self.check = check  # run after BEGIN and after COMMIT; raising refuses (or un-acknowledges) the change
 
     def __enter__(self) -> sqlite3.Connection:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
             raise GalleryError(f"{self.path}: cannot write the gallery ({err})") from err
+        if self.check is not None:
+            try:
+                self.check()
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
         return self.db
 
     def __exit__(self, kind, value, traceback) -> None:
         if kind is None:
             try:
                 self.db.execute("COMMIT")
-                return
             except sqlite3.Error as err:
                 value = err
+            else:
+                if self.check is not None:
+                    self.check()  # the file went away during the transaction: the commit is not acknowledged
+                return
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(value, sqlite3.Error):

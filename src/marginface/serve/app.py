@@ -19,7 +19,7 @@ from PIL import UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
-from marginface.infer.gallery import GalleryDamaged, GalleryError, check_identity_name
+from marginface.infer.gallery import GalleryDamaged, GalleryError, GalleryUnavailable, check_identity_name
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard, BrowserGuard
@@ -104,10 +104,13 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
-    @app.exception_handler(GalleryDamaged)
-    async def damaged(_: Request, err: GalleryDamaged) -> JSONResponse:
+    async def unavailable(_: Request, err: Exception) -> JSONResponse:
+        """503 with the reason: the gallery holds damaged templates, or its file was removed or replaced."""
         log.error("%s", err)
         return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    app.add_exception_handler(GalleryDamaged, unavailable)
+    app.add_exception_handler(GalleryUnavailable, unavailable)
 
     @app.get("/healthz", dependencies=guarded, tags=["service"])
     async def healthz() -> dict:
