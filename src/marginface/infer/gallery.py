@@ -247,38 +247,38 @@ class Gallery:
             self._index.add(ids, owners, vectors)
 
     def _verify(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[DamagedTemplate]]:
-        """(ids, owners, vectors) of the template rows that are intact, and what is wrong with the others."""
+        """(ids, owners, vectors) of the template rows that are intact, and what is wrong with the others
+        (length and checksum row by row; finite values and unit norm over the whole matrix at once)."""
         dim = self.fingerprint.embedding_dim
-        good: list[tuple[int, int, np.ndarray]] = []
-        damaged: list[DamagedTemplate] = []
-        for template_id, identity_id, blob, checksum in rows:
-            owner = self._names.get(identity_id, f"<missing identity id {identity_id}>")
-            reason = None
+        reasons: dict[int, str] = {}
+        sized = [row for row in rows if isinstance(row[2], bytes) and len(row[2]) == 4 * dim]
+        for template_id, _, blob, _ in rows:
             if not isinstance(blob, bytes) or len(blob) != 4 * dim:
                 size = len(blob) if isinstance(blob, (bytes, str)) else 0
-                reason = f"holds {size} bytes, expected {4 * dim} ({dim} float32 values)"
-            else:
-                vector = np.frombuffer(blob, dtype="<f4")
-                computed = template_checksum(template_id, identity_id, blob)
-                if not np.all(np.isfinite(vector)):
-                    reason = f"holds {int(np.sum(~np.isfinite(vector)))} non-finite values (NaN or infinity)"
-                elif abs(float(np.linalg.norm(vector.astype(np.float64))) - 1.0) > NORM_TOLERANCE:
-                    reason = f"has norm {float(np.linalg.norm(vector.astype(np.float64))):.6g}, expected 1"
-                elif checksum is None:
-                    reason = "has no checksum"
-                elif checksum != computed:
-                    reason = (f"checksum mismatch (stored {int(checksum) & 0xFFFFFFFF:08x}, computed "
-                              f"{computed:08x}): its bytes, id or owner changed after it was written")
-                elif identity_id not in self._names:
-                    reason = "belongs to no identity"
-            if reason is None:
-                good.append((template_id, identity_id, vector))
-            else:
-                damaged.append(DamagedTemplate(int(template_id), int(identity_id), owner, reason))
-        if not good:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, dim), np.float32), damaged
-        ids, owners, vectors = zip(*good, strict=True)
-        return np.array(ids, np.int64), np.array(owners, np.int64), np.stack(vectors), damaged
+                reasons[template_id] = f"holds {size} bytes, expected {4 * dim} ({dim} float32 values)"
+        matrix = (np.frombuffer(b"".join(row[2] for row in sized), "<f4").reshape(-1, dim) if sized
+                  else np.zeros((0, dim), np.float32))
+        finite = np.isfinite(matrix)
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+        for row, (template_id, identity_id, blob, checksum) in enumerate(sized):
+            if not finite[row].all():
+                reasons[template_id] = f"holds {int((~finite[row]).sum())} non-finite values (NaN or infinity)"
+            elif abs(norms[row] - 1.0) > NORM_TOLERANCE:
+                reasons[template_id] = f"has norm {norms[row]:.6g}, expected 1"
+            elif checksum is None:
+                reasons[template_id] = "has no checksum"
+            elif checksum != (computed := template_checksum(template_id, identity_id, blob)):
+                reasons[template_id] = (f"checksum mismatch (stored {int(checksum) & 0xFFFFFFFF:08x}, computed "
+                                        f"{computed:08x}): its bytes, id or owner changed after it was written")
+            elif identity_id not in self._names:
+                reasons[template_id] = "belongs to no identity"
+        damaged = [DamagedTemplate(int(t), int(i), self._names.get(i, f"<missing identity id {i}>"), reasons[t])
+                   for t, i, *_ in rows if t in reasons]
+        keep = np.array([row[0] not in reasons for row in sized], bool)
+        ids = np.array([row[0] for row in sized], np.int64).reshape(-1)
+        owners = np.array([row[1] for row in sized], np.int64).reshape(-1)
+        return ids[keep], owners[keep], matrix[keep], damaged
 
     def _refuse_damaged(self) -> None:
         """Raise GalleryDamaged, naming every damaged template, when the gallery holds any (call under the lock)."""
