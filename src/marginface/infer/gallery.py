@@ -11,6 +11,10 @@ over template id, identity id and the float bytes, so one flipped bit is caught 
 never enters the index, and while the gallery holds one every search raises GalleryDamaged naming the file,
 the identity and the template: a search without that person could name a stranger in their place.
 `check` lists the damaged templates, `drop_templates` deletes them.
+
+Every read and change first sees what other processes committed (PRAGMA data_version) and checks that the
+file and its -wal are still the ones opened (device and inode): GalleryUnavailable, never a change
+acknowledged into a removed or replaced file.
 """
 
 from __future__ import annotations
