@@ -370,7 +370,7 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _add_recognition_commands(commands) -> None:
-    """verify, gallery create/list/remove/rename/stats, enroll and identify."""
+    """verify, gallery create/list/remove/rename/stats/check, enroll and identify."""
     verify = commands.add_parser("verify", help="are two photos the same person? (exit 0 same, 1 different)")
     verify.add_argument("image1")
     verify.add_argument("image2")
@@ -402,6 +402,14 @@ def _add_recognition_commands(commands) -> None:
     stats = sub.add_parser("stats", help="counts, model, detector and threshold")
     stats.add_argument("gallery")
     stats.set_defaults(handler=_run_gallery_stats)
+    check = sub.add_parser("check", help="verify every template (exit 0 intact, 2 damaged ones listed)",
+                           description="Read every stored template and verify it: length, finite values, unit "
+                                       "norm, checksum. Exit status 0 when all are intact, 2 when damaged ones "
+                                       "were found (listed; with --drop also deleted).")
+    check.add_argument("gallery")
+    check.add_argument("--drop", action="store_true",
+                       help="delete the damaged templates (one transaction); enrol those people again after")
+    check.set_defaults(handler=_run_gallery_check)
 
     enroll = commands.add_parser("enroll", help="add people to a gallery: FOLDER/<name>/<images> or --name NAME IMG...")
     enroll.add_argument("gallery")
@@ -544,6 +552,29 @@ def _run_gallery_stats(args: argparse.Namespace) -> int:
     with Gallery.open(args.gallery) as gallery:
         print(json.dumps(gallery.stats(), indent=2))
     return 0
+
+
+def _run_gallery_check(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        damaged = gallery.check()
+        stats = gallery.stats()
+        checked = stats["templates"] + len(damaged)
+        print(f"{args.gallery}: {checked} templates of {stats['identities']} identities checked")
+        if not damaged:
+            print("OK: no damaged templates")
+            return 0
+        print(f"{len(damaged)} damaged templates (never used for a decision):")
+        for item in damaged:
+            print(f"  {item}")
+        if args.drop:
+            dropped = gallery.drop_templates([item.template_id for item in damaged])
+            people = sorted({item.identity for item in damaged})
+            print(f"dropped {dropped} damaged templates; enrol again: {', '.join(people)}")
+        else:
+            print(f"delete them with `marginface gallery check {args.gallery} --drop`, then enrol those people again")
+    return 2
 
 
 def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], list[Path]]:
@@ -693,6 +724,12 @@ def _add_serve_command(commands) -> None:
                     help="key every request must send as X-API-Key or 'Authorization: Bearer' "
                          "(default: $MARGINFACE_API_KEY; none means no key on loopback)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
+    sv.add_argument("--allow-host", action="append", default=None, metavar="NAME",
+                    help="also answer requests whose Host is NAME (repeatable; '*' any); without a key only "
+                         "loopback names are served, against DNS rebinding")
+    sv.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                    help="admit POST/DELETE from web pages of ORIGIN, e.g. https://app.example (repeatable); "
+                         "other cross-site ones get 403")
     sv.set_defaults(handler=_run_serve)
 
 
@@ -702,7 +739,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise RuntimeError(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
     api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
-    serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb)
+    serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb,
+          allowed_hosts=args.allow_host, allowed_origins=args.allow_origin)
     return 0
 
 

@@ -209,3 +209,35 @@ def test_enroll_checks_every_name_first_lists_loose_photos_and_fails_on_unreadab
     assert "enrolled 6 new templates for 3 people" in captured.out
     assert "loose.jpg: not in a person's sub-folder" in captured.out
     assert captured.out.count("broken.jpg") == 1 and "1 of 8 images could not be read" in captured.err
+
+
+def test_a_damaged_template_stops_identify_and_gallery_check_finds_and_drops_it(
+        tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe: one flipped exponent bit in one stored float named strangers as that person (score ~5e36)."""
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, *models(shared_data), "--threshold", "0.4"]) == 0
+    assert main(["enroll", db, "--name", "Colin", str(lfw(shared_data, "Colin_Powell", 1)),
+                 str(lfw(shared_data, "Colin_Powell", 2))]) == 0
+    assert main(["gallery", "check", db]) == 0
+    assert "2 templates of 1 identities checked" in (out := capsys.readouterr().out) and "OK" in out
+    connection = sqlite3.connect(db, isolation_level=None)
+    blob = bytearray(connection.execute("SELECT embedding FROM templates WHERE id = 2").fetchone()[0])
+    exponent = next(i for i in range(3, len(blob), 4) if blob[i] & 0x7F not in (0, 0x7F) and not blob[i] & 0x40)
+    blob[exponent] |= 0x40  # one bit: that float becomes ~1e38 times larger, still finite
+    connection.execute("UPDATE templates SET embedding = ? WHERE id = 2", (bytes(blob),))
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    connection.close()
+    stranger = str(lfw(shared_data, "Tony_Blair", 1))
+    assert main(["identify", db, stranger]) == 2
+    captured = capsys.readouterr()
+    assert "Colin" not in captured.out  # no decision printed
+    assert f"gallery {db} holds 1 damaged template(s)" in captured.err and "template 2 of 'Colin'" in captured.err
+    assert main(["gallery", "check", db]) == 2
+    out = capsys.readouterr().out
+    assert "1 damaged templates" in out and "template 2 of 'Colin': has norm" in out and "--drop" in out
+    assert main(["gallery", "check", db, "--drop"]) == 2
+    assert "dropped 1 damaged templates; enrol again: Colin" in capsys.readouterr().out
+    assert main(["gallery", "check", db]) == 0
+    assert "1 templates of 1 identities checked" in capsys.readouterr().out
+    assert main(["identify", db, "--json", stranger]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["faces"][0]["name"] == "unknown"

@@ -137,7 +137,7 @@ def test_orl_cli_and_http_reproduce_eval(shared_data: Path, tmp_path: Path, eval
     cli = _identify_cli(capsys, gallery, tmp_path / "probes")
     _check_against_eval(_metrics(cli, truth, expected), expected, truth)
 
-    with TestClient(create_app(gallery)) as client:
+    with TestClient(create_app(gallery), base_url="http://127.0.0.1:8000") as client:
         http = {}
         for path in truth:
             response = client.post("/v1/identify", files={"image": (Path(path).name, Path(path).read_bytes())})

@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 
 from marginface.eval.identification import evaluate_identification, split_gallery_probes
-from marginface.infer.gallery import Gallery, GalleryError, GalleryModelMismatch, _transaction
+from marginface.infer.gallery import (
+    Gallery,
+    GalleryDamaged,
+    GalleryError,
+    GalleryModelMismatch,
+    GalleryUnavailable,
+    UnknownIdentity,
+    _transaction,
+)
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import unit_rows
-from marginface.infer.thresholds import Threshold
+from marginface.infer.thresholds import ScoreError, Threshold
 
 FP = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
 OTHER = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
@@ -236,3 +244,189 @@ def test_a_gallery_where_sqlite_cannot_write_is_a_gallery_error_naming_it() -> N
     target = Path("/proc/marginface-test-gallery.db")  # /proc takes no new files, even for root
     with pytest.raises(GalleryError, match=r"cannot open gallery /proc/marginface-test-gallery.db for writing"):
         Gallery.create(target, FP, Threshold.fixed(0.5), model="m", detector=None)
+
+
+# -- damaged templates: verified on load and before every search, never used ----------------------------------
+def _flip_bit(path: Path, template_id: int, byte: int, bit: int) -> None:
+    """Flip one bit of one stored template the way a bad sector or a stray write would (SQLite sees a valid row)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    blob = bytearray(db.execute("SELECT embedding FROM templates WHERE id = ?", (template_id,)).fetchone()[0])
+    blob[byte] ^= 1 << bit
+    db.execute("UPDATE templates SET embedding = ? WHERE id = ?", (bytes(blob), template_id))
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+
+
+def _set_float(path: Path, template_id: int, index: int, value: float) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    vector = np.frombuffer(db.execute("SELECT embedding FROM templates WHERE id = ?", (template_id,)).fetchone()[0],
+                           "<f4").copy()
+    vector[index] = value
+    db.execute("UPDATE templates SET embedding = ? WHERE id = ?", (vector.tobytes(), template_id))
+    db.close()
+
+
+@pytest.fixture()
+def two_people(tmp_path: Path, gallery: Gallery) -> Path:
+    """g.db with ann (templates 1, 2) and bob (template 3), closed."""
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "a1"), (_face(_unit(1, 1, 0, 0, 0, 0, 0, 0)), "a2")],
+                   FP)
+    gallery.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), "b1")], FP)
+    gallery.close()
+    return tmp_path / "g.db"
+
+
+@pytest.mark.parametrize("template, byte, bit, reason", [
+    (2, 3, 6, "norm"),  # the exponent's top bit of 0.7071: 2.4e38, the probe that named strangers (score 5e36)
+    (1, 3, 6, "non-finite"),  # the same bit of 1.0: infinity
+    (2, 0, 0, "checksum mismatch"),  # the last mantissa bit: plausible, finite, unit norm to 1e-7
+])
+def test_a_flipped_bit_in_a_stored_template_is_refused_never_searched(two_people: Path, template: int, byte: int,
+                                                                      bit: int, reason: str) -> None:
+    _flip_bit(two_people, template, byte, bit)
+    stranger = _unit(0.3, 0.2, 0.9, 0, 0, 0, 0, 0)
+    with Gallery.open(two_people) as again:
+        with pytest.raises(GalleryDamaged, match=rf"{two_people}.*template {template} of 'ann': .*{reason}"):
+            again.identify_faces([_face(stranger)], fingerprint=FP)
+        with pytest.raises(GalleryDamaged):
+            again.search(stranger)
+        [damaged] = again.check()
+        assert str(damaged) == f"template {template} of 'ann': {damaged.reason}"
+        assert [i.name for i in again.identities()] == ["ann", "bob"]  # listing and fixing still work
+
+
+@pytest.mark.parametrize("value, reason", [(np.nan, "non-finite"), (np.inf, "non-finite"), (72.8, "norm")])
+def test_nan_inf_and_huge_values_in_a_template_are_refused(two_people: Path, value: float, reason: str) -> None:
+    _set_float(two_people, 3, 2, value)
+    with Gallery.open(two_people) as again:
+        with pytest.raises(GalleryDamaged, match=rf"template 3 of 'bob': .*{reason}"):
+            again.identify_faces([_face(_unit(0, 1, 0, 0, 0, 0, 0, 0))], fingerprint=FP)
+
+
+def test_a_template_moved_to_another_person_or_row_fails_its_checksum(two_people: Path) -> None:
+    db = sqlite3.connect(two_people, isolation_level=None)
+    db.execute("UPDATE templates SET identity_id = (SELECT id FROM identities WHERE name = 'bob') WHERE id = 1")
+    db.execute("UPDATE templates SET embedding = (SELECT embedding FROM templates WHERE id = 3) WHERE id = 2")
+    db.close()
+    with Gallery.open(two_people) as again:
+        damaged = again.check()
+    assert [(d.template_id, d.identity) for d in damaged] == [(1, "bob"), (2, "ann")]
+    assert all("checksum mismatch" in d.reason for d in damaged)
+
+
+def test_damage_written_by_another_process_is_caught_at_the_next_search(two_people: Path) -> None:
+    with Gallery.open(two_people) as serving:
+        assert serving.search(_unit(1, 0, 0, 0, 0, 0, 0, 0))[0][0].name == "ann"
+        _flip_bit(two_people, 2, 1, 0)
+        with pytest.raises(GalleryDamaged, match="template 2 of 'ann'"):
+            serving.search(_unit(1, 0, 0, 0, 0, 0, 0, 0))
+
+
+def test_dropping_damaged_templates_or_removing_their_person_makes_the_gallery_searchable(two_people: Path) -> None:
+    _flip_bit(two_people, 1, 0, 0)
+    _flip_bit(two_people, 3, 0, 0)
+    with Gallery.open(two_people) as again:
+        assert [d.template_id for d in again.check()] == [1, 3]
+        again.remove("bob")
+        assert [d.template_id for d in again.check()] == [1]
+        assert again.drop_templates([d.template_id for d in again.check()]) == 1
+        assert again.check() == []
+        assert again.search(_unit(1, 0.1, 0, 0, 0, 0, 0, 0))[0][0].name == "ann"
+        assert again.stats()["templates"] == 1
+
+
+def test_a_version_1_gallery_gets_checksums_when_opened(two_people: Path) -> None:
+    db = sqlite3.connect(two_people, isolation_level=None)
+    db.execute("ALTER TABLE templates DROP COLUMN checksum")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.close()
+    with Gallery.open(two_people) as again:
+        assert again.check() == []
+        assert again.search(_unit(0, 1, 0, 0, 0, 0, 0, 0))[0][0].name == "bob"
+    db = sqlite3.connect(two_people)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT COUNT(*) FROM templates WHERE checksum IS NULL").fetchone() == (0,)
+    db.close()
+    _flip_bit(two_people, 2, 0, 0)
+    with Gallery.open(two_people) as again:
+        assert [d.template_id for d in again.check()] == [2]
+
+
+def test_a_score_outside_minus_one_one_never_reaches_a_decision(gallery: Gallery) -> None:
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+    for query in (np.full(8, np.nan, np.float32), np.full(8, 3.0, np.float32)):
+        with pytest.raises(GalleryError, match="query embedding 0 is not a unit vector"):
+            gallery.identify_faces([_face(query)], fingerprint=FP)
+    gallery._index.matrix[0] *= 40.0  # memory damaged after verification: the decision is still refused
+    with pytest.raises(GalleryDamaged, match=r"identity 'ann': score 40\.0 is not a cosine"):
+        gallery.identify_faces([_face(_unit(1, 0, 0, 0, 0, 0, 0, 0))], fingerprint=FP)
+    for score in (1.5, -1.01, float("nan"), float("inf")):
+        with pytest.raises(ScoreError, match="is not a cosine"):
+            gallery.threshold.accepts(score)
+    assert gallery.threshold.accepts(1.0 + 1e-7) and not gallery.threshold.accepts(-1.0)
+
+
+def test_membership_and_changes_see_another_connection_s_commits(tmp_path: Path, gallery: Gallery) -> None:
+    """`in`, len, remove and rename answer for what is committed now, not for what this connection loaded."""
+    with Gallery.open(tmp_path / "g.db") as other:
+        assert "ann" not in other and len(other) == 0
+        gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+        assert "ann" in other and len(other) == 1
+        gallery.rename("ann", "anne")
+        with pytest.raises(UnknownIdentity, match="has no identity 'ann'"):
+            other.remove("ann")
+        other.remove("anne")
+        assert "anne" not in gallery and gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0)) == [[]]
+        with pytest.raises(UnknownIdentity):
+            gallery.rename("anne", "x")
+
+
+# -- the file removed or replaced underneath an open gallery ----------------------------------------------------
+def test_changes_into_a_removed_or_replaced_gallery_file_are_refused_not_acknowledged(tmp_path: Path,
+                                                                                     gallery: Gallery) -> None:
+    """The probe: with the file (or its -wal) deleted, enrolments still succeeded and vanished at exit."""
+    path = tmp_path / "g.db"
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+    for _ in range(3):  # another process opening, changing and closing the file is no replacement
+        with Gallery.open(path) as other:
+            other.add("bob", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+            other.remove("bob")
+    gallery.add("cy", _unit(0, 0, 1, 0, 0, 0, 0, 0), fingerprint=FP)
+    Path(f"{path}-wal").unlink()
+    with pytest.raises(GalleryUnavailable, match=r"write-ahead log .*g\.db-wal was removed while the gallery was open"):
+        gallery.add("dee", _unit(0, 0, 0, 1, 0, 0, 0, 0), fingerprint=FP)
+    with pytest.raises(GalleryUnavailable):
+        gallery.remove("ann")
+    with pytest.raises(GalleryUnavailable):
+        gallery.stats()
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_gallery_file_removed_or_replaced_is_named_before_any_change(tmp_path: Path, gallery: Gallery,
+                                                                       how: str) -> None:
+    path = tmp_path / "g.db"
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), None)], FP)
+    path.unlink()
+    if how == "replaced":  # a restored backup, or another gallery moved into place
+        Gallery.create(path, FP, Threshold.fixed(0.5), model="m", detector=None).close()
+    with pytest.raises(GalleryUnavailable, match=rf"gallery file {path} was {how}"):
+        gallery.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), None)], FP)
+    with pytest.raises(GalleryUnavailable, match=f"was {how}"):
+        gallery.rename("ann", "anne")
+    with pytest.raises(GalleryUnavailable):
+        gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0))
+
+
+def test_a_file_removed_during_the_transaction_is_not_acknowledged(tmp_path: Path, gallery: Gallery) -> None:
+    path = tmp_path / "g.db"
+    calls = []
+
+    def remove_after_begin() -> None:
+        calls.append(1)
+        if len(calls) == 2:  # after COMMIT: the file went away while the change was written
+            path.unlink()
+        Gallery._check_files(gallery)
+
+    with pytest.raises(GalleryUnavailable, match="was removed"):
+        with _transaction(gallery._db, path, check=remove_after_begin) as db:
+            db.execute("INSERT INTO identities (name, created, updated) VALUES ('x', 0, 0)")

@@ -21,6 +21,7 @@ from marginface.serve import create_app
 from .conftest import THRESHOLD, running_server
 
 KEY = "test-key-0123"
+LOCAL = "http://127.0.0.1:8000"  # TestClient's default Host, 'testserver', is refused without a key
 COLIN, BUSH, BLAIR = "Colin_Powell", "George_W_Bush", "Tony_Blair"
 
 
@@ -47,7 +48,7 @@ def _file(path: Path) -> tuple[str, bytes, str]:
 
 @pytest.fixture
 def client(gallery_path, recognizer):
-    with TestClient(create_app(gallery_path, recognizer=recognizer)) as test_client:
+    with TestClient(create_app(gallery_path, recognizer=recognizer), base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -82,7 +83,7 @@ def test_upload_over_the_limit_is_413(gallery_path, recognizer):
     noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
     big = _png(400, 400, noise)
     assert len(big) > 100 * 1024
-    with TestClient(create_app(gallery_path, max_upload_mb=0.1, recognizer=recognizer)) as client:
+    with TestClient(create_app(gallery_path, max_upload_mb=0.1, recognizer=recognizer), base_url=LOCAL) as client:
         response = client.post("/v1/detect", files={"image": ("noise.png", big, "image/png")})
         assert response.status_code == 413
         assert "limit" in response.json()["detail"]
@@ -262,3 +263,35 @@ def test_real_uvicorn_on_a_free_loopback_port(gallery_path, recognizer, lfw):
         assert http.get("/openapi.json").json()["paths"].keys() >= {"/v1/identify", "/v1/identities", "/healthz"}
         page = http.get("/static/app.js")
         assert page.status_code == 200 and "v1/identify" in page.text
+
+
+def test_cross_site_writes_and_dns_rebinding_are_refused_without_a_key(client, lfw):
+    """The probes: a CORS-simple multipart POST from http://evil.example enrolled a person (201), and any Host
+    was served, so a DNS-rebinding page could read the gallery and embed photos."""
+    evil = {"Origin": "http://evil.example"}
+    forged = _enrol(client, "Mallory", lfw(COLIN, 1), headers=evil)
+    assert forged.status_code == 403 and "cross-site request refused" in forged.json()["detail"]
+    assert client.get("/v1/identities").json()["count"] == 0  # nothing enrolled
+    assert _enrol(client, "Colin", lfw(COLIN, 1), headers={"Origin": LOCAL}).status_code == 201  # the page itself
+    assert client.delete("/v1/identities/Colin", headers={"Origin": "null"}).status_code == 403
+    assert client.delete("/v1/identities/Colin", headers={"Origin": "http://127.0.0.1:3000"}).status_code == 403
+    rebound = {"Host": "evil.example:8000"}
+    for method, url, kwargs in [("GET", "/v1/identities", {}), ("GET", "/healthz", {}),
+                                ("POST", "/v1/embed", {"files": {"image": _file(lfw(COLIN, 2))}})]:
+        answer = client.request(method, url, headers=rebound, **kwargs)
+        assert answer.status_code == 400 and "is not served" in answer.json()["detail"], (method, url)
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "LOCALHOST"):
+        assert client.get("/v1/identities", headers={"Host": host}).json()["count"] == 1
+    assert client.delete("/v1/identities/Colin").status_code == 200  # no Origin (curl, scripts): admitted
+
+
+def test_with_a_key_any_host_is_served_but_the_key_and_the_origin_rule_still_hold(gallery_path, recognizer, lfw):
+    with TestClient(create_app(gallery_path, api_key=KEY, recognizer=recognizer),
+                    base_url="http://faces.example.org") as client:
+        assert client.get("/v1/identities").status_code == 401
+        assert client.get("/v1/identities", headers={"X-API-Key": KEY}).status_code == 200
+        evil = {"Origin": "http://evil.example", "X-API-Key": KEY}
+        assert _enrol(client, "Colin", lfw(COLIN, 1), headers=evil).status_code == 403
+        same = {"Origin": "http://faces.example.org", "X-API-Key": KEY}
+        assert _enrol(client, "Colin", lfw(COLIN, 1), headers=same).status_code == 201
+        assert _enrol(client, "Colin", lfw(COLIN, 2), headers={"Origin": "http://faces.example.org"}).status_code == 401

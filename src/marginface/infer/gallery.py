@@ -2,30 +2,45 @@
 
 Schema (see docs/recognition.md): meta(key, value) holds the model fingerprint, model and detector paths
 and the operating threshold; identities(id, name UNIQUE, created, updated); templates(id, identity_id,
-embedding float32 blob, source_sha256, detection_score, created) with (identity_id, source_sha256) UNIQUE.
-Every change is one transaction, so a crash loses nothing committed and leaves nothing half-written.
+embedding float32 blob, source_sha256, detection_score, created, checksum) with (identity_id, source_sha256)
+UNIQUE. Every change is one transaction, so a crash loses nothing committed and leaves nothing half-written.
 The gallery refuses embeddings or searches from a model whose fingerprint differs from its own.
+
+Every template is verified when it is loaded (right length, finite, unit norm, and its CRC-32 `checksum`
+over template id, identity id and the float bytes, so one flipped bit is caught too). A damaged template
+never enters the index, and while the gallery holds one every search raises GalleryDamaged naming the file,
+the identity and the template: a search without that person could name a stranger in their place.
+`check` lists the damaged templates, `drop_templates` deletes them.
+
+Every read and change first sees what other processes committed (PRAGMA data_version) and checks that the
+file and its -wal are still the ones opened (device and inode): GalleryUnavailable, never a change
+acknowledged into a removed or replaced file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import struct
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import TemplateIndex, unit_rows
-from marginface.infer.thresholds import Threshold
+from marginface.infer.thresholds import ScoreError, Threshold, check_score
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: templates.checksum (galleries of version 1 are migrated when opened)
+NORM_TOLERANCE = 1e-4  # a stored template is unit norm to float32 rounding (~1e-7); further off is damage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,6 +53,7 @@ CREATE TABLE IF NOT EXISTS templates (
     source_sha256 TEXT,
     detection_score REAL,
     created REAL NOT NULL,
+    checksum INTEGER,
     UNIQUE (identity_id, source_sha256));
 CREATE INDEX IF NOT EXISTS templates_identity ON templates(identity_id);
 """
@@ -49,6 +65,38 @@ class GalleryError(ValueError):
 
 class GalleryModelMismatch(GalleryError):
     """Embeddings or a search from a model other than the one the gallery was built with."""
+
+
+class UnknownIdentity(GalleryError):
+    """A change or lookup naming a person the gallery (as committed now, by any process) does not hold."""
+
+
+class GalleryUnavailable(GalleryError):
+    """The gallery file (or its write-ahead log) was removed or replaced while open: a change written now would
+    go to a file nobody will read again, so it is refused instead of acknowledged."""
+
+
+class GalleryDamaged(GalleryError):
+    """A search refused because stored templates failed verification; the message names each of them."""
+
+
+def template_checksum(template_id: int, identity_id: int, blob: bytes) -> int:
+    """CRC-32 of (template id, identity id, embedding bytes): a changed bit, a blob moved to another row or a
+    template moved to another person all change it."""
+    return zlib.crc32(blob, zlib.crc32(struct.pack("<qq", int(template_id), int(identity_id))))
+
+
+@dataclass(frozen=True)
+class DamagedTemplate:
+    """A stored template that failed verification: which one, whose, and what is wrong with it."""
+
+    template_id: int
+    identity_id: int
+    identity: str  # the owner's name, or a note that the owner is missing
+    reason: str
+
+    def __str__(self) -> str:
+        return f"template {self.template_id} of {self.identity!r}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +157,9 @@ class Gallery:
         except (KeyError, ValueError, TypeError) as err:
             raise GalleryError(f"{path}: not a marginface gallery (meta table incomplete: {err})") from err
         self._names: dict[int, str] = {}
+        self._damaged: list[DamagedTemplate] = []
+        self._files: dict[str, tuple[int, int] | None] = {}
+        self._check_files()  # records the (device, inode) of the file and its -wal
         self._load()
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -161,9 +212,15 @@ class Gallery:
             if "unable to open" in str(err):  # not even readable: SQLite needs a writable folder for its journal
                 raise _not_writable(path, err) from err
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
-        db = cls._connect(path)
-        if version is None or int(version[0]) != SCHEMA_VERSION:
+        if version is None or version[0] not in ("1", str(SCHEMA_VERSION)):
             raise GalleryError(f"{path}: gallery schema version {version and version[0]}, expected {SCHEMA_VERSION}")
+        db = cls._connect(path)
+        if version[0] == "1":
+            try:
+                _migrate_to_checksums(db, path)
+            except BaseException:
+                db.close()
+                raise
         return cls(path, db)
 
     def close(self) -> None:
@@ -178,24 +235,104 @@ class Gallery:
         self.close()
 
     def _load(self) -> None:
+        """Read identities and templates into memory; only templates that pass verification enter the index."""
         self._index = TemplateIndex(self.fingerprint.embedding_dim)
-        self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
-        rows = self._db.execute("SELECT id, identity_id, embedding FROM templates ORDER BY id").fetchall()
-        if rows:
-            vectors = np.stack([self._vector(blob, tid) for tid, _, blob in rows])
-            self._index.add(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), vectors)
+        try:
+            self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
+            rows = self._db.execute(
+                "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+        ids, owners, vectors, self._damaged = self._verify(rows)
+        for damaged in self._damaged:
+            log.error("gallery %s: %s (not used)", self.path, damaged)
+        if len(ids):
+            self._index.add(ids, owners, vectors)
 
-    def _vector(self, blob: bytes, template_id: int) -> np.ndarray:
-        vector = np.frombuffer(blob, dtype="<f4")
-        if vector.shape != (self.fingerprint.embedding_dim,):
-            raise GalleryError(f"{self.path}: template {template_id} has {vector.size} values, "
-                               f"expected {self.fingerprint.embedding_dim}")
-        return vector
+    def _verify(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[DamagedTemplate]]:
+        """(ids, owners, vectors) of the template rows that are intact, and what is wrong with the others
+        (length and checksum row by row; finite values and unit norm over the whole matrix at once)."""
+        dim = self.fingerprint.embedding_dim
+        reasons: dict[int, str] = {}
+        sized = [row for row in rows if isinstance(row[2], bytes) and len(row[2]) == 4 * dim]
+        for template_id, _, blob, _ in rows:
+            if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+                size = len(blob) if isinstance(blob, (bytes, str)) else 0
+                reasons[template_id] = f"holds {size} bytes, expected {4 * dim} ({dim} float32 values)"
+        matrix = (np.frombuffer(b"".join(row[2] for row in sized), "<f4").reshape(-1, dim) if sized
+                  else np.zeros((0, dim), np.float32))
+        finite = np.isfinite(matrix)
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+        for row, (template_id, identity_id, blob, checksum) in enumerate(sized):
+            if not finite[row].all():
+                reasons[template_id] = f"holds {int((~finite[row]).sum())} non-finite values (NaN or infinity)"
+            elif abs(norms[row] - 1.0) > NORM_TOLERANCE:
+                reasons[template_id] = f"has norm {norms[row]:.6g}, expected 1"
+            elif checksum is None:
+                reasons[template_id] = "has no checksum"
+            elif checksum != (computed := template_checksum(template_id, identity_id, blob)):
+                reasons[template_id] = (f"checksum mismatch (stored {int(checksum) & 0xFFFFFFFF:08x}, computed "
+                                        f"{computed:08x}): its bytes, id or owner changed after it was written")
+            elif identity_id not in self._names:
+                reasons[template_id] = "belongs to no identity"
+        damaged = [DamagedTemplate(int(t), int(i), self._names.get(i, f"<missing identity id {i}>"), reasons[t])
+                   for t, i, *_ in rows if t in reasons]
+        keep = np.array([row[0] not in reasons for row in sized], bool)
+        ids = np.array([row[0] for row in sized], np.int64).reshape(-1)
+        owners = np.array([row[1] for row in sized], np.int64).reshape(-1)
+        return ids[keep], owners[keep], matrix[keep], damaged
+
+    def _refuse_damaged(self) -> None:
+        """Raise GalleryDamaged, naming every damaged template, when the gallery holds any (call under the lock)."""
+        if self._damaged:
+            shown = "; ".join(str(d) for d in self._damaged[:10])
+            more = f"; and {len(self._damaged) - 10} more" if len(self._damaged) > 10 else ""
+            raise GalleryDamaged(
+                f"gallery {self.path} holds {len(self._damaged)} damaged template(s), so it cannot be searched: "
+                f"{shown}{more} (list them with `marginface gallery check {self.path}`, delete them with --drop "
+                "and enrol those people again)")
+
+    def _check_files(self) -> None:
+        """GalleryUnavailable when the gallery file or its -wal is no longer the one this connection opened
+        (deleted, moved away or replaced: different device or inode); records the -wal once it exists."""
+        for label, path in (("gallery file", self.path), ("write-ahead log", Path(f"{self.path}-wal"))):
+            try:
+                info = os.stat(path)
+                current: tuple[int, int] | None = (info.st_dev, info.st_ino)
+            except FileNotFoundError:
+                current = None
+            except OSError as err:
+                raise GalleryUnavailable(f"gallery {self.path}: cannot look at its {label} {path} ({err})") from err
+            known = self._files.get(label)
+            if known is None:
+                if current is None and label == "gallery file":
+                    raise GalleryUnavailable(f"gallery {self.path} does not exist (any more)")
+                self._files[label] = current
+            elif current != known:
+                what = "was removed" if current is None else "was replaced by another file"
+                raise GalleryUnavailable(
+                    f"gallery {self.path}: its {label} {path} {what} while the gallery was open; changes made now "
+                    "would be lost, so none are accepted (restore the file, or restart on the gallery as it is now)")
+
+    def _write(self) -> _transaction:
+        """A write transaction that first checks the files are still the ones opened, and checks again after
+        COMMIT, so a change is never acknowledged into a removed or replaced file."""
+        return _transaction(self._db, self.path, check=self._check_files)
 
     def _sync(self) -> None:
-        """Reload the in-memory index when another connection (e.g. another process) committed changes."""
-        if self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
+        """Reload the in-memory index when another connection (e.g. another process) committed changes.
+
+        Every read and change calls it under the lock (changes inside their write transaction, so what they
+        check is what they change): PRAGMA data_version moves whenever another connection commits. The
+        file's identity is checked first (GalleryUnavailable when it was removed or replaced)."""
+        self._check_files()
+        try:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+        if version != self._version:
             log.info("gallery %s changed on disk; reloading", self.path)
             self._load()
 
@@ -235,20 +372,23 @@ class Gallery:
         name = check_identity_name(name)
         now = time.time()
         with self._lock:  # one lock over the transaction and the index update: a remove cannot slip between
-            self._sync()
-            with _transaction(self._db, self.path):
+            with self._write():
+                self._sync()
                 row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
                 identity = row[0] if row else self._db.execute(
                     "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
                 added, vectors = [], []
                 for vector, sha, score in items:
+                    blob = vector.astype("<f4").tobytes()
                     cursor = self._db.execute(
                         "INSERT OR IGNORE INTO templates (identity_id, embedding, source_sha256, detection_score, "
                         "created) VALUES (?, ?, ?, ?, ?)",
-                        (identity, vector.astype("<f4").tobytes(), sha, None if score is None else float(score),
-                         now))
+                        (identity, blob, sha, None if score is None else float(score), now))
                     if cursor.rowcount:
-                        added.append(cursor.lastrowid)
+                        template = cursor.lastrowid
+                        self._db.execute("UPDATE templates SET checksum = ? WHERE id = ?",
+                                         (template_checksum(template, identity, blob), template))
+                        added.append(template)
                         vectors.append(vector)
                 self._db.execute("UPDATE identities SET updated = ? WHERE id = ?", (now, identity))
             self._names[identity] = name  # committed: now the in-memory index
@@ -259,37 +399,57 @@ class Gallery:
     def remove(self, name: str) -> None:
         """Delete an identity and all its templates."""
         with self._lock:
-            self._sync()
-            identity = self._identity_id(name)
-            with _transaction(self._db, self.path):
+            with self._write():
+                self._sync()
+                identity = self._identity_id(name)
                 self._db.execute("DELETE FROM templates WHERE identity_id = ?", (identity,))
                 self._db.execute("DELETE FROM identities WHERE id = ?", (identity,))
             self._index.remove_owner(identity)
             del self._names[identity]
+            self._damaged = [d for d in self._damaged if d.identity_id != identity]
 
     def rename(self, old: str, new: str) -> None:
         """Rename an identity (its templates stay)."""
         new = check_identity_name(new)
         with self._lock:
-            self._sync()
-            identity = self._identity_id(old)
-            if new in self._names.values():
-                raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
-            with _transaction(self._db, self.path):
+            with self._write():
+                self._sync()
+                identity = self._identity_id(old)
+                if new in self._names.values():
+                    raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
             self._names[identity] = new
+            self._damaged = [replace(d, identity=new) if d.identity_id == identity else d for d in self._damaged]
+
+    def check(self) -> list[DamagedTemplate]:
+        """Read every template from the file again and return those that fail verification (empty: all intact)."""
+        with self._lock:
+            self._load()
+            return list(self._damaged)
+
+    def drop_templates(self, template_ids: list[int]) -> int:
+        """Delete templates by id in one transaction (e.g. the damaged ones `check` found); returns how many."""
+        ids = [int(t) for t in template_ids]
+        with self._lock:
+            with self._write():
+                self._sync()
+                dropped = sum(self._db.execute("DELETE FROM templates WHERE id = ?", (t,)).rowcount for t in ids)
+            log.info("gallery %s: dropped %d templates (%s)", self.path, dropped, ", ".join(map(str, ids)))
+            self._load()
+        return dropped
 
     def _identity_id(self, name: str) -> int:
         for identity, known in self._names.items():
             if known == name:
                 return identity
-        raise GalleryError(f"gallery {self.path} has no identity {name!r}")
+        raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
 
     # -- reading --------------------------------------------------------------------------------------------
     def identities(self) -> list[IdentityInfo]:
         """Every identity with its template count, by name."""
         with self._lock:
+            self._sync()
             rows = self._db.execute(
                 "SELECT i.name, COUNT(t.id), i.created, i.updated FROM identities i "
                 "LEFT JOIN templates t ON t.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
@@ -297,10 +457,16 @@ class Gallery:
                 in rows]
 
     def __len__(self) -> int:
-        return len(self._names)
+        """Number of identities committed now (by any process)."""
+        with self._lock:
+            self._sync()
+            return len(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._names.values()
+        """Whether an identity of that name is committed now (by any process)."""
+        with self._lock:
+            self._sync()
+            return name in self._names.values()
 
     def stats(self) -> dict:
         """Counts, model, detector and threshold, for `gallery stats` and the service's health check."""
@@ -317,12 +483,38 @@ class Gallery:
                ) -> list[list[Match]]:
         """Top-k identities per query embedding, by best template score (exact; see infer/search.py)."""
         self.check_fingerprint(fingerprint)
-        queries = np.asarray(embeddings, np.float32).reshape(-1, self.fingerprint.embedding_dim)
+        queries = self.check_queries(embeddings)
         with self._lock:
             self._sync()
+            self._refuse_damaged()
             hits = self._index.search(queries, k)
             names = dict(self._names)
         return [[Match(names[h.identity], h.score) for h in row] for row in hits]
+
+    def check_queries(self, embeddings: np.ndarray) -> np.ndarray:
+        """Query embeddings as (N, D) float32, refused unless finite with norm at most 1 (scores then lie in
+        [-1, 1])."""
+        dim = self.fingerprint.embedding_dim
+        queries = np.asarray(embeddings, np.float32)
+        if queries.size % dim:
+            raise GalleryError(f"gallery {self.path}: query embeddings must have {dim} values each, "
+                               f"got shape {queries.shape}")
+        queries = queries.reshape(-1, dim)
+        norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+        bad = np.flatnonzero(~np.isfinite(norms) | (norms > 1.0 + NORM_TOLERANCE))
+        if len(bad):
+            raise GalleryError(f"gallery {self.path}: query embedding {int(bad[0])} is not a unit vector "
+                               f"(norm {norms[bad[0]]:.6g}); search with unit embeddings")
+        return queries
+
+    def verified_templates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """(template ids, owner ids, (M, D) unit vectors, owner id -> name) of every template, all verified;
+        GalleryDamaged when any is damaged. What other indexes (index.GallerySearch) are built from."""
+        with self._lock:
+            self._sync()
+            self._refuse_damaged()
+            index = self._index
+            return (index.ids.copy(), index.owners.copy(), index.matrix.copy(), dict(self._names))
 
     def identify_faces(self, faces: list[FaceResult], k: int = 1,
                        fingerprint: ModelFingerprint | None = None) -> list[Identified]:
@@ -332,6 +524,11 @@ class Gallery:
         matches = self.search(np.stack([f.embedding for f in faces]), max(k, 1), fingerprint)
         out = []
         for face, candidates in zip(faces, matches, strict=True):
+            for match in candidates:
+                try:
+                    check_score(match.score)
+                except ScoreError as err:
+                    raise GalleryDamaged(f"gallery {self.path}: identity {match.name!r}: {err}") from err
             best = candidates[0] if candidates else None
             score = best.score if best else float("-inf")
             known = best is not None and self.threshold.accepts(score)
@@ -343,28 +540,56 @@ class _transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (the connection is in autocommit mode); SQLite
     errors (read-only file, locked database, full disk) become a GalleryError naming the file."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, check: Callable[[], None] | None = None) -> None:
         self.db = db
         self.path = path
+        self.check = check  # run after BEGIN and after COMMIT; raising refuses (or un-acknowledges) the change
 
     def __enter__(self) -> sqlite3.Connection:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
             raise GalleryError(f"{self.path}: cannot write the gallery ({err})") from err
+        if self.check is not None:
+            try:
+                self.check()
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
         return self.db
 
     def __exit__(self, kind, value, traceback) -> None:
         if kind is None:
             try:
                 self.db.execute("COMMIT")
-                return
             except sqlite3.Error as err:
                 value = err
+            else:
+                if self.check is not None:
+                    self.check()  # the file went away during the transaction: the commit is not acknowledged
+                return
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(value, sqlite3.Error):
             raise GalleryError(f"{self.path}: cannot write the gallery ({value})") from value
+
+
+def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 -> 2: add templates.checksum and compute it for every stored template, in one transaction.
+
+    Bytes damaged before this migration get a checksum of their damaged state; the finite and unit-norm
+    checks still catch most such damage."""
+    with _transaction(db, path):
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is not None and version[0] == str(SCHEMA_VERSION):
+            return  # another process migrated it while this one waited for the lock
+        db.execute("ALTER TABLE templates ADD COLUMN checksum INTEGER")
+        rows = db.execute("SELECT id, identity_id, embedding FROM templates").fetchall()
+        db.executemany("UPDATE templates SET checksum = ? WHERE id = ?",
+                       [(template_checksum(t, i, blob), t) for t, i, blob in rows if isinstance(blob, bytes)])
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    log.info("gallery %s: migrated to schema %d (checksums computed for %d templates)", path, SCHEMA_VERSION,
+             len(rows))
 
 
 def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import closing
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -411,8 +409,8 @@ class GallerySearch:
     """Approximate (or exact) identity search over a Gallery's templates, for galleries too large for the
     gallery's built-in exact search; answers like `Gallery.search` (Match lists, best first).
 
-    It holds a snapshot: templates are read once from the gallery file (read-only SQLite connection, the
-    documented `templates` / `identities` tables) and `refresh()` re-reads them after enrolments.
+    It holds a snapshot: templates come from `Gallery.verified_templates` (every one verified, GalleryDamaged
+    when any is damaged) and `refresh()` takes them again after enrolments.
     """
 
     def __init__(self, gallery: Any, kind: str = "hnsw", **params: Any) -> None:
@@ -420,22 +418,12 @@ class GallerySearch:
         self.refresh()
 
     def refresh(self) -> None:
-        """Rebuild the index from the templates the gallery file holds now."""
-        import sqlite3
-
-        uri = f"file:{Path(self.gallery.path).resolve()}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as db:
-            rows = db.execute("SELECT t.id, t.identity_id, i.name, t.embedding FROM templates t "
-                              "JOIN identities i ON i.id = t.identity_id ORDER BY t.id").fetchall()
-        dim = self.gallery.fingerprint.embedding_dim
-        self._names = {identity: name for _, identity, name, _ in rows}
-        self._index = identity_index(self.kind, dim, **self.params)
-        if rows:
-            vectors = np.stack([np.frombuffer(blob, dtype="<f4") for *_, blob in rows])
-            if vectors.shape[1] != dim:
-                raise ValueError(f"{self.gallery.path}: templates have {vectors.shape[1]} values, expected {dim}")
-            self._index.add(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), vectors)
-        log.info("%s index over %d templates of %d identities in %s", self.kind, len(rows), len(self._names),
+        """Rebuild the index from the gallery's templates as they are now."""
+        ids, owners, vectors, self._names = self.gallery.verified_templates()
+        self._index = identity_index(self.kind, self.gallery.fingerprint.embedding_dim, **self.params)
+        if len(ids):
+            self._index.add(ids, owners, vectors)
+        log.info("%s index over %d templates of %d identities in %s", self.kind, len(ids), len(set(owners.tolist())),
                  self.gallery.path)
 
     def __len__(self) -> int:
@@ -446,5 +434,5 @@ class GallerySearch:
         from marginface.infer.gallery import Match
 
         self.gallery.check_fingerprint(fingerprint)
-        queries = np.asarray(embeddings, np.float32).reshape(-1, self.gallery.fingerprint.embedding_dim)
+        queries = self.gallery.check_queries(embeddings)
         return [[Match(self._names[hit.identity], hit.score) for hit in row] for row in self._index.search(queries, k)]

@@ -61,6 +61,11 @@ class TemplateIndex:
         return self._buffer[:self._size]
 
     @property
+    def ids(self) -> np.ndarray:
+        """(N,) template id of each row."""
+        return self._ids[:self._size]
+
+    @property
     def owners(self) -> np.ndarray:
         """(N,) owner identity of each template row."""
         return self._owners[:self._size]

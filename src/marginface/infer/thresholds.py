@@ -16,6 +16,23 @@ class ThresholdError(ValueError):
     """A threshold cannot be read from a report: missing file, set, FAR/FPIR or an old report format."""
 
 
+class ScoreError(ValueError):
+    """A score no cosine of unit vectors can be (not finite, or outside [-1, 1]): an input or a stored template
+    is damaged, so no decision may be made from it."""
+
+
+SCORE_TOLERANCE = 1e-5  # float32 rounding of unit vectors moves a cosine past ±1 by ~1e-7, never by this much
+
+
+def check_score(score: float) -> float:
+    """`score` as a float, or ScoreError when it is not finite or lies outside [-1, 1] (beyond rounding)."""
+    value = float(score)
+    if not math.isfinite(value) or abs(value) > 1.0 + SCORE_TOLERANCE:
+        raise ScoreError(f"score {value!r} is not a cosine (outside [-1, 1]): an embedding or stored template "
+                         "is damaged; no decision is made from it")
+    return value
+
+
 @dataclass(frozen=True)
 class Threshold:
     """Cosine-score threshold (score >= value accepts) and where it came from."""
@@ -64,8 +81,8 @@ class Threshold:
         return cls(float(entry["accuracy_threshold"]), f"report {path}: {name} best accuracy")
 
     def accepts(self, score: float) -> bool:
-        """Whether `score` passes: score >= value."""
-        return float(score) >= self.value
+        """Whether `score` passes: score >= value; ScoreError for a score outside [-1, 1] or not finite."""
+        return check_score(score) >= self.value
 
     def to_dict(self) -> dict:
         """JSON-ready {"value", "source"}."""

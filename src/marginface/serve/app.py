@@ -4,7 +4,7 @@ No `from __future__ import annotations` here: FastAPI must evaluate the routes' 
 """
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -19,10 +19,10 @@ from PIL import UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
-from marginface.infer.gallery import GalleryError, check_identity_name
+from marginface.infer.gallery import GalleryDamaged, GalleryError, GalleryUnavailable, check_identity_name
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
-from marginface.serve.auth import ApiKeyGuard
+from marginface.serve.auth import ApiKeyGuard, BrowserGuard
 from marginface.serve.limits import BodyLimitMiddleware
 from marginface.serve.service import Decoded, RecognitionService, Upload
 from marginface.serve.uploads import all_files, form_reader, multipart_body, one_file, text
@@ -71,11 +71,14 @@ def _check_name(name: str) -> str:
 
 
 def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
-               max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None) -> FastAPI:
+               max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None,
+               allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = ()) -> FastAPI:
     """A ready FastAPI app serving the gallery at `gallery_path` (model loaded once, here).
 
     `api_key` (when given) guards every route except the page's static files and the API description;
-    request bodies over `max_upload_mb` MiB get 413; images over `max_pixels` pixels get 400.
+    request bodies over `max_upload_mb` MiB get 413; images over `max_pixels` pixels get 400. Without a key
+    only loopback Host names are served (plus `allowed_hosts`), and state-changing requests from a foreign
+    Origin (not in `allowed_origins`) get 403 whether or not there is a key (auth.BrowserGuard).
     """
     guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
     if max_upload_mb <= 0:
@@ -93,11 +96,21 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                               "Every decision carries its threshold and where the threshold came from.")
     app.state.service = service
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(BrowserGuard, api_key_required=guard.enabled, allowed_hosts=allowed_hosts,
+                       allowed_origins=allowed_origins)  # added last: runs first, before any body is read
     guarded = [Depends(guard)]
 
     @app.exception_handler(NoFaceError)
     async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
+
+    async def unavailable(_: Request, err: Exception) -> JSONResponse:
+        """503 with the reason: the gallery holds damaged templates, or its file was removed or replaced."""
+        log.error("%s", err)
+        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    app.add_exception_handler(GalleryDamaged, unavailable)
+    app.add_exception_handler(GalleryUnavailable, unavailable)
 
     @app.get("/healthz", dependencies=guarded, tags=["service"])
     async def healthz() -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from marginface.serve.app import create_app
@@ -13,13 +14,15 @@ log = logging.getLogger(__name__)
 
 
 def serve(gallery_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_upload_mb: float = 10.0) -> None:
+          max_upload_mb: float = 10.0, allowed_hosts: Sequence[str] | None = None,
+          allowed_origins: Sequence[str] = ()) -> None:
     """Load the model and gallery once and serve until interrupted; ValueError for a non-loopback bind without key."""
     import uvicorn
 
     check_bind(host, api_key)
     _check_port_free(host, port)
-    app = create_app(gallery_path, api_key=api_key, max_upload_mb=max_upload_mb)
+    app = create_app(gallery_path, api_key=api_key, max_upload_mb=max_upload_mb, allowed_hosts=allowed_hosts,
+                     allowed_origins=allowed_origins)
     log.info("serving %s on http://%s:%d (API key %s)", gallery_path, host, port, "required" if api_key else "off")
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marginface.infer.gallery import Gallery, Identified
+from marginface.infer.gallery import Gallery, Identified, UnknownIdentity
 from marginface.infer.images import DEFAULT_MAX_PIXELS, load_image
 from marginface.infer.recognizer import FaceRecognizer, FaceResult, NoFaceError, Verification
 from marginface.infer.thresholds import Threshold
@@ -127,11 +127,13 @@ class RecognitionService:
         return [info.to_dict() for info in self.gallery.identities()]
 
     def remove(self, name: str) -> None:
-        """Delete an identity and its templates; KeyError when nobody has that name."""
+        """Delete an identity and its templates; KeyError when nobody has that name in the gallery as committed
+        now (the gallery checks inside its write transaction, so a CLI's enrol, remove or rename is seen)."""
         with self._write_lock:
-            if name not in self.gallery:
-                raise KeyError(name)
-            self.gallery.remove(name)
+            try:
+                self.gallery.remove(name)
+            except UnknownIdentity as err:
+                raise KeyError(name) from err
         log.info("removed %r and its templates", name)
 
     def stats(self) -> dict:
