@@ -28,20 +28,24 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "r200": partial(iresnet, 200),
     "mbf": partial(mobilefacenet, large=False),
     "mbf_large": partial(mobilefacenet, large=True),
-    "onnx": onnx_graph,
 }
+IMPORTED: dict[str, Callable[..., nn.Module]] = {"onnx": onnx_graph}  # built from a file's graph, not a name
 ALIASES = {"iresnet18": "r18", "iresnet34": "r34", "iresnet50": "r50", "iresnet100": "r100",
            "iresnet200": "r200", "mobilefacenet": "mbf"}
 
 
 def backbone_names() -> list[str]:
-    """Canonical names accepted by get_backbone (aliases such as 'iresnet50' also work)."""
+    """Canonical names get_backbone builds from the name alone (aliases such as 'iresnet50' also work);
+    'onnx' (an imported graph) needs its graph description as well."""
     return sorted(BACKBONES)
 
 
 def get_backbone(name: str, num_features: int = 512, **kwargs) -> nn.Module:
     """Build a backbone by name, e.g. get_backbone("r50", num_features=512, dropout=0.2)."""
     key = ALIASES.get(name, name)
+    if key in IMPORTED:
+        return IMPORTED[key](num_features=num_features, **kwargs)
     if key not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {backbone_names()}")
+        raise ValueError(f"unknown backbone {name!r}; choose one of {backbone_names()}, or 'onnx' with "
+                         f"model.pretrained: a .onnx file")
     return BACKBONES[key](num_features=num_features, **kwargs)
