@@ -4,6 +4,9 @@ another, then held-out verification accuracy as mean ± spread per loss (JSON + 
     python bench/paper/loss_table.py --table lfw                # configs/paper/lfw_*.yaml, seeds 0 1
     python bench/paper/loss_table.py --table synthetic --seeds 0 1 2 3 4
     python bench/paper/loss_table.py --table lfw --quick        # a minutes-long smoke of the same pipeline
+    python bench/paper/loss_table.py --table finetune --degraded downscale:14 --degraded blur:4
+                                  # configs/paper/finetune_*.yaml: the losses when fine-tuning the pretrained
+                                  # MobileFaceNet; each run also evaluated on its held-out pairs degraded by SPEC
 
 Runs whose result.json already exists are read, not retrained, so an interrupted table continues where it
 stopped; a run another runner has claimed (its claimed_by file) is skipped, so two runners can share one runs
@@ -31,7 +34,23 @@ LABELS = {"softmax": "Softmax", "normface": "NormFace (s·cos θ)", "sphereface"
           "combined": "Combined (1, 0.3, 0.2)"}
 
 
-def run_one(table: str, loss: str, seed: int, runs: Path, overrides: list[str], train: bool = True) -> dict | None:
+def degraded_accuracy(run_dir: Path, spec: str, config: Path) -> float:
+    """Held-out verification accuracy of a finished run's model with its eval pairs degraded by `spec`
+    (`marginface eval --perturb`, flip test as in training; cached in RUN/eval_<spec>/report.json)."""
+    out = run_dir / f"eval_{spec.replace(':', '_')}"
+    report = out / "report.json"
+    if not report.is_file():
+        import yaml
+
+        (pairs, images), *_ = yaml.safe_load(config.read_text())["eval"]["pairs"]
+        subprocess.run([sys.executable, "-m", "marginface", "eval", str(run_dir / "model"), "--pairs", pairs, images,
+                        "--perturb", spec, "--out", str(out)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    (verification,) = json.loads(report.read_text())["verification"]
+    return verification["accuracy_mean"]
+
+
+def run_one(table: str, loss: str, seed: int, runs: Path, overrides: list[str], train: bool = True,
+            degraded: tuple[str, ...] = ()) -> dict | None:
     """Train one (loss, seed) through the CLI unless its result exists or another runner claimed it (then
     None: several runners may share one runs folder); returns its record."""
     out = runs / f"{loss}_seed{seed}"
@@ -55,7 +74,9 @@ def run_one(table: str, loss: str, seed: int, runs: Path, overrides: list[str], 
     result = json.loads(result_path.read_text())
     accuracy = next(iter(result["verification"].values()), float("nan"))
     wall = float(wall_path.read_text()) if wall_path.is_file() else float("nan")
+    config = ROOT / "configs" / "paper" / f"{table}_{loss}.yaml"
     return {"loss": loss, "seed": seed, "accuracy": accuracy, "final_loss": result["final_loss"],
+            "degraded": {spec: degraded_accuracy(out, spec, config) for spec in degraded},
             "steps": result["steps"], "train_seconds": result["seconds"], "wall_seconds": wall,
             "skipped_steps": result["skipped_steps"], "run_dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT)
                                                                      else out)}
@@ -72,31 +93,38 @@ def summarise(records: list[dict]) -> list[dict]:
                      "std": statistics.stdev(accs) if len(accs) > 1 else float("nan"), "min": min(accs),
                      "max": max(accs), "accuracies": accs,
                      "final_loss_mean": statistics.fmean(r["final_loss"] for r in records if r["loss"] == loss),
+                     "degraded": {spec: statistics.fmean(r["degraded"][spec] for r in records if r["loss"] == loss)
+                                  for spec in records[0].get("degraded", {})},
                      "wall_seconds": sum(r["wall_seconds"] for r in records if r["loss"] == loss)})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """The table as markdown: accuracy in %, mean ± sample std, min–max and each seed."""
-    lines = ["| loss | seeds | accuracy % (mean ± std) | min – max | per seed | final train loss | wall (all seeds) |",
-             "|---|---|---|---|---|---|---|"]
+    specs = list(rows[0].get("degraded", {})) if rows else []
+    lines = ["| loss | seeds | accuracy % (mean ± std) | min – max | per seed | "
+             + "".join(f"{spec} % (mean) | " for spec in specs) + "final train loss | wall (all seeds) |",
+             "|---|---|---|---|---|" + "---|" * len(specs) + "---|---|"]
     for row in rows:
         per_seed = " ".join(f"{100 * a:.2f}" for a in row["accuracies"])
         lines.append(f"| {LABELS[row['loss']]} | {row['seeds']} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | "
-                     f"{100 * row['min']:.2f} – {100 * row['max']:.2f} | {per_seed} | {row['final_loss_mean']:.2f} | "
-                     f"{row['wall_seconds'] / 60:.1f} min |")
+                     f"{100 * row['min']:.2f} – {100 * row['max']:.2f} | {per_seed} | "
+                     + "".join(f"{100 * row['degraded'][spec]:.2f} | " for spec in specs)
+                     + f"{row['final_loss_mean']:.2f} | {row['wall_seconds'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", choices=["lfw", "synthetic"], default="lfw")
+    parser.add_argument("--table", choices=["lfw", "synthetic", "finetune"], default="lfw")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--losses", nargs="+", default=MAIN_LOSSES, choices=[*MAIN_LOSSES, *EXTRA_LOSSES])
     parser.add_argument("--extra-losses", nargs="*", default=EXTRA_LOSSES, choices=EXTRA_LOSSES,
                         help="run after the main losses for every seed (default sphereface combined)")
     parser.add_argument("--data", help="lfw-split output folder (default runs/paper/lfw_f01)")
     parser.add_argument("--quick", action="store_true", help="20 steps per run: checks the pipeline, not the losses")
+    parser.add_argument("--degraded", action="append", default=[], metavar="SPEC",
+                        help="also evaluate each finished run on its held-out pairs perturbed by SPEC (repeatable)")
     parser.add_argument("--summarise-only", action="store_true",
                         help="read the finished runs and write the table; train nothing")
     parser.add_argument("--threads", type=int, default=1,
@@ -122,7 +150,8 @@ def main() -> int:
     records: list[dict] = []
     started = time.perf_counter()
     for loss, seed in plan:
-        record = run_one(args.table, loss, seed, runs, overrides, train=not args.summarise_only)
+        record = run_one(args.table, loss, seed, runs, overrides, train=not args.summarise_only,
+                         degraded=tuple(args.degraded))
         if record is None:
             print(f"{loss} seed {seed}: not finished (claimed by another runner or --summarise-only)", flush=True)
             continue
