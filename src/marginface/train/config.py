@@ -14,6 +14,7 @@ import yaml
 
 from marginface.data.perturb import PerturbationSpecError, RandomDegradation
 from marginface.heads.margin import ARCFACE, SCALE
+from marginface.heads.registry import get_head, head_entry, head_names
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -86,9 +87,14 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    """Margin head: s·(cos(m1·θ + m2) − m3), Partial FC rate and memory mode; or the softmax baseline."""
+    """The head: `kind` names a registered head (marginface.heads.registry), the keys below are its options.
 
-    kind: str = "margin"  # margin | softmax (unnormalised W·x, no bias; s and m are then unused)
+    m1/m2/m3 are the combined margin of kind margin (and subcenter); s, sample_rate, chunk_size and
+    detach_margin apply to the heads that take them (s is ignored by the heads without a scale: softmax,
+    sphereface_original); every other constructor option goes in `kwargs` (e.g. {m: 0.4, h: 0.333}).
+    """
+
+    kind: str = "margin"  # a registered head name; see docs/training.md for each kind's options
     s: float = SCALE
     m1: float = ARCFACE.m1
     m2: float = ARCFACE.m2
@@ -97,6 +103,34 @@ class HeadConfig:
     chunk_size: int | None = None
     detach_margin: bool = False
     init: str = "normal"  # normal (N(0, 0.01²)) | spread (unit centres evenly apart) | class_mean (see training.md)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the kind's other options (e.g. sub_centers, h)
+
+
+HEAD_KEYS = ("s", "m1", "m2", "m3", "sample_rate", "chunk_size", "detach_margin")  # head.* keys heads may take
+
+
+def head_options(head: HeadConfig) -> dict[str, Any]:
+    """The constructor options of head.kind from the head.* keys and head.kwargs; a key set to something
+    other than its default that the kind does not take is an error naming the key and the value."""
+    entry = head_entry(head.kind)
+    defaults = HeadConfig()
+    options: dict[str, Any] = {}
+    for key in HEAD_KEYS:
+        value = getattr(head, key)
+        if key in entry.options:
+            options[key] = value
+        elif key != "s" and value != getattr(defaults, key):
+            raise ValueError(f"head.{key} = {value!r} does not apply to head.kind = {head.kind!r}, "
+                             f"which takes {list(entry.options)}")
+    own = [name for name in entry.options if name not in HEAD_KEYS]
+    for key, value in head.kwargs.items():
+        if key in HEAD_KEYS:
+            raise ValueError(f"head.kwargs.{key} = {value!r}: set head.{key} instead")
+        if key not in own:
+            raise ValueError(f"head.kwargs.{key} = {value!r} is not an option of head.kind = {head.kind!r}; "
+                             f"its head.kwargs are {own}")
+        options[key] = value
+    return options
 
 
 @dataclass
@@ -227,7 +261,7 @@ def validate(config: TrainConfig) -> None:
     """Cross-field checks with messages that name the key and the value."""
     choices = {"data.kind": (config.data.kind, ("synthetic", "folder", "recordio")),
                "data.on_error": (config.data.on_error, ("skip", "raise")),
-               "head.kind": (config.head.kind, ("margin", "softmax")),
+               "head.kind": (config.head.kind, tuple(head_names())),
                "head.init": (config.head.init, ("normal", "spread", "class_mean")),
                "optim.optimizer": (config.optim.optimizer, ("sgd", "adamw")),
                "optim.precision": (config.optim.precision, ("fp32", "bf16", "fp16")),
@@ -243,11 +277,19 @@ def validate(config: TrainConfig) -> None:
             raise ValueError(f"{key} must be >= 1, got {value}")
     if config.optim.optimizer == "adamw" and config.head.sample_rate < 1:
         raise ValueError("head.sample_rate < 1 (Partial FC) needs optim.optimizer = 'sgd' (sparse row updates)")
-    if config.head.kind == "softmax" and (config.head.sample_rate < 1 or config.head.chunk_size):
-        raise ValueError("head.kind = 'softmax' supports neither head.sample_rate < 1 nor head.chunk_size")
+    _validate_head(config.head)
     if config.optim.lr <= 0:
         raise ValueError(f"optim.lr must be > 0, got {config.optim.lr}")
     _validate_finetuning(config)
+
+
+def _validate_head(head: HeadConfig) -> None:
+    """head.kind's options: each key applies to the kind, and a tiny instance builds with the values."""
+    options = head_options(head)
+    try:
+        get_head(head.kind, 2, 2, **options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"head (kind = {head.kind!r}, options {options}): {err}") from None
 
 
 def _validate_finetuning(config: TrainConfig) -> None:

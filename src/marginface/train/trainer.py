@@ -32,12 +32,13 @@ from marginface.data.synthetic import SyntheticFaces, synthetic_pairs
 from marginface.data.transforms import to_model_input
 from marginface.eval.pipeline import evaluate_pair_set
 from marginface.fileio import ensure_writable_dir
-from marginface.heads import MarginHead, Softmax
 from marginface.heads.centres import spread_centres
+from marginface.heads.contract import missing_head_members
+from marginface.heads.registry import get_head, head_entry
 from marginface.infer.embedder import TorchEmbedder
 from marginface.seeding import augment_stream, flip_seed, loader_seed, rank_seed
 from marginface.train.checkpoint import load_checkpoint, load_latest, save_checkpoint
-from marginface.train.config import TrainConfig, augment_from_config
+from marginface.train.config import TrainConfig, augment_from_config, head_options
 from marginface.train.distributed import (
     DistContext,
     all_agree,
@@ -184,22 +185,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction
     def _build_head(self) -> nn.Module:
+        """head.kind from the registry with its options; a sharded kind gets this process's class rows.
+
+        Sets `centre_rows`, this process's [start, stop) of the global centre rows, and `weight_rows`, their
+        global count (classes × centres per class: a sub-centre head has K rows per class and trains in one
+        process only, it is refused under model parallelism)."""
         head_config = self.config.head
-        dim = self.config.model.num_features
-        if head_config.kind == "softmax":
-            if self.ctx.world_size > 1:
-                raise ValueError("head.kind = 'softmax' trains in one process only (its classes are not sharded)")
-            head: nn.Module = Softmax(dim, self.num_classes, bias=False)
-        else:
-            head = MarginHead(dim, self.num_classes, s=head_config.s, m1=head_config.m1, m2=head_config.m2,
-                              m3=head_config.m3, chunk_size=head_config.chunk_size,
-                              sample_rate=head_config.sample_rate, detach_margin=head_config.detach_margin,
-                              rows=self.head_rows, group=self.ctx.group)
+        kind, dim = head_config.kind, self.config.model.num_features
+        entry = head_entry(kind)
+        if self.ctx.world_size > 1 and not entry.sharded:
+            raise ValueError(f"head.kind = {kind!r} trains in one process only (its class centres are not "
+                             f"sharded across the {self.ctx.world_size} processes)")
+        options = head_options(head_config)
+        if "seed" in entry.options and "seed" not in head_config.kwargs:
+            options["seed"] = self.config.seed  # the run's seed starts the head's own random stream
+        sharding = {"rows": self.head_rows, "group": self.ctx.group} if entry.sharded else {}
+        head = get_head(kind, dim, self.num_classes, **sharding, **options)
+        missing = missing_head_members(head)
+        if missing:
+            raise ValueError(f"head.kind = {kind!r} does not satisfy the Head contract: it lacks {missing}")
+        local_rows = head.weight.shape[0]
+        self.centre_rows = self.head_rows if entry.sharded else (0, local_rows)
+        self.weight_rows = self.num_classes if entry.sharded else local_rows
         if head_config.init == "spread":  # this process's rows of the evenly spread centres
-            start, stop = self.head_rows
             with torch.no_grad():
-                head.weight.copy_(spread_centres(self.num_classes, dim)[start:stop])
+                head.weight.copy_(self._per_centre_row(spread_centres(self.num_classes, dim)))
         return head
+
+    def _per_centre_row(self, centres: Tensor) -> Tensor:
+        """(C, D) class centres as this process's rows of the head's weight (each repeated per sub-centre)."""
+        start, stop = self.centre_rows
+        return centres.repeat_interleave(self.weight_rows // self.num_classes, dim=0)[start:stop]
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         optim = self.config.optim
@@ -220,8 +236,8 @@ class Trainer:
 
         The class centres and their per-row optimiser state are saved in global class order, so a run
         resumes on any number of processes."""
-        weight = gather_rows(self.head.weight.detach(), self.num_classes, self.ctx)
-        head_rows = gather_row_state(self.optimizer, self.head.weight, self.num_classes, self.ctx)
+        weight = gather_rows(self.head.weight.detach(), self.weight_rows, self.ctx)
+        head_rows = gather_row_state(self.optimizer, self.head.weight, self.weight_rows, self.ctx)
         broadcast_module(self.backbone, self.ctx)  # BN statistics of rank 0, as DDP would keep them
         if not self.ctx.is_main:
             return None
@@ -236,6 +252,8 @@ class Trainer:
         }
         weights = {f"backbone.{name}": value for name, value in self.backbone.state_dict().items()}
         weights["head.weight"] = weight
+        # the head's other state (EMAs, random streams) is the same on every process: rank 0's is saved
+        weights.update({f"head.{name}": value for name, value in self.head.named_buffers()})
         path = save_checkpoint(self.run_dir, self.step, weights, state,
                                {"world_size": self.ctx.world_size, "num_classes": self.num_classes},
                                self.config.keep_checkpoints)
@@ -265,14 +283,17 @@ class Trainer:
             raise ValueError(f"{path}: checkpoint does not fit this run's backbone (model.* settings differ): "
                              f"{first}") from err
         head_weight = weights["head.weight"]
-        if head_weight.shape[0] != self.num_classes:
-            raise ValueError(f"{path}: checkpoint has {head_weight.shape[0]} classes, the data has {self.num_classes}")
-        start, stop = self.head_rows
+        if head_weight.shape[0] != self.weight_rows:
+            raise ValueError(f"{path}: checkpoint has {head_weight.shape[0]} class-centre rows, this run's head "
+                             f"has {self.weight_rows} ({self.num_classes} classes, head.kind = "
+                             f"{self.config.head.kind!r})")
+        self._restore_head_state(path, weights)
+        start, stop = self.centre_rows
         with torch.no_grad():
             self.head.weight.copy_(head_weight[start:stop])
         optimizer_state = state["optimizer"]
         restore_row_state(optimizer_state, self._head_param_index(optimizer_state), state["head_other"],
-                          state["head_rows"], self.head_rows)
+                          state["head_rows"], self.centre_rows)
         self.optimizer.load_state_dict(optimizer_state)
         self.schedule.load_state_dict(state["schedule"])
         self.sampler.load_state_dict(state["sampler"])
@@ -288,6 +309,18 @@ class Trainer:
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
         return True
+
+    def _restore_head_state(self, path: Path, weights: dict[str, Tensor]) -> None:
+        """Copy the head's buffers from a checkpoint; a checkpoint of a head with other state is refused."""
+        buffers = dict(self.head.named_buffers())
+        saved = {name.removeprefix("head."): value for name, value in weights.items()
+                 if name.startswith("head.") and name != "head.weight"}
+        if set(saved) != set(buffers) or any(saved[name].shape != buffers[name].shape for name in saved):
+            raise ValueError(f"{path}: checkpoint head state {sorted(saved)} does not fit head.kind = "
+                             f"{self.config.head.kind!r}, whose state is {sorted(buffers)}")
+        with torch.no_grad():
+            for name, buffer in buffers.items():
+                buffer.copy_(saved[name])
 
     # ------------------------------------------------------------------ the loop
     def _loader(self) -> DataLoader:
@@ -437,9 +470,8 @@ class Trainer:
         started = time.perf_counter()
         means = class_mean_embeddings(self.backbone, self.dataset, self.num_classes, self.device,
                                       self.config.eval.batch_size, self.config.data.workers)
-        start, stop = self.head_rows
         with torch.no_grad():
-            self.head.weight.copy_(means[start:stop].to(self.head.weight))
+            self.head.weight.copy_(self._per_centre_row(means).to(self.head.weight))
         log.info("class centres set to the mean embedding of each identity (%d classes, %.0f s)",
                  self.num_classes, time.perf_counter() - started)
 
