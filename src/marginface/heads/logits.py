@@ -31,13 +31,18 @@ def cosine_logits(embeddings: Tensor, weight: Tensor) -> Tensor:
 
 
 def apply_margin(
-    cos: Tensor, labels: Tensor, margin: Margin, scale: float, detach_margin: bool = False
+    cos: Tensor, labels: Tensor, margin: Margin, scale: float, detach_margin: bool = False, *,
+    m2: Tensor | None = None, m3: Tensor | None = None, curriculum_t: Tensor | None = None,
 ) -> Tensor:
-    """Scaled logits s·cos with the true class replaced by s·(ψ(m1·θ + m2) − m3)."""
+    """Scaled logits s·cos with the true class replaced by s·(ψ(m1·θ + m2) − m3); `m2`, `m3` per row, and
+    CurricularFace's negatives c·(t + c) where c exceeds the row's target logit, as in the fused loss."""
     rows = torch.arange(cos.shape[0], device=cos.device)
     cos_t = cos[rows, labels]
-    target = margin.target_logit(cos_t).to(cos.dtype)
+    target = margin.target_logit(cos_t, m2, m3).to(cos.dtype)
     if detach_margin:
         target = cos_t + (target - cos_t).detach()
+    if curriculum_t is not None:
+        hard = cos > target.detach().unsqueeze(1)
+        cos = torch.where(hard, cos * (curriculum_t.detach() + cos), cos)
     logits = cos.index_put((rows, labels), target)
     return logits * scale

@@ -90,6 +90,11 @@ class MarginHead(nn.Module):
             sample = sample_classes(target, self.stop - self.start, self.sample_rate)
             weight = F.embedding(sample.index, self.weight, sparse=True)
             target = sample.target
+        return self._loss(embeddings, weight, target)
+
+    def _loss(self, embeddings: Tensor, weight: Tensor, target: Tensor) -> Tensor:
+        """The fused loss of the (global) batch against `weight`, the rows this step uses (`target` indexes
+        them, −1 for classes of another shard); the adaptive heads add their per-row margins here."""
         return margin_softmax_cross_entropy(
             embeddings, weight, target, self.margin, self.s, self.chunk_size, self.detach_margin, self.group
         )
