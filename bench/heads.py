@@ -5,6 +5,8 @@ For each class count C the same run measures, round-robin in one process:
   full     marginface ArcFace, full mode
   chunked  marginface ArcFace, chunk_size = 8192
   pml      pytorch_metric_learning.losses.ArcFaceLoss (same B, D, C)
+  curricularface, adaface             the adaptive heads, full mode
+  curricularface_chunked, adaface_chunked   the same, chunk_size = 8192
 and reports each one's median time / the floor's. Peak memory is measured in a fresh subprocess per
 method: after a warm-up step (weights and their gradient resident) the high-water RSS mark (VmHWM) is
 reset, one more step runs, and its peak minus the RSS before it is the memory a step needs beyond the
@@ -34,7 +36,8 @@ BATCH, DIM, CHUNK = 256, 512, 8192
 # Every allocation of 64 KiB or more gets its own mapping, returned to the OS when freed: RSS then tracks
 # the live tensors instead of whatever glibc's arenas kept from earlier steps.
 _MALLOC_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-METHODS = ("floor", "full", "chunked", "pml")
+ADAPTIVE = ("curricularface", "adaface")
+METHODS = ("floor", "full", "chunked", "pml", *ADAPTIVE, *(f"{name}_chunked" for name in ADAPTIVE))
 
 
 def _rss_bytes() -> int:
@@ -76,6 +79,15 @@ def _make_step(method: str, classes: int):
         from marginface.heads import ArcFace
 
         head = ArcFace(DIM, classes, chunk_size=CHUNK if method == "chunked" else None)
+        params = [head.weight]
+
+        def loss():
+            return head(x, labels)
+    elif method.removesuffix("_chunked") in ADAPTIVE:
+        from marginface.heads import get_head
+
+        head = get_head(method.removesuffix("_chunked"), DIM, classes,
+                        chunk_size=CHUNK if method.endswith("_chunked") else None)
         params = [head.weight]
 
         def loss():
@@ -146,7 +158,7 @@ def main() -> int:
             row = {"classes": classes, "method": m, "median_s": median, "min_s": min(times[m]),
                    "ratio_to_floor": median / floor, "extra_memory_mib": extra / 2**20}
             rows.append(row)
-            print(f"C={classes:>9,} {m:>8}: {median:8.3f} s  {median / floor:5.2f}x floor  "
+            print(f"C={classes:>9,} {m:>22}: {median:8.3f} s  {median / floor:5.2f}x floor  "
                   f"peak beyond weights+grad {extra / 2**20:8.1f} MiB", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"batch": BATCH, "dim": DIM, "chunk_size": CHUNK, "threads": torch.get_num_threads(),

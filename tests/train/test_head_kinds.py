@@ -61,3 +61,23 @@ def test_subcenter_trains_from_spread_centres_and_is_refused_under_model_paralle
     two = DistContext(rank=0, world_size=2)
     with pytest.raises(ValueError, match=r"head.kind = 'subcenter' trains in one process only"):
         Trainer(config, two)
+
+
+@pytest.mark.parametrize("kind", ["curricularface", "adaface"])
+def test_stateful_head_resumes_bit_identically(tmp_path: Path, kind: str) -> None:
+    from safetensors.torch import load_file
+
+    from marginface.train.checkpoint import latest_valid
+
+    extra = (f"head.kind={kind}", "checkpoint_every=1")
+    Trainer(tiny_config(tmp_path / "straight", *extra, "optim.max_steps=2")).train()
+    Trainer(tiny_config(tmp_path / "resumed", *extra, "optim.max_steps=1")).train()
+    trainer = Trainer(tiny_config(tmp_path / "resumed", *extra, "optim.max_steps=2"))
+    assert trainer.resume("auto") and trainer.step == 1
+    trainer.train()
+    straight, resumed = (load_file(str(latest_valid(tmp_path / run).path / "weights.safetensors"))
+                         for run in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys() and any(key.startswith("head.") and key != "head.weight"
+                                                     for key in straight)
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key

@@ -13,6 +13,7 @@ from typing import Any
 import torch.distributed as dist
 from torch import nn
 
+from marginface.heads.adaptive import AdaFace, CurricularFace
 from marginface.heads.baselines import Softmax, SphereFaceOriginal
 from marginface.heads.margin_head import ArcFace, CosFace, MarginHead, NormFace, SphereFace
 from marginface.heads.subcenter import SubCenterArcFace
@@ -42,6 +43,8 @@ HEADS: dict[str, HeadEntry] = {
     "softmax": HeadEntry(softmax_head, ()),
     "sphereface_original": HeadEntry(SphereFaceOriginal, ("m", "lambda_")),
     "subcenter": HeadEntry(SubCenterArcFace, ("sub_centers", "s", "m1", "m2", "m3", "detach_margin")),
+    "curricularface": HeadEntry(CurricularFace, ("m", *_FUSED), sharded=True),
+    "adaface": HeadEntry(AdaFace, ("m", "h", "t_alpha", *_FUSED), sharded=True),
 }
 
 

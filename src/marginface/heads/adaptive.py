@@ -1,0 +1,127 @@
+"""Heads whose margin adapts: CurricularFace (hard negatives re-weighted by a curriculum t) and AdaFace
+(margin from the feature norm's place in the batch). Both are MarginHeads on the fused loss, so chunked
+mode, Partial FC and model-parallel class shards work as for ArcFace; their state is registered buffers.
+
+Each follows its authors' released code where it differs from the paper; the docstrings say where.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from marginface.heads.fused import margin_softmax_cross_entropy, target_cosines
+from marginface.heads.logits import apply_margin, cosine_logits
+from marginface.heads.margin import SCALE, Margin
+from marginface.heads.margin_head import MarginHead
+from marginface.heads.validation import check_embeddings, check_labels
+from marginface.precision import compute_dtype
+
+CURRICULAR_ALPHA = 0.01  # t ← 0.01·mean cos θ_y + 0.99·t (the paper's momentum 0.99 on the old t)
+ADAFACE_EPS = 1e-3  # AdaFace's released code: cos clamp, θ clip, the std's epsilon
+ADAFACE_NORM_RANGE = (1e-3, 100.0)  # feature norms are clipped to this before their statistics
+
+
+def _check_finite(name: str, value: float, low: float = -math.inf, low_open: bool = False) -> None:
+    """ValueError naming `name` unless `value` is finite and above `low` (strictly when `low_open`)."""
+    if not math.isfinite(value) or value < low or (low_open and value == low):
+        bound = f" > {low}" if low_open else (f" >= {low}" if low > -math.inf else "")
+        raise ValueError(f"{name} must be a finite number{bound}, got {value}")
+
+
+class CurricularFace(MarginHead):
+    """CurricularFace (Huang et al., CVPR 2020): target s·cos(θ_y + m), negatives s·N(cos θ_j) with
+    N(c) = c if c ≤ cos(θ_y + m) else c·(t + c); t is the EMA of the batch's mean cos θ_y (a buffer).
+
+    As in the released code (HuangYG123/CurricularFace): t starts at 0 and is updated before it is used, in
+    the same step, t ← 0.01·mean_b cos θ_y + 0.99·t (training mode only; under model parallelism over the
+    global batch: every rank computes its classes' cos θ_y and the vector is all-reduced, so all ranks hold
+    one t); t and the hard-negative mask carry no gradient, the re-weighted negatives do ((t + 2c)).
+    Past θ_y + m > π the released code switches to cos θ_y − m·sin m (a jump); here the target is the one
+    transform ψ(θ_y + m) of margin.py (continuous and decreasing), equal to cos(θ_y + m) up to there, and a
+    negative is hard when it exceeds that target logit.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, m: float = 0.5, s: float = SCALE, **kwargs) -> None:
+        _check_finite("CurricularFace m", m)
+        super().__init__(embedding_dim, num_classes, s=s, m1=1.0, m2=m, m3=0.0, **kwargs)
+        self.register_buffer("t", torch.zeros(1))
+
+    def _loss(self, embeddings: Tensor, weight: Tensor, target: Tensor) -> Tensor:
+        """Update t from this batch (training mode), then the fused loss with re-weighted hard negatives."""
+        if self.training:
+            mean = target_cosines(embeddings, weight, target, self.group).mean()
+            with torch.no_grad():
+                self.t.copy_(mean.to(self.t.dtype) * CURRICULAR_ALPHA + (1 - CURRICULAR_ALPHA) * self.t)
+        return margin_softmax_cross_entropy(embeddings, weight, target, self.margin, self.s, self.chunk_size,
+                                            self.detach_margin, self.group, curriculum_t=self.t)
+
+    def logits(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B, C) scaled logits at the current t (not updated): s·cos θ, or with the margin and the
+        re-weighted hard negatives when labels are given."""
+        if labels is None:
+            return super().logits(embeddings)
+        cos = cosine_logits(embeddings, self.weight)
+        check_labels(labels, embeddings.shape[0], self.num_classes)
+        return apply_margin(cos, labels, self.margin, self.s, self.detach_margin, curriculum_t=self.t)
+
+
+class AdaFace(MarginHead):
+    """AdaFace (Kim et al., CVPR 2022): target s·(cos(θ_y − m·ẑ) − (m + m·ẑ)), ẑ = clip(h·(‖x‖ − μ) /
+    (σ + ε), −1, 1), negatives s·cos θ_j; μ, σ are EMAs (rate t_alpha) of the batch's norm mean and std.
+
+    As in the released code (mk-minchul/AdaFace): norms are clipped to [0.001, 100] and carry no gradient
+    (the margin does not push on the norm); μ, σ start at 20 and 100 and are updated before use in the same
+    step (training mode only) with the unbiased std (a batch of one leaves σ alone); ε = 1e-3; cos θ_y is
+    clamped to ±(1 − ε) and θ_y − m·ẑ clipped into [ε, π − ε], which is flat beyond both ends: that clip, not
+    our ψ continuation, handles the region where the angle leaves [0, π]. The released code also clamps every
+    negative cosine to ±(1 − ε); here negatives are not clamped (identical unless one exceeds 0.999).
+    Under model parallelism the head sees the all-gathered global batch, so μ and σ are the global batch's.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, m: float = 0.4, h: float = 0.333, s: float = SCALE,
+                 t_alpha: float = 0.01, **kwargs) -> None:
+        _check_finite("AdaFace m", m)
+        _check_finite("AdaFace h", h, 0.0, low_open=True)
+        if not 0.0 < t_alpha <= 1.0:
+            raise ValueError(f"AdaFace t_alpha must be in (0, 1], got {t_alpha}")
+        super().__init__(embedding_dim, num_classes, s=s, m1=1.0, m2=0.0, m3=0.0, **kwargs)
+        self.margin = Margin(1.0, 0.0, 0.0, clip=ADAFACE_EPS)
+        self.m, self.h, self.t_alpha = float(m), float(h), float(t_alpha)
+        self.register_buffer("batch_mean", torch.full((1,), 20.0))
+        self.register_buffer("batch_std", torch.full((1,), 100.0))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, AdaFace m={self.m}, h={self.h}, t_alpha={self.t_alpha}"
+
+    def margins(self, embeddings: Tensor, update: bool = False) -> tuple[Tensor, Tensor]:
+        """Per-row (angular m2 = −m·ẑ, additive m3 = m + m·ẑ) from the feature norms; `update` first moves
+        the norm EMAs with this batch."""
+        with torch.no_grad():
+            norms = torch.linalg.vector_norm(embeddings.detach().to(compute_dtype(embeddings)), dim=1)
+            norms = norms.clamp(*ADAFACE_NORM_RANGE)
+            alpha = self.t_alpha
+            if update:
+                self.batch_mean.copy_(norms.mean() * alpha + (1 - alpha) * self.batch_mean)
+                if norms.numel() > 1:
+                    self.batch_std.copy_(norms.std() * alpha + (1 - alpha) * self.batch_std)
+            scaler = ((norms - self.batch_mean) / (self.batch_std + ADAFACE_EPS) * self.h).clamp(-1.0, 1.0)
+            return -self.m * scaler, self.m + self.m * scaler
+
+    def _loss(self, embeddings: Tensor, weight: Tensor, target: Tensor) -> Tensor:
+        """The fused loss with this batch's per-row margins (the EMAs move first in training mode)."""
+        m2, m3 = self.margins(embeddings, update=self.training)
+        return margin_softmax_cross_entropy(embeddings, weight, target, self.margin, self.s, self.chunk_size,
+                                            self.detach_margin, self.group, m2=m2, m3=m3)
+
+    def logits(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B, C) scaled logits at the current μ, σ (not updated), with the margin when labels are given."""
+        if labels is None:
+            return super().logits(embeddings)
+        check_embeddings(embeddings, self.embedding_dim)
+        check_labels(labels, embeddings.shape[0], self.num_classes)
+        m2, m3 = self.margins(embeddings)
+        return apply_margin(cosine_logits(embeddings, self.weight), labels, self.margin, self.s, self.detach_margin,
+                            m2=m2, m3=m3)

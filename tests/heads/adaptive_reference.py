@@ -1,0 +1,52 @@
+"""Independent float64 references of the adaptive heads, written from their definitions with a full B × C
+matrix and autograd (no marginface code): the loss and the state after one step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _cosines(x: Tensor, w: Tensor) -> Tensor:
+    return (x / x.norm(dim=1, keepdim=True)) @ (w / w.norm(dim=1, keepdim=True)).t()
+
+
+def _psi(phi: Tensor) -> Tensor:
+    """cos φ on [0, π], continued past π as (−1)^k cos φ − 2k, k = ⌊φ/π⌋."""
+    k = torch.floor(phi.detach() / math.pi)
+    return torch.where(k % 2 == 0, 1.0, -1.0) * torch.cos(phi) - 2 * k
+
+
+def curricularface(x: Tensor, w: Tensor, labels: Tensor, m: float, s: float, t: float) -> tuple[Tensor, float]:
+    """CurricularFace: t ← 0.01·mean cos θ_y + 0.99·t first; target ψ(θ_y + m); hard negatives c·(t + c)."""
+    cos = _cosines(x, w)
+    rows = torch.arange(len(labels))
+    cos_y = cos[rows, labels]
+    t = 0.01 * float(cos_y.detach().mean()) + 0.99 * t
+    target = _psi(torch.acos(cos_y) + m)
+    hard = cos > target.detach().unsqueeze(1)
+    logits = torch.where(hard, cos * (t + cos), cos)
+    onehot = F.one_hot(labels, w.shape[0]).bool()
+    logits = torch.where(onehot, target.unsqueeze(1), logits)
+    return F.cross_entropy(s * logits, labels), t
+
+
+def adaface(x: Tensor, w: Tensor, labels: Tensor, m: float, h: float, s: float, t_alpha: float,
+            mean: float, std: float) -> tuple[Tensor, float, float]:
+    """AdaFace as released: EMAs of the clipped norms' mean and unbiased std first, ẑ = clip(h(‖x‖ − μ) /
+    (σ + 1e-3), ±1); target cos(clip(acos(clamp(cos θ_y, ±0.999)) − mẑ, 1e-3, π − 1e-3)) − (m + mẑ)."""
+    eps = 1e-3
+    norms = x.detach().norm(dim=1).clamp(1e-3, 100)
+    mean = float(norms.mean()) * t_alpha + (1 - t_alpha) * mean
+    std = float(norms.std()) * t_alpha + (1 - t_alpha) * std
+    z = ((norms - mean) / (std + eps) * h).clamp(-1, 1)
+    cos = _cosines(x, w)
+    rows = torch.arange(len(labels))
+    theta = torch.acos(cos[rows, labels].clamp(-1 + eps, 1 - eps))
+    target = torch.cos((theta - m * z).clamp(eps, math.pi - eps)) - (m + m * z)
+    onehot = F.one_hot(labels, w.shape[0]).bool()
+    logits = torch.where(onehot, target.unsqueeze(1), cos)
+    return F.cross_entropy(s * logits, labels), mean, std
