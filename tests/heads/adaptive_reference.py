@@ -50,3 +50,16 @@ def adaface(x: Tensor, w: Tensor, labels: Tensor, m: float, h: float, s: float, 
     onehot = F.one_hot(labels, w.shape[0]).bool()
     logits = torch.where(onehot, target.unsqueeze(1), cos)
     return F.cross_entropy(s * logits, labels), mean, std
+
+
+def magface(x: Tensor, w: Tensor, labels: Tensor, l_a: float, u_a: float, l_m: float, u_m: float,
+            lambda_g: float, s: float) -> Tensor:
+    """MagFace as released: a = clamp(‖x‖, l_a, u_a) with gradient, target ψ(θ_y + m(a)), plus λ_g·mean g(a)."""
+    a = x.norm(dim=1).clamp(l_a, u_a)
+    margin = (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m
+    cos = _cosines(x, w)
+    rows = torch.arange(len(labels))
+    target = _psi(torch.acos(cos[rows, labels]) + margin)
+    onehot = F.one_hot(labels, w.shape[0]).bool()
+    logits = torch.where(onehot, target.unsqueeze(1), cos)
+    return F.cross_entropy(s * logits, labels) + lambda_g * (a / u_a**2 + 1 / a).mean()

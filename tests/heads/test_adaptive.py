@@ -1,4 +1,4 @@
-"""CurricularFace and AdaFace against independent float64 references (tests/heads/adaptive_reference.py):
+"""CurricularFace, AdaFace and MagFace against independent float64 references (tests/heads/adaptive_reference.py):
 loss, gradients for embeddings and centres and the state they keep, in full, chunked and Partial FC mode."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from marginface.heads import AdaFace, CurricularFace, sample_classes
+from marginface.heads import AdaFace, CurricularFace, MagFace, sample_classes
 
 from . import adaptive_reference as ref
 
@@ -55,7 +55,12 @@ def _close(got, expected) -> None:
         torch.testing.assert_close(a, b, rtol=RTOL, atol=ATOL)
 
 
+MAGFACE = {"l_a": 3.0, "u_a": 40.0, "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0}  # most norms of _problem inside
+
+
 def _head(kind: str, **kwargs) -> torch.nn.Module:
+    if kind == "magface":
+        return MagFace(DIM, CLASSES, s=16.0, **MAGFACE, **kwargs).double()
     if kind == "curricularface":
         return CurricularFace(DIM, CLASSES, m=0.5, s=16.0, **kwargs).double()
     head = AdaFace(DIM, CLASSES, m=0.4, h=0.333, s=16.0, t_alpha=0.01, **kwargs).double()
@@ -67,6 +72,8 @@ def _head(kind: str, **kwargs) -> torch.nn.Module:
 
 def _reference(kind: str, head, x, w, labels):
     """(reference loss, the head's state after it) from the head's state before."""
+    if kind == "magface":
+        return ref.magface(x, w, labels, **MAGFACE, s=16.0), {}
     if kind == "curricularface":
         loss, t = ref.curricularface(x, w, labels, 0.5, 16.0, float(head.t))
         return loss, {"t": t}
@@ -92,7 +99,7 @@ def test_two_steps_match_the_reference(kind: str, chunk_size: int | None) -> Non
             assert getattr(head, name).item() == pytest.approx(value, rel=1e-12), name
 
 
-@pytest.mark.parametrize("kind", ["curricularface", "adaface"])
+@pytest.mark.parametrize("kind", ["curricularface", "adaface", "magface"])
 @pytest.mark.parametrize("chunk_size", [None, 4])
 def test_gradients_match_the_reference(kind: str, chunk_size: int | None) -> None:
     x0, w0, labels = _problem(1)
@@ -108,7 +115,7 @@ def test_gradients_match_the_reference(kind: str, chunk_size: int | None) -> Non
     _close((gx, gw), _grads(expected, x, w))
 
 
-@pytest.mark.parametrize("kind", ["curricularface", "adaface"])
+@pytest.mark.parametrize("kind", ["curricularface", "adaface", "magface"])
 def test_partial_fc_matches_the_reference_on_the_sampled_classes(kind: str) -> None:
     x0, w0, labels = _problem(2)
     head = _head(kind, sample_rate=0.5).train()
@@ -152,5 +159,7 @@ def test_bad_parameters_are_named() -> None:
         AdaFace(4, 3, h=0.0)
     with pytest.raises(ValueError, match=r"AdaFace t_alpha must be in \(0, 1\], got 1.5"):
         AdaFace(4, 3, t_alpha=1.5)
+    with pytest.raises(ValueError, match="MagFace needs 0 < l_a < u_a, got l_a = 20, u_a = 10"):
+        MagFace(4, 3, l_a=20, u_a=10)
     with pytest.raises(ValueError, match="CurricularFace m must be a finite number, got nan"):
         CurricularFace(4, 3, m=float("nan"))

@@ -1,5 +1,6 @@
 """Two gloo processes, each owning half the classes and half the batch: CurricularFace's t, AdaFace's norm
-statistics, the loss and the gradients equal one process's on the global batch, step after step."""
+statistics, MagFace's norm-dependent margin and regulariser, the loss and the gradients equal one process's
+on the global batch, step after step."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from marginface.heads import AdaFace, CurricularFace
+from marginface.heads import AdaFace, CurricularFace, MagFace
 from marginface.train.distributed import DistContext, gather_rows
 
 pytestmark = pytest.mark.slow
 DIM, CLASSES, BATCH, STEPS = 8, 11, 8, 2
-CASES = [(kind, chunk) for kind in ("curricularface", "adaface") for chunk in (None, 3)]
+CASES = [(kind, chunk) for kind in ("curricularface", "adaface", "magface") for chunk in (None, 3)]
 
 
 def _free_port() -> int:
@@ -27,7 +28,9 @@ def _free_port() -> int:
 
 
 def _make(kind: str, chunk: int | None, **kwargs) -> torch.nn.Module:
-    cls = CurricularFace if kind == "curricularface" else AdaFace
+    if kind == "magface":  # bounds inside the batch's norms, so the margin and the regulariser have gradients
+        kwargs.update(l_a=2.0, u_a=40.0)
+    cls = {"curricularface": CurricularFace, "adaface": AdaFace, "magface": MagFace}[kind]
     return cls(DIM, CLASSES, s=16.0, chunk_size=chunk, **kwargs).double().train()
 
 

@@ -1,6 +1,7 @@
-"""Heads whose margin adapts: CurricularFace (hard negatives re-weighted by a curriculum t) and AdaFace
-(margin from the feature norm's place in the batch). Both are MarginHeads on the fused loss, so chunked
-mode, Partial FC and model-parallel class shards work as for ArcFace; their state is registered buffers.
+"""Heads whose margin adapts: CurricularFace (hard negatives re-weighted by a curriculum t), AdaFace
+(margin from the feature norm's place in the batch) and MagFace (margin from the norm, plus a regulariser).
+All are MarginHeads on the fused loss, so chunked mode, Partial FC and model-parallel class shards work as
+for ArcFace; their state is registered buffers.
 
 Each follows its authors' released code where it differs from the paper; the docstrings say where.
 """
@@ -125,3 +126,47 @@ class AdaFace(MarginHead):
         m2, m3 = self.margins(embeddings)
         return apply_margin(cosine_logits(embeddings, self.weight), labels, self.margin, self.s, self.detach_margin,
                             m2=m2, m3=m3)
+
+
+class MagFace(MarginHead):
+    """MagFace (Meng et al., CVPR 2021): target s·ψ(θ_y + m(a)), negatives s·cos θ_j, plus λ_g·mean g(a),
+    a = clamp(‖x‖, l_a, u_a), m(a) = l_m + (u_m − l_m)(a − l_a)/(u_a − l_a), g(a) = a/u_a² + 1/a.
+
+    As in the released code (IrvingMeng/MagFace): the margin keeps its gradient through the norm (the fused
+    loss returns dL/dm(a)), both terms see the clamped norm (no gradient outside [l_a, u_a]), and the loss
+    is their sum. Past θ_y + m > π the released code switches to cos θ_y − m·sin m; here it is ψ. Under
+    model parallelism the regulariser is the global batch's; each rank passes back 1/N of its gradient, as
+    the all-gather sums the ranks' shares.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, l_a: float = 10.0, u_a: float = 110.0,
+                 l_m: float = 0.45, u_m: float = 0.8, lambda_g: float = 35.0, s: float = SCALE, **kwargs) -> None:
+        for name, value in (("l_a", l_a), ("u_a", u_a), ("l_m", l_m), ("u_m", u_m)):
+            _check_finite(f"MagFace {name}", value)
+        _check_finite("MagFace lambda_g", lambda_g, 0.0)
+        if not 0 < l_a < u_a:
+            raise ValueError(f"MagFace needs 0 < l_a < u_a, got l_a = {l_a}, u_a = {u_a}")
+        if not l_m <= u_m:
+            raise ValueError(f"MagFace needs l_m <= u_m, got l_m = {l_m}, u_m = {u_m}")
+        super().__init__(embedding_dim, num_classes, s=s, m1=1.0, m2=0.0, m3=0.0, **kwargs)
+        self.l_a, self.u_a, self.l_m, self.u_m, self.lambda_g = (float(v) for v in (l_a, u_a, l_m, u_m, lambda_g))
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, MagFace l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, "
+                f"u_m={self.u_m}, lambda_g={self.lambda_g}")
+
+    def magnitudes(self, embeddings: Tensor) -> Tensor:
+        """(B,) a = clamp(‖x‖, l_a, u_a), with its gradient."""
+        return torch.linalg.vector_norm(embeddings.to(compute_dtype(embeddings)), dim=1).clamp(self.l_a, self.u_a)
+
+    def _loss(self, embeddings: Tensor, weight: Tensor, target: Tensor) -> Tensor:
+        """Margin-softmax CE with m(a) per row, plus λ_g times the mean regulariser of the (global) batch."""
+        a = self.magnitudes(embeddings)
+        m2 = self.l_m + (self.u_m - self.l_m) * (a - self.l_a) / (self.u_a - self.l_a)
+        loss = margin_softmax_cross_entropy(embeddings, weight, target, self.margin, self.s, self.chunk_size,
+                                            self.detach_margin, self.group, m2=m2)
+        regulariser = (a / self.u_a**2 + 1.0 / a).mean() * self.lambda_g
+        if self.group is not None:  # the same value on every rank; the gathered embeddings sum N gradients
+            share = regulariser / torch.distributed.get_world_size(self.group)
+            regulariser = share + (regulariser - share).detach()
+        return loss + regulariser.to(loss.dtype)

@@ -13,7 +13,7 @@ from typing import Any
 import torch.distributed as dist
 from torch import nn
 
-from marginface.heads.adaptive import AdaFace, CurricularFace
+from marginface.heads.adaptive import AdaFace, CurricularFace, MagFace
 from marginface.heads.baselines import Softmax, SphereFaceOriginal
 from marginface.heads.margin_head import ArcFace, CosFace, MarginHead, NormFace, SphereFace
 from marginface.heads.subcenter import SubCenterArcFace
@@ -45,6 +45,7 @@ HEADS: dict[str, HeadEntry] = {
     "subcenter": HeadEntry(SubCenterArcFace, ("sub_centers", "s", "m1", "m2", "m3", "detach_margin")),
     "curricularface": HeadEntry(CurricularFace, ("m", *_FUSED), sharded=True),
     "adaface": HeadEntry(AdaFace, ("m", "h", "t_alpha", *_FUSED), sharded=True),
+    "magface": HeadEntry(MagFace, ("l_a", "u_a", "l_m", "u_m", "lambda_g", *_FUSED), sharded=True),
 }
 
 
