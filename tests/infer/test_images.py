@@ -105,3 +105,16 @@ def test_missing_and_truncated_files(tmp_path: Path, picture: np.ndarray) -> Non
     broken.write_bytes(_jpeg(picture, orientation=1)[:200])
     with pytest.raises(ImageInputError, match="broken.jpg"):
         load_image(broken)
+
+
+def test_elongated_images_are_refused_naming_the_size() -> None:
+    """The probe: a 118-byte 1x20000 PNG gave an OpenCV resize assertion (a 500 and a traceback)."""
+    for width, height in ((1, 20_000), (20_000, 1)):
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height)).save(buffer, "PNG")
+        assert len(buffer.getvalue()) < 1000
+        with pytest.raises(ImageInputError, match=rf"line.png: image of {width}x{height} pixels is too elongated"):
+            load_image(buffer.getvalue(), name="line.png")
+    with pytest.raises(ImageInputError, match="2560x1 pixels is too elongated"):
+        load_image(np.zeros((1, 2560, 3), np.uint8))
+    assert load_image(np.zeros((10, 1000, 3), np.uint8)).shape == (10, 1000, 3)  # 100:1 is still a photo

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000
+MAX_ASPECT_RATIO = 100  # no photo of a face is 100 times longer than wide; past ~1280:1 the detector's
+# downscale to 1280 pixels would leave the short side no pixel at all (an OpenCV assertion, a 500)
 
 
 class ImageInputError(ValueError):
@@ -31,12 +33,16 @@ class ImageInputError(ValueError):
 
 
 def _check_size(width: int, height: int, name: str, max_pixels: int) -> None:
-    """Refuse an image over `max_pixels` (too_large, so HTTP answers 413) or with no pixels."""
+    """Refuse an image over `max_pixels` (too_large), with no pixels, or longer than MAX_ASPECT_RATIO : 1."""
     if width * height > max_pixels:
         raise ImageInputError(f"{name}: image too large ({width}x{height} = {width * height} pixels > limit "
                               f"{max_pixels})", too_large=True)
     if width == 0 or height == 0:
         raise ImageInputError(f"{name}: empty image ({width}x{height})")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageInputError(f"{name}: image of {width}x{height} pixels is too elongated for a photo of a face "
+                              f"(aspect ratio {max(width, height) / min(width, height):g}:1, at most "
+                              f"{MAX_ASPECT_RATIO}:1)")
 
 
 def _from_pil(img: PILImage, name: str, max_pixels: int) -> np.ndarray:
@@ -77,11 +83,7 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ImageInputError(f"{name}: expected an (H, W, 3) RGB array, got shape {array.shape}")
-    if array.shape[0] * array.shape[1] == 0:
-        raise ImageInputError(f"{name}: empty image array {array.shape}")
-    if array.shape[0] * array.shape[1] > max_pixels:
-        raise ImageInputError(f"{name}: image too large ({array.shape[1]}x{array.shape[0]} pixels > limit "
-                              f"{max_pixels})", too_large=True)
+    _check_size(int(array.shape[1]), int(array.shape[0]), name, max_pixels)
     if array.dtype != np.uint8:
         raise ImageInputError(f"{name}: expected a uint8 RGB array, got {array.dtype}")
     return np.ascontiguousarray(array[:, :, :3])

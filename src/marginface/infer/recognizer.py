@@ -182,7 +182,8 @@ class FaceRecognizer:
             return [Face(np.array([0.0, 0.0, size, size]), ARCFACE_TEMPLATE * (size / 112.0), 1.0)]
         scale = min(1.0, self.max_side / max(height, width))
         if scale < 1.0:
-            small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                               interpolation=cv2.INTER_AREA)
             with self._detect_lock:
                 found = self.detector.detect(small)
             faces = [Face(f.box / scale, f.landmarks / scale, f.score) for f in found]

@@ -1,0 +1,35 @@
+"""Issue 16's hostile probes through the command line, in process: one `marginface: error:` line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from marginface.cli import main
+
+MODEL = "face_recognition_mobilefacenet/mobilefacenet_dynamic_batch.onnx"
+DETECTOR = "face_detection_yunet/face_detection_yunet_2023mar.onnx"
+
+
+def _photo(shared_data: Path) -> Path:
+    return shared_data / "lfw" / "lfw-deepfunneled" / "Colin_Powell" / "Colin_Powell_0001.jpg"
+
+
+def _one_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("marginface: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_verify_with_an_elongated_image_is_one_error_line(tmp_path: Path, shared_data: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    line = tmp_path / "line.png"
+    Image.new("RGB", (1, 20_000)).save(line)
+    args = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR), "--threshold", "0.3"]
+    assert main(["verify", str(_photo(shared_data)), str(line), *args]) == 2
+    _one_error(capsys, f"{line}: image of 1x20000 pixels is too elongated")
