@@ -33,3 +33,17 @@ def test_verify_with_an_elongated_image_is_one_error_line(tmp_path: Path, shared
     args = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR), "--threshold", "0.3"]
     assert main(["verify", str(_photo(shared_data)), str(line), *args]) == 2
     _one_error(capsys, f"{line}: image of 1x20000 pixels is too elongated")
+
+
+def test_gallery_list_on_a_damaged_file_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.thresholds import Threshold
+    from tests.infer.test_gallery import FP, _damage_pages_of, _face, _unit
+
+    path = tmp_path / "g.db"
+    with Gallery.create(path, FP, Threshold.fixed(0.5), model=tmp_path / "m.onnx", detector=None) as gallery:
+        gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "a1")], FP)
+    _damage_pages_of(path, "templates_identity")
+    assert main(["gallery", "list", str(path)]) == 2
+    _one_error(capsys, f"{path}: cannot read the gallery (database disk image is malformed)")

@@ -430,3 +430,25 @@ def test_a_file_removed_during_the_transaction_is_not_acknowledged(tmp_path: Pat
     with pytest.raises(GalleryUnavailable, match="was removed"):
         with _transaction(gallery._db, path, check=remove_after_begin) as db:
             db.execute("INSERT INTO identities (name, created, updated) VALUES ('x', 0, 0)")
+
+
+def _damage_pages_of(path: Path, index: str) -> None:
+    """Overwrite every page SQLite keeps for `index` (a b-tree the loader never reads; listings do)."""
+    db = sqlite3.connect(path)
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = [row[0] for row in db.execute("SELECT pageno FROM dbstat WHERE name = ?", (index,))]
+    db.close()
+    data = bytearray(path.read_bytes())
+    for page in pages:
+        for offset in range((page - 1) * size, page * size, 7):
+            data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_index_page_is_a_gallery_error_naming_the_file(two_people: Path) -> None:
+    """The probe: `gallery list` on a damaged file ended in sqlite3.DatabaseError's traceback."""
+    _damage_pages_of(two_people, "templates_identity")
+    with Gallery.open(two_people) as again:
+        with pytest.raises(GalleryError, match=rf"{two_people}: cannot read the gallery \(database disk image is "
+                                               r"malformed\).*integrity_check"):
+            again.identities()

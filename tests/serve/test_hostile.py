@@ -3,7 +3,10 @@ never a 500 or a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,58 @@ def test_an_elongated_image_is_400_naming_its_size_on_every_route(client, lfw, s
     enrol = client.post("/v1/identities", data={"name": "Line"}, files=[("images", face), ("images", line)])
     assert enrol.status_code == 400 and "too elongated" in enrol.json()["detail"]
     assert client.get("/v1/identities").json()["count"] == 0
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` mounted at `folder` (skips where this process may not mount)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the full-disk probe needs it")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with filler.open("wb") as out:
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+    return filler
+
+
+def test_a_full_disk_is_507_with_the_reason_and_healthz_says_the_gallery_cannot_be_written(
+        tmp_path, recognizer, shared_data, lfw):
+    """The probe: with the disk full, 54 enrolments got 500 while /healthz said ok."""
+    from marginface.infer.gallery import Gallery
+
+    from .conftest import DETECTOR, MODEL
+
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        path = disk / "people.db"
+        Gallery.create(path, recognizer.fingerprint, recognizer.threshold, model=str(shared_data / MODEL),
+                       detector=str(shared_data / DETECTOR)).close()
+        with TestClient(create_app(path, recognizer=recognizer), base_url=LOCAL,
+                        raise_server_exceptions=False) as client:
+            assert client.post("/v1/identities", data={"name": "Colin"},
+                               files=[("images", _file(lfw(COLIN, 1)))]).status_code == 201
+            assert client.get("/healthz").json()["status"] == "ok"
+            filler = _fill(disk)
+            photos = [("images", _file(lfw("George_W_Bush", i))) for i in range(1, 9)]
+            refused = client.post("/v1/identities", data={"name": "Bush"}, files=photos)
+            assert refused.status_code == 507, refused.text
+            assert f"{path}: cannot write the gallery: the disk holding it is full" in refused.json()["detail"]
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded" and health["writable"] is False
+            assert "full" in health["write_problem"]
+            known = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 2))})
+            assert known.status_code == 200 and known.json()["faces"][0]["name"] == "Colin"  # reads still work
+            filler.unlink()
+            assert client.post("/v1/identities", data={"name": "Bush"}, files=photos).status_code == 201
+            assert client.get("/healthz").json()["writable"] is True

@@ -80,6 +80,21 @@ class GalleryDamaged(GalleryError):
     """A search refused because stored templates failed verification; the message names each of them."""
 
 
+class GalleryUnreadable(GalleryError):
+    """SQLite cannot read the gallery file (a damaged page or index, an I/O error); the message names the file."""
+
+
+class GalleryNotWritable(GalleryError):
+    """A change the gallery cannot take now (read-only file or mount, locked, I/O error); nothing was written."""
+
+
+class GalleryFull(GalleryNotWritable):
+    """A change refused because the disk holding the gallery is full; nothing was written."""
+
+
+MIN_FREE_BYTES = 1 << 20  # below this much free space beside the gallery, `write_problem` reports it
+
+
 def template_checksum(template_id: int, identity_id: int, blob: bytes) -> int:
     """CRC-32 of (template id, identity id, embedding bytes): a changed bit, a blob moved to another row or a
     template moved to another person all change it."""
@@ -159,6 +174,7 @@ class Gallery:
         self._names: dict[int, str] = {}
         self._damaged: list[DamagedTemplate] = []
         self._files: dict[str, tuple[int, int] | None] = {}
+        self._failed_write: str | None = None  # the last change's write error, until a change succeeds
         self._check_files()  # records the (device, inode) of the file and its -wal
         self._load()
 
@@ -243,7 +259,7 @@ class Gallery:
             rows = self._db.execute(
                 "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
         except sqlite3.DatabaseError as err:
-            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+            raise _unreadable(self.path, err) from err
         ids, owners, vectors, self._damaged = self._verify(rows)
         for damaged in self._damaged:
             log.error("gallery %s: %s (not used)", self.path, damaged)
@@ -316,10 +332,28 @@ class Gallery:
                     f"gallery {self.path}: its {label} {path} {what} while the gallery was open; changes made now "
                     "would be lost, so none are accepted (restore the file, or restart on the gallery as it is now)")
 
+    def write_problem(self) -> str | None:
+        """Why a change would fail now (read-only mount or file, disk full, the last change failed), or None.
+
+        Cheap and lock-free enough for a health check: it looks at the file system, never takes SQLite's lock."""
+        folder = self.path.parent
+        try:
+            info = os.statvfs(folder)
+        except OSError as err:
+            return f"cannot look at {folder} ({err.strerror or err})"
+        if info.f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only mount"
+        if not os.access(self.path, os.W_OK) or not os.access(folder, os.W_OK):
+            return f"{self.path} or its folder is not writable by this process"
+        free = info.f_bavail * info.f_frsize
+        if free < MIN_FREE_BYTES:
+            return f"the disk holding {self.path} is full ({free} bytes free)"
+        return self._failed_write
+
     def _write(self) -> _transaction:
         """A write transaction that first checks the files are still the ones opened, and checks again after
         COMMIT, so a change is never acknowledged into a removed or replaced file."""
-        return _transaction(self._db, self.path, check=self._check_files)
+        return _transaction(self._db, self.path, check=self._check_files, gallery=self)
 
     def _sync(self) -> None:
         """Reload the in-memory index when another connection (e.g. another process) committed changes.
@@ -331,7 +365,7 @@ class Gallery:
         try:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError as err:
-            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+            raise _unreadable(self.path, err) from err
         if version != self._version:
             log.info("gallery %s changed on disk; reloading", self.path)
             self._load()
@@ -450,9 +484,12 @@ class Gallery:
         """Every identity with its template count, by name."""
         with self._lock:
             self._sync()
-            rows = self._db.execute(
-                "SELECT i.name, COUNT(t.id), i.created, i.updated FROM identities i "
-                "LEFT JOIN templates t ON t.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
+            try:
+                rows = self._db.execute(
+                    "SELECT i.name, COUNT(t.id), i.created, i.updated FROM identities i "
+                    "LEFT JOIN templates t ON t.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
+            except sqlite3.DatabaseError as err:
+                raise _unreadable(self.path, err) from err
         return [IdentityInfo(name, int(count), float(created), float(updated)) for name, count, created, updated
                 in rows]
 
@@ -538,18 +575,27 @@ class Gallery:
 
 class _transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (the connection is in autocommit mode); SQLite
-    errors (read-only file, locked database, full disk) become a GalleryError naming the file."""
+    errors become GalleryFull (disk full) or GalleryNotWritable (read-only, locked, I/O) naming the file, and
+    are remembered on `gallery` (for `write_problem`) until a change succeeds."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, check: Callable[[], None] | None = None) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, check: Callable[[], None] | None = None,
+                 gallery: Gallery | None = None) -> None:
         self.db = db
         self.path = path
         self.check = check  # run after BEGIN and after COMMIT; raising refuses (or un-acknowledges) the change
+        self.gallery = gallery
+
+    def _failed(self, err: sqlite3.Error) -> GalleryNotWritable:
+        refused = _write_error(self.path, err)
+        if self.gallery is not None:
+            self.gallery._failed_write = str(refused)
+        return refused
 
     def __enter__(self) -> sqlite3.Connection:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
-            raise GalleryError(f"{self.path}: cannot write the gallery ({err})") from err
+            raise self._failed(err) from err
         if self.check is not None:
             try:
                 self.check()
@@ -567,11 +613,13 @@ class _transaction:
             else:
                 if self.check is not None:
                     self.check()  # the file went away during the transaction: the commit is not acknowledged
+                if self.gallery is not None:
+                    self.gallery._failed_write = None
                 return
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(value, sqlite3.Error):
-            raise GalleryError(f"{self.path}: cannot write the gallery ({value})") from value
+            raise self._failed(value) from value
 
 
 def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
@@ -590,6 +638,23 @@ def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     log.info("gallery %s: migrated to schema %d (checksums computed for %d templates)", path, SCHEMA_VERSION,
              len(rows))
+
+
+def _write_error(path: Path, err: sqlite3.Error) -> GalleryNotWritable:
+    """The error for a change SQLite refused: GalleryFull for a full disk, GalleryNotWritable otherwise."""
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return GalleryFull(f"{path}: cannot write the gallery: the disk holding it is full ({err}); nothing "
+                           "was written")
+    hint = {sqlite3.SQLITE_READONLY: "the file or its folder is read-only",
+            sqlite3.SQLITE_BUSY: "another process holds its write lock"}.get(code, "nothing was written")
+    return GalleryNotWritable(f"{path}: cannot write the gallery ({err}): {hint}")
+
+
+def _unreadable(path: Path, err: sqlite3.Error) -> GalleryUnreadable:
+    """The error for a read SQLite refused (damaged page or index, I/O error), naming the file."""
+    return GalleryUnreadable(f"{path}: cannot read the gallery ({err}); `sqlite3 {path} 'PRAGMA integrity_check'` "
+                             "shows what is damaged")
 
 
 def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:

@@ -19,7 +19,15 @@ from PIL import UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
-from marginface.infer.gallery import GalleryDamaged, GalleryError, GalleryUnavailable, check_identity_name
+from marginface.infer.gallery import (
+    GalleryDamaged,
+    GalleryError,
+    GalleryFull,
+    GalleryNotWritable,
+    GalleryUnavailable,
+    GalleryUnreadable,
+    check_identity_name,
+)
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard, BrowserGuard
@@ -105,20 +113,35 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         return JSONResponse({"detail": str(err)}, status_code=422)
 
     async def unavailable(_: Request, err: Exception) -> JSONResponse:
-        """503 with the reason: the gallery holds damaged templates, or its file was removed or replaced."""
+        """503 with the reason: the gallery holds damaged templates, its file was removed or replaced, cannot be
+        read, or cannot take a change (read-only, locked, I/O error)."""
         log.error("%s", err)
         return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
-    app.add_exception_handler(GalleryDamaged, unavailable)
-    app.add_exception_handler(GalleryUnavailable, unavailable)
+    async def full(_: Request, err: Exception) -> JSONResponse:
+        """507 Insufficient Storage with the reason: the disk holding the gallery is full."""
+        log.error("%s", err)
+        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_507_INSUFFICIENT_STORAGE)
+
+    async def refused(_: Request, err: Exception) -> JSONResponse:
+        """422 for any other change the gallery refuses (its message says why)."""
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    for kind in (GalleryDamaged, GalleryUnavailable, GalleryUnreadable, GalleryNotWritable):
+        app.add_exception_handler(kind, unavailable)
+    app.add_exception_handler(GalleryFull, full)
+    app.add_exception_handler(GalleryError, refused)
 
     @app.get("/healthz", dependencies=guarded, tags=["service"])
     async def healthz() -> dict:
-        """Liveness plus what is loaded: model fingerprint, threshold and gallery size."""
+        """Liveness plus what is loaded: model fingerprint, threshold and gallery size; `status` is "degraded"
+        and `write_problem` says why when the gallery cannot take changes now (searches still work)."""
         stats = await run_in_threadpool(service.stats)
-        return jsonable({"status": "ok", "version": __version__, "model": service.recognizer.fingerprint.key,
-                         "threshold": service.threshold.to_dict(),
-                         "identities": stats.get("identities"), "templates": stats.get("templates")})
+        problem = await run_in_threadpool(service.gallery.write_problem)
+        return jsonable({"status": "degraded" if problem else "ok", "version": __version__,
+                         "model": service.recognizer.fingerprint.key, "threshold": service.threshold.to_dict(),
+                         "identities": stats.get("identities"), "templates": stats.get("templates"),
+                         "writable": problem is None, "write_problem": problem})
 
     UploadForm = Annotated[FormData, Depends(form_reader(max_bytes))]
     photo_body = multipart_body({"image": "a photo (JPEG, PNG, WebP, ...)"})
