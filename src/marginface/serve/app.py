@@ -4,6 +4,7 @@ No `from __future__ import annotations` here: FastAPI must evaluate the routes' 
 """
 
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -78,6 +79,16 @@ def _check_name(name: str) -> str:
         raise HTTPException(422, str(err)) from err
 
 
+def upload_limit_bytes(max_upload_mb: float) -> int:
+    """The body limit in bytes; ValueError unless `max_upload_mb` is a finite number of MiB of at least one byte."""
+    if not isinstance(max_upload_mb, (int, float)) or not math.isfinite(max_upload_mb) or max_upload_mb <= 0:
+        raise ValueError(f"the upload limit must be a positive, finite number of MiB, got {max_upload_mb}")
+    max_bytes = int(max_upload_mb * 1024 * 1024)
+    if max_bytes < 1:
+        raise ValueError(f"the upload limit of {max_upload_mb:g} MiB is under one byte: no photo fits")
+    return max_bytes
+
+
 def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
                max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None,
                allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = ()) -> FastAPI:
@@ -89,9 +100,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     Origin (not in `allowed_origins`) get 403 whether or not there is a key (auth.BrowserGuard).
     """
     guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
-    if max_upload_mb <= 0:
-        raise ValueError(f"the upload limit must be positive, got {max_upload_mb} MiB")
-    max_bytes = int(max_upload_mb * 1024 * 1024)
+    max_bytes = upload_limit_bytes(max_upload_mb)
     service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels)
 
     @asynccontextmanager
