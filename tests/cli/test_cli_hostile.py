@@ -47,3 +47,17 @@ def test_gallery_list_on_a_damaged_file_is_one_error_line(tmp_path: Path, capsys
     _damage_pages_of(path, "templates_identity")
     assert main(["gallery", "list", str(path)]) == 2
     _one_error(capsys, f"{path}: cannot read the gallery (database disk image is malformed)")
+
+
+@pytest.mark.parametrize("command", ["verify", "gallery create"])
+def test_the_detector_given_as_the_embedding_model_is_refused(tmp_path: Path, shared_data: Path, command: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The probes: `verify --model <YuNet>` was a TypeError traceback; `gallery create --model <YuNet>` made a
+    gallery that every `enroll` then crashed on."""
+    detector = str(shared_data / DETECTOR)
+    args = ["--model", detector, "--detector", detector, "--threshold", "0.3"]
+    photo = str(_photo(shared_data))
+    target = [photo, photo] if command == "verify" else [str(tmp_path / "g.db")]
+    assert main([*command.split(), *target, *args]) == 2
+    _one_error(capsys, f"{detector}: not an image -> embedding model", "cls_8 [1, 6400, 1]")
+    assert not (tmp_path / "g.db").exists()

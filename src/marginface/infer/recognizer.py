@@ -115,7 +115,11 @@ def model_fingerprint(model: str | Path, embedder: Embedder) -> ModelFingerprint
     else:
         spec = OnnxInputSpec()  # TorchEmbedder: RGB NCHW, (x - 127.5) / 127.5
     size = embedder.input_size
-    dim = int(embedder.embed(np.zeros((1, size, size, 3), np.uint8)).shape[1])
+    probe = np.asarray(embedder.embed(np.zeros((1, size, size, 3), np.uint8)))
+    if probe.ndim != 2 or probe.shape[0] != 1 or probe.shape[1] < 2 or not np.isfinite(probe).all():
+        raise ValueError(f"{model}: not an image -> embedding model: one {size}x{size} face gave an output of shape "
+                         f"{probe.shape}, expected (1, D) finite values")
+    dim = int(probe.shape[1])
     return ModelFingerprint(sha256_file(weights), size, spec.layout, spec.channel_order, spec.mean, spec.std, dim)
 
 
