@@ -724,6 +724,9 @@ def _add_serve_command(commands) -> None:
                     help="key every request must send as X-API-Key or 'Authorization: Bearer' "
                          "(default: $MARGINFACE_API_KEY; none means no key on loopback)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
+    sv.add_argument("--body-timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="a request body must arrive within this many seconds of its first byte, else 408 "
+                         "(default 60)")
     sv.add_argument("--allow-host", action="append", default=None, metavar="NAME",
                     help="also answer requests whose Host is NAME (repeatable; '*' any); without a key only "
                          "loopback names are served, against DNS rebinding")
@@ -740,7 +743,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise RuntimeError(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
     api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
     serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb,
-          allowed_hosts=args.allow_host, allowed_origins=args.allow_origin)
+          allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, body_timeout_s=args.body_timeout)
     return 0
 
 

@@ -104,3 +104,38 @@ def test_a_full_disk_is_507_with_the_reason_and_healthz_says_the_gallery_cannot_
             filler.unlink()
             assert client.post("/v1/identities", data={"name": "Bush"}, files=photos).status_code == 201
             assert client.get("/healthz").json()["writable"] is True
+
+
+def _raw_request(url: str, head: str, body: bytes, wait_s: float) -> tuple[bytes, float]:
+    """Send `head` and a partial `body` over a raw socket; (everything answered until close or `wait_s`, seconds)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    start = time.monotonic()
+    with socket.create_connection((parts.hostname, parts.port), timeout=wait_s) as sock:
+        sock.sendall(head.encode("latin-1") + body)
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer, time.monotonic() - start
+
+
+def test_the_key_is_checked_before_the_body_and_a_body_that_never_arrives_times_out(gallery_path, recognizer):
+    """The probes: an unauthenticated 10 MiB body was read in full before the 401, and a request declaring more
+    body than it sends held the connection with no timeout."""
+    from .conftest import running_server
+
+    app = create_app(gallery_path, api_key="k3y", recognizer=recognizer, body_timeout_s=1.0)
+    declared = 5 * 1024 * 1024
+    head = ("POST /v1/identify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {declared}\r\n{{key}}\r\n")
+    with running_server(app) as url:
+        answer, seconds = _raw_request(url, head.format(key=""), b"--b\r\n", wait_s=10)
+        assert answer.startswith(b"HTTP/1.1 401") and seconds < 5, (answer[:200], seconds)
+        assert b"connection: close" in answer.lower()
+        answer, seconds = _raw_request(url, head.format(key="X-API-Key: k3y\r\n"), b"--b\r\n", wait_s=20)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+        assert 0.9 < seconds < 10 and b"got 5 bytes of the 5242880 declared" in answer

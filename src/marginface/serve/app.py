@@ -32,7 +32,7 @@ from marginface.infer.gallery import (
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard, BrowserGuard
-from marginface.serve.limits import BodyLimitMiddleware
+from marginface.serve.limits import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
 from marginface.serve.service import Decoded, RecognitionService, Upload
 from marginface.serve.uploads import all_files, form_reader, multipart_body, one_file, text
 
@@ -91,16 +91,20 @@ def upload_limit_bytes(max_upload_mb: float) -> int:
 
 def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
                max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None,
-               allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = ()) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = (),
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
     """A ready FastAPI app serving the gallery at `gallery_path` (model loaded once, here).
 
-    `api_key` (when given) guards every route except the page's static files and the API description;
-    request bodies over `max_upload_mb` MiB get 413; images over `max_pixels` pixels get 400. Without a key
+    `api_key` (when given) guards every route except the page's static files and the API description, checked
+    before any of the body is read; request bodies over `max_upload_mb` MiB get 413, bodies not received within
+    `body_timeout_s` seconds 408; images over `max_pixels` pixels get 400. Without a key
     only loopback Host names are served (plus `allowed_hosts`), and state-changing requests from a foreign
     Origin (not in `allowed_origins`) get 403 whether or not there is a key (auth.BrowserGuard).
     """
     guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
     max_bytes = upload_limit_bytes(max_upload_mb)
+    if not isinstance(body_timeout_s, (int, float)) or not math.isfinite(body_timeout_s) or body_timeout_s <= 0:
+        raise ValueError(f"the body timeout must be a positive, finite number of seconds, got {body_timeout_s}")
     service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels)
 
     @asynccontextmanager
@@ -112,7 +116,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                   description="Face detection, verification and identification against a gallery. "
                               "Every decision carries its threshold and where the threshold came from.")
     app.state.service = service
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, timeout_s=body_timeout_s)
     app.add_middleware(BrowserGuard, api_key_required=guard.enabled, allowed_hosts=allowed_hosts,
                        allowed_origins=allowed_origins)  # added last: runs first, before any body is read
     guarded = [Depends(guard)]
