@@ -55,10 +55,10 @@ def _from_pil(img: PILImage, name: str, max_pixels: int) -> np.ndarray:
         raise ImageInputError(f"{name}: cannot decode image ({err})") from err
 
 
-def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def image_size(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header alone, every size check passed; nothing is decoded (ImageInputError)."""
     if len(data) == 0:
         raise ImageInputError(f"{name}: empty image data (0 bytes)")
-    # Read only the header first: the pixel count is checked before a single pixel is decoded.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -71,6 +71,11 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         except (OSError, ValueError, SyntaxError) as err:
             raise ImageInputError(f"{name}: cannot read image header ({err})") from err
     _check_size(width, height, name, max_pixels)
+    return width, height
+
+
+def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    image_size(data, name, max_pixels)  # the header first: sizes checked before a single pixel is decoded
     # The same decoder as evaluation (OpenCV, which applies EXIF orientation), so pixels match eval exactly.
     try:
         return decode_image(data, name)

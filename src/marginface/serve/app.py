@@ -33,7 +33,7 @@ from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard, BrowserGuard
 from marginface.serve.limits import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
-from marginface.serve.service import Decoded, RecognitionService, Upload
+from marginface.serve.service import Photo, RecognitionService, ServiceBusy, Upload
 from marginface.serve.uploads import all_files, form_reader, multipart_body, one_file, text
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,13 @@ def _image_error(err: ImageInputError) -> HTTPException:
     return HTTPException(code, str(err))
 
 
-async def _decode(service: RecognitionService, file: UploadFile, field: str) -> Decoded:
-    """Read an upload into memory and decode it off the event loop; never written to disk by us."""
+async def _photo(service: RecognitionService, file: UploadFile, field: str) -> Photo:
+    """One upload's faces, found off the event loop within the pixel budget; its pixels are gone on return
+    (photos are decoded one at a time and never written to disk by us)."""
     data = await file.read()
     name = file.filename or field
     try:
-        return await run_in_threadpool(service.decode, Upload(name, data))
+        return await run_in_threadpool(service.photo, Upload(name, data))
     except ImageInputError as err:
         raise _image_error(err) from err
 
@@ -92,12 +93,14 @@ def upload_limit_bytes(max_upload_mb: float) -> int:
 def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
                max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None,
                allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = (),
-               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, pixel_budget: int | None = None) -> FastAPI:
     """A ready FastAPI app serving the gallery at `gallery_path` (model loaded once, here).
 
     `api_key` (when given) guards every route except the page's static files and the API description, checked
     before any of the body is read; request bodies over `max_upload_mb` MiB get 413, bodies not received within
-    `body_timeout_s` seconds 408; images over `max_pixels` pixels get 400. Without a key
+    `body_timeout_s` seconds 408; images over `max_pixels` pixels get 400. Photos are decoded one at a time,
+    and all requests together hold at most `pixel_budget` decoded pixels (default twice `max_pixels`; a photo
+    that finds no room within 30 s gets 503). Without a key
     only loopback Host names are served (plus `allowed_hosts`), and state-changing requests from a foreign
     Origin (not in `allowed_origins`) get 403 whether or not there is a key (auth.BrowserGuard).
     """
@@ -105,7 +108,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     max_bytes = upload_limit_bytes(max_upload_mb)
     if not isinstance(body_timeout_s, (int, float)) or not math.isfinite(body_timeout_s) or body_timeout_s <= 0:
         raise ValueError(f"the body timeout must be a positive, finite number of seconds, got {body_timeout_s}")
-    service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels)
+    service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels, pixel_budget=pixel_budget)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -143,6 +146,13 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     for kind in (GalleryDamaged, GalleryUnavailable, GalleryUnreadable, GalleryNotWritable):
         app.add_exception_handler(kind, unavailable)
     app.add_exception_handler(GalleryFull, full)
+
+    @app.exception_handler(ServiceBusy)
+    async def busy(_: Request, err: ServiceBusy) -> JSONResponse:
+        """503 with Retry-After: other requests hold the process's pixel budget."""
+        log.warning("%s", err)
+        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": "5"})
     app.add_exception_handler(GalleryError, refused)
 
     @app.get("/healthz", dependencies=guarded, tags=["service"])
@@ -162,40 +172,37 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     @app.post("/v1/detect", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
     async def detect(form: UploadForm) -> dict:
         """Every face: box, five landmarks, detection score and quality signals (no embedding)."""
-        decoded = await _decode(service, one_file(form, "image"), "image")
-        faces = await run_in_threadpool(service.faces, decoded)
-        return jsonable({"image": decoded.size, "faces": [face.to_dict() for face in faces]})
+        photo = await _photo(service, one_file(form, "image"), "image")
+        return jsonable({"image": photo.size, "faces": [face.to_dict() for face in photo.faces]})
 
     @app.post("/v1/embed", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
     async def embed(form: UploadForm,
                     all_faces: Annotated[bool, Query(description="embed every face, not only the main one")] = False
                     ) -> dict:
         """Unit embedding of the main face (or of every face), with the model fingerprint it belongs to."""
-        decoded = await _decode(service, one_file(form, "image"), "image")
-        faces = await run_in_threadpool(service.faces, decoded)
-        if not faces:
-            raise NoFaceError(f"{decoded.name}: no face found")
-        chosen = faces if all_faces else faces[:1]
-        return jsonable({"image": decoded.size, "model": service.recognizer.fingerprint.key,
+        photo = await _photo(service, one_file(form, "image"), "image")
+        chosen = photo.faces if all_faces else [service.main_face(photo)]
+        return jsonable({"image": photo.size, "model": service.recognizer.fingerprint.key,
                          "faces": [face.to_dict(embedding=True) for face in chosen]})
 
     @app.post("/v1/verify", dependencies=guarded, tags=["faces"],
               openapi_extra=multipart_body({"image1": "first photo", "image2": "second photo"}))
     async def verify(form: UploadForm) -> dict:
         """Are the main faces of two photos the same person? Score, decision, threshold and its source."""
-        first = await _decode(service, one_file(form, "image1"), "image1")
-        second = await _decode(service, one_file(form, "image2"), "image2")
-        result, face1, face2 = await run_in_threadpool(service.verify, first, second)
-        return jsonable({**result.to_dict(), "image1": {**first.size, "box": face1.to_dict()["box"]},
-                         "image2": {**second.size, "box": face2.to_dict()["box"]}})
+        first = await _photo(service, one_file(form, "image1"), "image1")
+        service.main_face(first)  # a faceless first photo is named before the second is decoded
+        second = await _photo(service, one_file(form, "image2"), "image2")
+        result = await run_in_threadpool(service.verify, first, second)
+        return jsonable({**result.to_dict(), "image1": {**first.size, "box": first.faces[0].to_dict()["box"]},
+                         "image2": {**second.size, "box": second.faces[0].to_dict()["box"]}})
 
     @app.post("/v1/identify", dependencies=guarded, tags=["gallery"], openapi_extra=photo_body)
     async def identify(form: UploadForm,
                        k: Annotated[int, Query(ge=1, le=100, description="candidates listed per face")] = 1) -> dict:
         """Every face with the gallery's answer: a name or "unknown", its score and the threshold used."""
-        decoded = await _decode(service, one_file(form, "image"), "image")
-        identified = await run_in_threadpool(service.identify, decoded, k)
-        return jsonable({"image": decoded.size, "faces": [item.to_dict() for item in identified]})
+        photo = await _photo(service, one_file(form, "image"), "image")
+        identified = await run_in_threadpool(service.identify, photo, k)
+        return jsonable({"image": photo.size, "faces": [item.to_dict() for item in identified]})
 
     @app.get("/v1/identities", dependencies=guarded, tags=["gallery"])
     async def list_identities() -> dict:
@@ -209,8 +216,11 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     async def enrol(form: UploadForm) -> dict:
         """Enrol the main face of each photo under `name` (one transaction; only templates and hashes are kept)."""
         name = _check_name(text(form, "name"))
-        decoded = [await _decode(service, file, f"images[{i}]") for i, file in enumerate(all_files(form, "images"))]
-        added, duplicates = await run_in_threadpool(service.enrol, name, decoded)
+        photos = []
+        for i, file in enumerate(all_files(form, "images")):  # one at a time: a faceless photo stops the rest
+            photos.append(await _photo(service, file, f"images[{i}]"))
+            service.main_face(photos[-1])
+        added, duplicates = await run_in_threadpool(service.enrol, name, photos)
         return {"name": name, "added": added, "duplicates": duplicates}
 
     @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"])
