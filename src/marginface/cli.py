@@ -416,6 +416,9 @@ def _add_recognition_commands(commands) -> None:
     enroll.add_argument("inputs", nargs="+", metavar="FOLDER_OR_IMAGE",
                         help="a folder with one sub-folder per person, or (with --name) images of one person")
     enroll.add_argument("--name", help="enrol the given images (or folders of images) as this one person")
+    enroll.add_argument("--allow-shared-photo", action="store_true",
+                        help="enrol a photo already enrolled under another name too (refused by default: identify "
+                             "would answer whichever came first)")
     enroll.set_defaults(handler=_run_enroll)
 
     identify = commands.add_parser("identify", help="name every face in photos (or 'unknown'); exit 2 when an "
@@ -617,7 +620,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
             if not files:
                 skipped.append(f"{name}: no images to enrol")
                 continue
-            faces = []
+            faces, names = [], []
             for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
                 if isinstance(found, Exception):
                     skipped.append(_about(path, found))
@@ -626,9 +629,11 @@ def _run_enroll(args: argparse.Namespace) -> int:
                     skipped.append(f"{path}: no face found")
                 else:
                     faces.append((found[0], sha256_file(path)))
+                    names.append(str(path))
             offset += len(files)
             if faces:  # one transaction per person: a crash keeps every person committed before it
-                new = gallery.enroll(name, faces, recognizer.fingerprint)
+                new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
+                                     allow_shared_photos=args.allow_shared_photo)
                 added, already, people = added + new, already + len(faces) - new, people + 1
         progress.close()
     repeats = f"; {already} already in the gallery from the same image" if already else ""

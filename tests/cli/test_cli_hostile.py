@@ -61,3 +61,15 @@ def test_the_detector_given_as_the_embedding_model_is_refused(tmp_path: Path, sh
     assert main([*command.split(), *target, *args]) == 2
     _one_error(capsys, f"{detector}: not an image -> embedding model", "cls_8 [1, 6400, 1]")
     assert not (tmp_path / "g.db").exists()
+
+
+def test_enrolling_a_photo_already_enrolled_as_someone_else_is_refused(tmp_path: Path, shared_data: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    db, photo = str(tmp_path / "g.db"), str(_photo(shared_data))
+    models = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR)]
+    assert main(["gallery", "create", db, *models, "--threshold", "0.3"]) == 0
+    assert main(["enroll", db, "--name", "Colin", photo]) == 0
+    capsys.readouterr()
+    assert main(["enroll", db, "--name", "Mallory", photo]) == 2
+    _one_error(capsys, f"{photo} (sha256", "already enrolled as 'Colin'")
+    assert main(["enroll", db, "--name", "Mallory", photo, "--allow-shared-photo"]) == 0

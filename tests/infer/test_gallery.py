@@ -16,6 +16,7 @@ from marginface.infer.gallery import (
     GalleryError,
     GalleryModelMismatch,
     GalleryUnavailable,
+    SharedPhoto,
     UnknownIdentity,
     _transaction,
 )
@@ -188,7 +189,7 @@ def test_concurrent_enrolment_and_search_are_safe(gallery: Gallery) -> None:
         try:
             for i in range(20):
                 gallery.add(f"w{worker}", unit_rows(np.random.default_rng(worker * 100 + i).normal(size=8))[0],
-                            fingerprint=FP, source_sha256=str(i))
+                            fingerprint=FP, source_sha256=f"{worker}-{i}")
                 gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0), k=3)
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
@@ -452,3 +453,47 @@ def test_a_damaged_index_page_is_a_gallery_error_naming_the_file(two_people: Pat
         with pytest.raises(GalleryError, match=rf"{two_people}: cannot read the gallery \(database disk image is "
                                                r"malformed\).*integrity_check"):
             again.identities()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("ｕｎｋｎｏｗｎ", "reads as 'unknown'"), ("unkn\u043ewn", "reads as 'unknown'"),  # full-width; Cyrillic o
+    ("Unkno\u051dn", "reads as 'unknown'"), ("ᴜɴᴋɴᴏᴡɴ", "reads as 'unknown'"), ("unkn0wn", "reads as"),
+    ("𝐮𝐧𝐤𝐧𝐨𝐰𝐧", "reads as 'unknown'"), (".", "cannot be addressed in a URL"), (" .. ", "cannot be addressed"),
+    ("．．", "cannot be addressed"), ("bad\udcffname", "not valid UTF-8"), ("bad\ufffdname", "not valid UTF-8"),
+])
+def test_names_that_read_as_unknown_dots_and_broken_utf8_are_refused(gallery: Gallery, name: str,
+                                                                      message: str) -> None:
+    with pytest.raises(GalleryError, match=message):
+        gallery.add(name, _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    assert gallery.identities() == []
+
+
+def test_names_are_normalised_once_on_enrol_rename_remove_and_lookup(gallery: Gallery) -> None:
+    """The probe: 'Zoe' + combining acute (NFD, as macOS file names are) and 'Zoé' (NFC) were two people, and
+    neither could be deleted by the other spelling."""
+    decomposed, composed = "Zoe\u0301", "Zo\u00e9"
+    gallery.add(f" {decomposed} ", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="z1")
+    gallery.add(composed, _unit(1, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="z2")
+    assert [(i.name, i.templates) for i in gallery.identities()] == [(composed, 2)]
+    assert decomposed in gallery and f"  {composed}" in gallery
+    gallery.rename(f"{decomposed} ", "Zoe\u0308")  # stored as 'Zoë' (NFC)
+    assert [i.name for i in gallery.identities()] == ["Zo\u00eb"]
+    with pytest.raises(GalleryError, match="already exists"):
+        gallery.add("ann", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP) and gallery.rename("ann", "Zo\u00eb ")
+    gallery.remove("Zoe\u0308")
+    gallery.remove("ann")
+    assert gallery.identities() == []
+
+
+def test_the_same_photo_under_two_names_is_refused_unless_allowed(gallery: Gallery) -> None:
+    """The probe: one photo enrolled as two people made identify answer whichever came first."""
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "same-sha")], FP)
+    assert gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "same-sha")], FP) == 0  # a repeat
+    with pytest.raises(SharedPhoto, match=r"ann.jpg \(sha256 same-sha\.\.\.\) is already enrolled as 'ann'; "
+                                          r"enrolling it as 'bob'"):
+        gallery.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), "b1"), (_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)),
+                                                                             "same-sha")], FP,
+                       photo_names=["bob.jpg", "ann.jpg"])
+    assert [i.name for i in gallery.identities()] == ["ann"]  # nothing of bob's was written
+    assert gallery.enroll("bob", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "same-sha")], FP,
+                          allow_shared_photos=True) == 1

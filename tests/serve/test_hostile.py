@@ -139,3 +139,42 @@ def test_the_key_is_checked_before_the_body_and_a_body_that_never_arrives_times_
         answer, seconds = _raw_request(url, head.format(key="X-API-Key: k3y\r\n"), b"--b\r\n", wait_s=20)
         assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
         assert 0.9 < seconds < 10 and b"got 5 bytes of the 5242880 declared" in answer
+
+
+def _multipart(name: bytes, photo: bytes) -> tuple[bytes, dict]:
+    body = (b"--zz\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n" + name + b"\r\n"
+            b"--zz\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.jpg\"\r\n"
+            b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--zz--\r\n")
+    return body, {"content-type": "multipart/form-data; boundary=zz"}
+
+
+def test_names_are_normalised_checked_and_invalid_utf8_is_422(client, lfw):
+    """The probes: invalid UTF-8 in a name became Latin-1 mojibake; full-width or Cyrillic 'unknown', '.' and '..'
+    were enrolled; 'Zoé' typed two ways was two people that neither spelling could delete."""
+    photo = lfw(COLIN, 1).read_bytes()
+    body, headers = _multipart(b"Caf\xe9", photo)  # Latin-1 bytes, not UTF-8
+    broken = client.post("/v1/identities", content=body, headers=headers)
+    assert broken.status_code == 422 and "text field 'name' is not valid utf-8" in broken.json()["detail"]
+    for name in ("ｕｎｋｎｏｗｎ", "unkn\u043ewn", ".", ".."):
+        refused = client.post("/v1/identities", data={"name": name}, files=[("images", _file(lfw(COLIN, 1)))])
+        assert refused.status_code == 422, (name, refused.text)
+    assert client.get("/v1/identities").json()["count"] == 0
+    assert client.delete("/v1/identities/%FF").status_code == 422
+    enrolled = client.post("/v1/identities", data={"name": " Zoe\u0301 "}, files=[("images", _file(lfw(COLIN, 1)))])
+    assert enrolled.status_code == 201 and enrolled.json()["name"] == "Zo\u00e9"
+    assert client.delete("/v1/identities/Zo%C3%A9").json() == {"removed": "Zo\u00e9"}
+    assert client.get("/v1/identities").json()["count"] == 0
+
+
+def test_the_same_photo_under_two_names_is_409_unless_allowed(client, lfw):
+    """The probe: one photo enrolled as two people; identify then answered whichever came first."""
+    assert client.post("/v1/identities", data={"name": "Colin"},
+                       files=[("images", _file(lfw(COLIN, 1)))]).status_code == 201
+    twice = client.post("/v1/identities", data={"name": "Mallory"},
+                        files=[("images", _file(lfw(COLIN, 2))), ("images", _file(lfw(COLIN, 1)))])
+    assert twice.status_code == 409
+    assert "Colin_Powell_0001.jpg" in twice.json()["detail"] and "already enrolled as 'Colin'" in twice.json()["detail"]
+    assert [p["name"] for p in client.get("/v1/identities").json()["identities"]] == ["Colin"]
+    allowed = client.post("/v1/identities?allow_shared_photo=true", data={"name": "Mallory"},
+                          files=[("images", _file(lfw(COLIN, 1)))])
+    assert allowed.status_code == 201 and allowed.json()["added"] == 1

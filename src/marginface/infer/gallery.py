@@ -80,6 +80,10 @@ class GalleryDamaged(GalleryError):
     """A search refused because stored templates failed verification; the message names each of them."""
 
 
+class SharedPhoto(GalleryError):
+    """An enrolment refused because one of its photos is already enrolled under another name."""
+
+
 class GalleryUnreadable(GalleryError):
     """SQLite cannot read the gallery file (a damaged page or index, an I/O error); the message names the file."""
 
@@ -388,20 +392,27 @@ class Gallery:
 
     # -- changes (each one transaction) -------------------------------------------------------------------
     def add(self, name: str, embedding: np.ndarray, *, fingerprint: ModelFingerprint | None,
-            source_sha256: str | None = None, detection_score: float | None = None) -> int | None:
+            source_sha256: str | None = None, detection_score: float | None = None,
+            allow_shared_photos: bool = False) -> int | None:
         """Add one template to `name` (created if new); None when that source image is already enrolled."""
-        added = self._insert(name, [(self._unit(embedding), source_sha256, detection_score)], fingerprint)
+        added = self._insert(name, [(self._unit(embedding), source_sha256, detection_score)], fingerprint,
+                             allow_shared_photos, None)
         return added[0] if added else None
 
     def enroll(self, name: str, faces: list[tuple[FaceResult, str | None]],
-               fingerprint: ModelFingerprint | None) -> int:
+               fingerprint: ModelFingerprint | None, *, allow_shared_photos: bool = False,
+               photo_names: list[str] | None = None) -> int:
         """Add several faces (with their source image sha256) to `name` in one transaction; returns how many
-        were new (already-enrolled source images are skipped)."""
+        were new (already-enrolled source images are skipped).
+
+        A photo already enrolled under another name is refused (SharedPhoto, naming it from `photo_names` and
+        the other person) unless `allow_shared_photos`: identify would answer whichever came first."""
         items = [(self._unit(face.embedding), sha, face.detection_score) for face, sha in faces]
-        return len(self._insert(name, items, fingerprint))
+        return len(self._insert(name, items, fingerprint, allow_shared_photos, photo_names))
 
     def _insert(self, name: str, items: list[tuple[np.ndarray, str | None, float | None]],
-                fingerprint: ModelFingerprint | None) -> list[int]:
+                fingerprint: ModelFingerprint | None, allow_shared_photos: bool,
+                photo_names: list[str] | None) -> list[int]:
         self.check_fingerprint(fingerprint)
         name = check_identity_name(name)
         now = time.time()
@@ -409,6 +420,8 @@ class Gallery:
             with self._write():
                 self._sync()
                 row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+                if not allow_shared_photos:
+                    self._refuse_shared(name, row[0] if row else None, items, photo_names)
                 identity = row[0] if row else self._db.execute(
                     "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
                 added, vectors = [], []
@@ -430,6 +443,22 @@ class Gallery:
                 self._index.add(np.array(added), np.full(len(added), identity), np.stack(vectors))
         return added
 
+    def _refuse_shared(self, name: str, identity: int | None, items: list[tuple[np.ndarray, str | None, float | None]],
+                       photo_names: list[str] | None) -> None:
+        """SharedPhoto when a photo of `items` is already enrolled under a name other than `name` (in a write
+        transaction, so what it checks is what is committed)."""
+        for index, (_, sha, _) in enumerate(items):
+            if sha is None:
+                continue
+            other = self._db.execute(
+                "SELECT i.name FROM templates t JOIN identities i ON i.id = t.identity_id "
+                "WHERE t.source_sha256 = ? AND t.identity_id IS NOT ? LIMIT 1", (sha, identity)).fetchone()
+            if other is not None:
+                photo = photo_names[index] if photo_names else f"photo {index + 1}"
+                raise SharedPhoto(f"gallery {self.path}: {photo} (sha256 {sha[:16]}...) is already enrolled as "
+                                  f"{other[0]!r}; enrolling it as {name!r} too would make identify answer "
+                                  "whichever came first (allow it explicitly to do so anyway)")
+
     def remove(self, name: str) -> None:
         """Delete an identity and all its templates."""
         with self._lock:
@@ -449,7 +478,7 @@ class Gallery:
             with self._write():
                 self._sync()
                 identity = self._identity_id(old)
-                if new in self._names.values():
+                if any(unicodedata.normalize("NFC", known) == new for i, known in self._names.items() if i != identity):
                     raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
@@ -474,8 +503,9 @@ class Gallery:
         return dropped
 
     def _identity_id(self, name: str) -> int:
+        name = normalize_identity_name(name)
         for identity, known in self._names.items():
-            if known == name:
+            if unicodedata.normalize("NFC", known) == name:
                 return identity
         raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
 
@@ -501,9 +531,15 @@ class Gallery:
 
     def __contains__(self, name: object) -> bool:
         """Whether an identity of that name is committed now (by any process)."""
+        if not isinstance(name, str):
+            return False
+        try:
+            name = normalize_identity_name(name)
+        except GalleryError:
+            return False
         with self._lock:
             self._sync()
-            return name in self._names.values()
+            return any(unicodedata.normalize("NFC", known) == name for known in self._names.values())
 
     def stats(self) -> dict:
         """Counts, model, detector and threshold, for `gallery stats` and the service's health check."""
@@ -664,12 +700,39 @@ def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:
 
 
 MAX_NAME_LENGTH = 200
+# Letters of other scripts (and Latin small capitals, IPA, digits) that look like Latin ones, for the one check
+# that needs it: a name that reads as "unknown". Both cases are listed; NFKC has folded full-width and math forms.
+_LOOK_ALIKES = str.maketrans({look: latin for latin, looks in {
+    "a": "аᴀɑα", "b": "вʙ", "c": "сϲᴄ", "d": "ԁ", "e": "еєε", "h": "һнʜ", "i": "іıι", "j": "ј", "k": "кκᴋ",
+    "m": "мᴍ", "n": "ոռпπηɴ", "o": "оοօᴏ0", "p": "рρ", "q": "ԛ", "s": "ѕ", "t": "тτᴛ", "u": "սυʋᴜи", "y": "уү",
+    "x": "хχ", "w": "ԝաѡωᴡɯ", "A": "АΑ", "B": "ВΒ", "C": "СϹ", "E": "ЕΕ", "H": "НΗ", "I": "ІΙ", "J": "Ј",
+    "K": "КΚ", "M": "МΜ", "N": "Ν", "O": "ОΟՕ", "P": "РΡ", "S": "Ѕ", "T": "ТΤ", "U": "Ս", "X": "ХΧ", "W": "Ԝ",
+}.items() for look in looks})
+
+
+def _looks_like(name: str) -> str:
+    """What a name reads as: NFKC, combining marks dropped, look-alike letters folded to Latin, casefolded."""
+    decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
+    bare = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    return bare.translate(_LOOK_ALIKES).casefold()
+
+
+def normalize_identity_name(name: str) -> str:
+    """The one form a name is stored and looked up in: Unicode NFC without surrounding spaces; GalleryError when
+    it holds text that was not valid UTF-8 (a surrogate escape or U+FFFD, the decoders' replacement)."""
+    name = unicodedata.normalize("NFC", str(name)).strip()
+    broken = [c for c in name if c == "\ufffd" or unicodedata.category(c) == "Cs"]
+    if broken:
+        raise GalleryError(f"identity name {name!r} is not valid UTF-8 (holds {', '.join(map(repr, broken[:3]))}); "
+                           "send names as UTF-8")
+    return name
 
 
 def check_identity_name(name: str) -> str:
-    """A stripped identity name, refused when empty, over MAX_NAME_LENGTH, holding control characters (a TAB or
-    newline would break listings), or 'unknown' (the word decisions use for a rejected face)."""
-    name = str(name).strip()
+    """A normalised identity name (normalize_identity_name), refused when empty, over MAX_NAME_LENGTH, holding
+    control characters (a TAB or newline would break listings), '.' or '..' (a URL cannot address them), or
+    reading as 'unknown' in any script or width (the word decisions use for a rejected face)."""
+    name = normalize_identity_name(name)
     if not name:
         raise GalleryError("identity name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
@@ -677,6 +740,10 @@ def check_identity_name(name: str) -> str:
     bad = sorted({repr(c) for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
     if bad:
         raise GalleryError(f"identity name {name!r} holds control characters ({', '.join(bad)})")
-    if name.casefold() == "unknown":
-        raise GalleryError("'unknown' is what decisions call a face that matches nobody; choose another name")
+    if unicodedata.normalize("NFKC", name) in (".", ".."):
+        raise GalleryError(f"identity name {name!r} cannot be addressed in a URL (clients collapse '.' and '..' "
+                           "path segments); choose another name")
+    if _looks_like(name) == "unknown":
+        raise GalleryError(f"identity name {name!r} reads as 'unknown', what decisions call a face that matches "
+                           "nobody; choose another name")
     return name

@@ -27,6 +27,7 @@ from marginface.infer.gallery import (
     GalleryNotWritable,
     GalleryUnavailable,
     GalleryUnreadable,
+    SharedPhoto,
     check_identity_name,
 )
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
@@ -155,6 +156,11 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                             headers={"Retry-After": "5"})
     app.add_exception_handler(GalleryError, refused)
 
+    @app.exception_handler(SharedPhoto)
+    async def shared(_: Request, err: SharedPhoto) -> JSONResponse:
+        """409: a photo already enrolled under another name (the message names both)."""
+        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_409_CONFLICT)
+
     @app.get("/healthz", dependencies=guarded, tags=["service"])
     async def healthz() -> dict:
         """Liveness plus what is loaded: model fingerprint, threshold and gallery size; `status` is "degraded"
@@ -213,14 +219,17 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     @app.post("/v1/identities", dependencies=guarded, tags=["gallery"], status_code=status.HTTP_201_CREATED,
               openapi_extra=multipart_body({"images": "one or more photos of the person"}, repeated=("images",),
                                            texts={"name": "the person's name"}))
-    async def enrol(form: UploadForm) -> dict:
+    async def enrol(form: UploadForm, allow_shared_photo: Annotated[bool, Query(
+            description="enrol photos already enrolled under another name too (identify then answers whichever "
+                        "came first)")] = False) -> dict:
         """Enrol the main face of each photo under `name` (one transaction; only templates and hashes are kept)."""
         name = _check_name(text(form, "name"))
         photos = []
         for i, file in enumerate(all_files(form, "images")):  # one at a time: a faceless photo stops the rest
             photos.append(await _photo(service, file, f"images[{i}]"))
             service.main_face(photos[-1])
-        added, duplicates = await run_in_threadpool(service.enrol, name, photos)
+        added, duplicates = await run_in_threadpool(service.enrol, name, photos,
+                                                    allow_shared_photos=allow_shared_photo)
         return {"name": name, "added": added, "duplicates": duplicates}
 
     @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"])

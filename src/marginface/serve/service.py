@@ -163,14 +163,17 @@ class RecognitionService:
         self.main_face(photo)
         return self.gallery.identify_faces(photo.faces, k=k, fingerprint=self.recognizer.fingerprint)
 
-    def enrol(self, name: str, photos: list[Photo]) -> tuple[int, int]:
+    def enrol(self, name: str, photos: list[Photo], *, allow_shared_photos: bool = False) -> tuple[int, int]:
         """Add the main face of every photo to `name` in one transaction; returns (added, already enrolled).
 
-        Every photo is checked for a face before anything is written, so a bad photo enrols nothing.
+        Every photo is checked for a face before anything is written, so a bad photo enrols nothing; a photo
+        already enrolled under another name is refused (SharedPhoto) unless `allow_shared_photos`.
         """
         faces = [(self.main_face(photo), photo.sha256) for photo in photos]
         with self._write_lock:
-            added = self.gallery.enroll(name, faces, self.recognizer.fingerprint)
+            added = self.gallery.enroll(name, faces, self.recognizer.fingerprint,
+                                        allow_shared_photos=allow_shared_photos,
+                                        photo_names=[photo.name for photo in photos])
         log.info("enrolled %r: %d new templates, %d already enrolled", name, added, len(faces) - added)
         return added, len(faces) - added
 
