@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,11 @@ def test_enrolling_a_photo_already_enrolled_as_someone_else_is_refused(tmp_path:
     assert main(["enroll", db, "--name", "Mallory", photo]) == 2
     _one_error(capsys, f"{photo} (sha256", "already enrolled as 'Colin'")
     assert main(["enroll", db, "--name", "Mallory", photo, "--allow-shared-photo"]) == 0
+
+
+def test_verify_with_a_fifo_names_it(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    args = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR), "--threshold", "0.3"]
+    assert main(["verify", str(_photo(shared_data)), str(fifo), *args]) == 2
+    _one_error(capsys, f"{fifo}: is a FIFO (named pipe), not an image file")

@@ -178,3 +178,13 @@ def test_the_same_photo_under_two_names_is_409_unless_allowed(client, lfw):
     allowed = client.post("/v1/identities?allow_shared_photo=true", data={"name": "Mallory"},
                           files=[("images", _file(lfw(COLIN, 1)))])
     assert allowed.status_code == 201 and allowed.json()["added"] == 1
+
+
+def test_a_damaged_header_is_400_as_documented_and_a_non_image_415(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    damaged = client.post("/v1/detect", files={"image": ("x.png", png[:16] + b"\xff" * 16 + png[32:], "image/png")})
+    assert damaged.status_code == 400 and "x.png: damaged PNG image" in damaged.json()["detail"]
+    text = client.post("/v1/detect", files={"image": ("notes.txt", b"plain words", "text/plain")})
+    assert text.status_code == 415

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,12 +25,25 @@ MAX_ASPECT_RATIO = 100  # no photo of a face is 100 times longer than wide; past
 # downscale to 1280 pixels would leave the short side no pixel at all (an OpenCV assertion, a 500)
 
 
+# The first bytes of the formats OpenCV or Pillow decode: bytes that start so are an image, damaged or not.
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+               b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000"}
+
+
 class ImageInputError(ValueError):
     """An input is not a usable image: not an image, empty, too large or a decompression bomb; names the source."""
 
-    def __init__(self, message: str, *, too_large: bool = False) -> None:
+    def __init__(self, message: str, *, too_large: bool = False, not_an_image: bool = False) -> None:
         super().__init__(message)
         self.too_large = too_large  # lets an HTTP layer answer 413 instead of 400
+        self.not_an_image = not_an_image  # no image format at all (HTTP 415), not a damaged image (400)
+
+
+def image_format(data: bytes) -> str | None:
+    """The image format `data` starts like (its signature), or None; says nothing about the rest being intact."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _check_size(width: int, height: int, name: str, max_pixels: int) -> None:
@@ -67,7 +81,12 @@ def image_size(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise ImageInputError(f"{name}: decompression bomb refused ({err})", too_large=True) from err
         except UnidentifiedImageError as err:
-            raise ImageInputError(f"{name}: not an image (no known image format, {len(data)} bytes)") from err
+            kind = image_format(data)
+            if kind is not None:  # the signature of an image with a header nothing can read: a damaged image
+                raise ImageInputError(f"{name}: damaged {kind} image: its header cannot be read ({len(data)} "
+                                      "bytes)") from err
+            raise ImageInputError(f"{name}: not an image (no known image format, {len(data)} bytes)",
+                                  not_an_image=True) from err
         except (OSError, ValueError, SyntaxError) as err:
             raise ImageInputError(f"{name}: cannot read image header ({err})") from err
     _check_size(width, height, name, max_pixels)
@@ -94,6 +113,24 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
+def _check_regular_file(path: Path, label: str) -> None:
+    """ImageInputError unless `path` is a regular file; a FIFO, device, socket or folder is named as such
+    (reading a FIFO would wait forever, a device could stream without end)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageInputError(f"{label}: no such image file") from None
+    except OSError as err:
+        raise ImageInputError(f"{label}: cannot read the image file ({err.strerror or err})") from err
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    for test, kind in kinds:
+        if test(mode):
+            raise ImageInputError(f"{label}: is {kind}, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageInputError(f"{label}: is not a regular file, so not an image file")
+
+
 def load_image(source: str | Path | bytes | bytearray | memoryview | np.ndarray | PILImage, *,
                name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a path, encoded bytes, an RGB array or a PIL image; EXIF orientation applied.
@@ -103,9 +140,12 @@ def load_image(source: str | Path | bytes | bytearray | memoryview | np.ndarray 
     if isinstance(source, (str, Path)):
         path = Path(source)
         label = name or str(path)
-        if not path.is_file():
-            raise ImageInputError(f"{label}: no such image file")
-        return _decode_bytes(path.read_bytes(), label, max_pixels)
+        _check_regular_file(path, label)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ImageInputError(f"{label}: cannot read the image file ({err.strerror or err})") from err
+        return _decode_bytes(data, label, max_pixels)
     label = name or f"<{type(source).__name__}>"
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(source), label, max_pixels)

@@ -16,7 +16,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
@@ -57,8 +56,7 @@ def jsonable(value: Any) -> Any:
 
 def _image_error(err: ImageInputError) -> HTTPException:
     """415 for bytes that are no image format at all, 400 for the rest (damaged, empty, too many pixels, bombs)."""
-    code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if isinstance(err.__cause__, UnidentifiedImageError) \
-        else status.HTTP_400_BAD_REQUEST
+    code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if err.not_an_image else status.HTTP_400_BAD_REQUEST
     return HTTPException(code, str(err))
 
 
