@@ -606,7 +606,7 @@ def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], 
 
 def _run_enroll(args: argparse.Namespace) -> int:
     from marginface.fileio import sha256_file
-    from marginface.infer.gallery import Gallery
+    from marginface.infer.gallery import Gallery, GalleryError
     from marginface.infer.recognizer import FaceRecognizer
 
     plan, loose = _enrollment_plan(args)
@@ -616,7 +616,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress, offset = _Progress("enroll"), 0
-        for name, files in plan:
+        for position, (name, files) in enumerate(plan):
             if not files:
                 skipped.append(f"{name}: no images to enrol")
                 continue
@@ -632,8 +632,15 @@ def _run_enroll(args: argparse.Namespace) -> int:
                     names.append(str(path))
             offset += len(files)
             if faces:  # one transaction per person: a crash keeps every person committed before it
-                new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
-                                     allow_shared_photos=args.allow_shared_photo)
+                try:
+                    new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
+                                         allow_shared_photos=args.allow_shared_photo)
+                except (GalleryError, OSError) as err:
+                    progress.close()
+                    after = len(plan) - position - 1
+                    raise GalleryError(f"{err}; enroll stopped at {name!r}: {people} people ({added} new templates) "
+                                       f"were committed before it, {name!r} and the {after} after it were not"
+                                       ) from err
                 added, already, people = added + new, already + len(faces) - new, people + 1
         progress.close()
     repeats = f"; {already} already in the gallery from the same image" if already else ""

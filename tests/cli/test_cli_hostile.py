@@ -82,3 +82,24 @@ def test_verify_with_a_fifo_names_it(tmp_path: Path, shared_data: Path, capsys: 
     args = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR), "--threshold", "0.3"]
     assert main(["verify", str(_photo(shared_data)), str(fifo), *args]) == 2
     _one_error(capsys, f"{fifo}: is a FIFO (named pipe), not an image file")
+
+
+def test_a_failed_enroll_says_how_many_people_were_committed(tmp_path: Path, shared_data: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe: an enrolment that stopped half-way said only why, not what it had already committed."""
+    db = str(tmp_path / "g.db")
+    models = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR)]
+    assert main(["gallery", "create", db, *models, "--threshold", "0.3"]) == 0
+    assert main(["enroll", db, "--name", "Colin", str(_photo(shared_data))]) == 0
+    folder = tmp_path / "people"
+    lfw = shared_data / "lfw" / "lfw-deepfunneled"
+    for person, photo in (("Ann", lfw / "Tony_Blair" / "Tony_Blair_0001.jpg"), ("Bob", _photo(shared_data)),
+                          ("Cy", lfw / "George_W_Bush" / "George_W_Bush_0001.jpg")):
+        (folder / person).mkdir(parents=True)
+        (folder / person / "1.jpg").write_bytes(photo.read_bytes())  # Bob's photo is Colin's
+    capsys.readouterr()
+    assert main(["enroll", db, str(folder)]) == 2
+    _one_error(capsys, "already enrolled as 'Colin'", "enroll stopped at 'Bob': 1 people (1 new templates) were "
+               "committed before it, 'Bob' and the 1 after it were not")
+    assert main(["gallery", "list", db]) == 0
+    assert capsys.readouterr().out.split() == ["Ann", "1", "Colin", "1"]
