@@ -15,6 +15,7 @@ from marginface.infer.gallery import (
     GalleryDamaged,
     GalleryError,
     GalleryModelMismatch,
+    GalleryNotWritable,
     GalleryUnavailable,
     SharedPhoto,
     UnknownIdentity,
@@ -23,6 +24,8 @@ from marginface.infer.gallery import (
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold
+
+from ..conftest import remount_read_only, tmpfs
 
 FP = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
 OTHER = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
@@ -497,3 +500,31 @@ def test_the_same_photo_under_two_names_is_refused_unless_allowed(gallery: Galle
     assert [i.name for i in gallery.identities()] == ["ann"]  # nothing of bob's was written
     assert gallery.enroll("bob", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "same-sha")], FP,
                           allow_shared_photos=True) == 1
+
+
+def test_a_gallery_on_a_read_only_mount_opens_read_only(tmp_path: Path) -> None:
+    """The probe: `gallery list` on a read-only mount failed with 'cannot open gallery ... for writing'."""
+    with tmpfs(tmp_path / "ro", "1m") as disk:
+        path = disk / "g.db"
+        with Gallery.create(path, FP, Threshold.fixed(0.5), model=tmp_path / "m.onnx", detector=None) as gallery:
+            gallery.add("ann", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="a1")
+        remount_read_only(disk)
+        with Gallery.open(path) as again:
+            assert again.read_only == f"{disk} is on a read-only mount"
+            assert [i.name for i in again.identities()] == ["ann"] and "ann" in again
+            assert again.search(_unit(1, 0, 0, 0, 0, 0, 0, 0), k=1)[0][0].name == "ann"
+            with pytest.raises(GalleryNotWritable, match=rf"gallery {path} is open read-only \({disk} is on a "
+                                                         r"read-only mount\)"):
+                again.add("bob", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+            assert "read-only mount" in again.write_problem()
+
+
+def test_read_only_on_request_refuses_every_change(two_people: Path) -> None:
+    with Gallery.open(two_people, read_only=True) as gallery:
+        assert len(gallery) == 2
+        for change in (lambda: gallery.remove("ann"), lambda: gallery.rename("ann", "anna"),
+                       lambda: gallery.drop_templates([1])):
+            with pytest.raises(GalleryNotWritable, match="open read-only"):
+                change()
+    with Gallery.open(two_people) as gallery:
+        assert gallery.read_only is None and len(gallery) == 2

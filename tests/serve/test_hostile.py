@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from marginface.serve import create_app
+
+from ..conftest import remount_read_only, tmpfs
 
 LOCAL = "http://127.0.0.1:8000"
 COLIN = "Colin_Powell"
@@ -51,20 +51,6 @@ def test_an_elongated_image_is_400_naming_its_size_on_every_route(client, lfw, s
     assert client.get("/v1/identities").json()["count"] == 0
 
 
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of `size` mounted at `folder` (skips where this process may not mount)."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the full-disk probe needs it")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
 def _fill(folder: Path) -> Path:
     filler = folder / "filler"
     with filler.open("wb") as out:
@@ -82,7 +68,7 @@ def test_a_full_disk_is_507_with_the_reason_and_healthz_says_the_gallery_cannot_
 
     from .conftest import DETECTOR, MODEL
 
-    with small_disk(tmp_path / "disk", "4m") as disk:
+    with tmpfs(tmp_path / "disk", "4m") as disk:
         path = disk / "people.db"
         Gallery.create(path, recognizer.fingerprint, recognizer.threshold, model=str(shared_data / MODEL),
                        detector=str(shared_data / DETECTOR)).close()
@@ -188,3 +174,30 @@ def test_a_damaged_header_is_400_as_documented_and_a_non_image_415(client):
     assert damaged.status_code == 400 and "x.png: damaged PNG image" in damaged.json()["detail"]
     text = client.post("/v1/detect", files={"image": ("notes.txt", b"plain words", "text/plain")})
     assert text.status_code == 415
+
+
+def test_a_gallery_on_a_read_only_mount_is_listed_and_searched_and_changes_are_503(tmp_path, recognizer, shared_data,
+                                                                                   lfw):
+    """The probe: a gallery on a read-only mount could not even be listed ('cannot open gallery for writing')."""
+    from marginface.infer.gallery import Gallery
+
+    from .conftest import DETECTOR, MODEL
+
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        path = disk / "people.db"
+        with Gallery.create(path, recognizer.fingerprint, recognizer.threshold, model=str(shared_data / MODEL),
+                            detector=str(shared_data / DETECTOR)) as gallery:
+            gallery.enroll("Colin", [(recognizer.main_face(lfw(COLIN, 1)), "c1")], recognizer.fingerprint)
+        remount_read_only(disk)
+        with TestClient(create_app(path, recognizer=recognizer), base_url=LOCAL,
+                        raise_server_exceptions=False) as client:
+            assert client.get("/v1/identities").json()["identities"][0]["name"] == "Colin"
+            known = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 2))}).json()
+            assert known["faces"][0]["name"] == "Colin"
+            refused = client.post("/v1/identities", data={"name": "Bush"},
+                                  files=[("images", _file(lfw("George_W_Bush", 1)))])
+            assert refused.status_code == 503 and "is open read-only" in refused.json()["detail"]
+            assert "read-only mount" in refused.json()["detail"]
+            assert client.delete("/v1/identities/Colin").status_code == 503
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded" and "read-only" in health["write_problem"]

@@ -161,10 +161,11 @@ class IdentityInfo:
 class Gallery:
     """Identities with several templates each, stored in SQLite; exact top-k search by identity."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
-        """Use Gallery.create or Gallery.open."""
+    def __init__(self, path: Path, connection: sqlite3.Connection, read_only: str | None = None) -> None:
+        """Use Gallery.create or Gallery.open (`read_only`: why the connection cannot write, when it cannot)."""
         self.path = path
         self._db = connection
+        self.read_only = read_only
         self._lock = threading.RLock()
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         try:
@@ -215,15 +216,16 @@ class Gallery:
         return cls(path, db)
 
     @classmethod
-    def open(cls, path: str | Path) -> Gallery:
-        """An existing gallery file."""
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Gallery:
+        """An existing gallery file; read-only (listing and search, every change refused with
+        GalleryNotWritable) when asked, or when the file or its folder cannot be written (a read-only mount)."""
         path = Path(path)
         if path.is_dir():
             raise GalleryError(f"{path} is a folder, not a gallery file (a gallery is one SQLite file, e.g. people.db)")
         if not path.is_file():
             raise GalleryError(f"gallery {path} does not exist (create it with `marginface gallery create`)")
         try:  # look read-only first, so that opening a file that is not a gallery never changes it
-            probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            probe = _connect_read_only(path)
             try:
                 version = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             finally:
@@ -234,7 +236,18 @@ class Gallery:
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
         if version is None or version[0] not in ("1", str(SCHEMA_VERSION)):
             raise GalleryError(f"{path}: gallery schema version {version and version[0]}, expected {SCHEMA_VERSION}")
-        db = cls._connect(path)
+        reason = "opened with read_only=True" if read_only else _read_only_mount(path)
+        if reason is None:
+            try:
+                db = cls._connect(path)
+            except GalleryError as err:
+                reason = str(err)
+        if reason is not None:
+            if version[0] == "1":
+                raise GalleryNotWritable(f"{path}: a schema-1 gallery must be migrated before it is read, which "
+                                         f"needs write access ({reason})")
+            log.warning("gallery %s is open read-only: %s", path, reason)
+            return cls(path, _connect_read_only(path), read_only=reason)
         if version[0] == "1":
             try:
                 _migrate_to_checksums(db, path)
@@ -340,6 +353,8 @@ class Gallery:
         """Why a change would fail now (read-only mount or file, disk full, the last change failed), or None.
 
         Cheap and lock-free enough for a health check: it looks at the file system, never takes SQLite's lock."""
+        if self.read_only is not None:
+            return f"open read-only: {self.read_only}"
         folder = self.path.parent
         try:
             info = os.statvfs(folder)
@@ -357,6 +372,9 @@ class Gallery:
     def _write(self) -> _transaction:
         """A write transaction that first checks the files are still the ones opened, and checks again after
         COMMIT, so a change is never acknowledged into a removed or replaced file."""
+        if self.read_only is not None:
+            raise GalleryNotWritable(f"gallery {self.path} is open read-only ({self.read_only}): it can be listed "
+                                     "and searched; changes need a writable file and folder")
         return _transaction(self._db, self.path, check=self._check_files, gallery=self)
 
     def _sync(self) -> None:
@@ -674,6 +692,24 @@ def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     log.info("gallery %s: migrated to schema %d (checksums computed for %d templates)", path, SCHEMA_VERSION,
              len(rows))
+
+
+def _read_only_mount(path: Path) -> str | None:
+    """Why the folder holding `path` cannot be written at all (a read-only mount), or None."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return f"{path.parent} is on a read-only mount"
+    except OSError:
+        pass
+    return None
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. On a read-only mount SQLite cannot make the -shm file a WAL reader
+    needs, so the file is opened immutable there: nobody can change a file on a read-only mount."""
+    immutable = "&immutable=1" if _read_only_mount(path) else ""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, check_same_thread=False,
+                           isolation_level=None)
 
 
 def _write_error(path: Path, err: sqlite3.Error) -> GalleryNotWritable:
