@@ -5,17 +5,20 @@ No `from __future__ import annotations` here: FastAPI must evaluate the routes' 
 
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
@@ -54,6 +57,40 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+class ErrorBody(BaseModel):
+    """Every error answer: one human-readable line naming the file, field or value that is wrong."""
+
+    detail: str
+
+
+# Library errors -> HTTP status, first match wins (subclasses before their base): decided here, once.
+ERROR_STATUS: list[tuple[type[Exception], int]] = [
+    (SharedPhoto, 409), (GalleryFull, 507), (GalleryDamaged, 503), (GalleryUnavailable, 503),
+    (GalleryUnreadable, 503), (GalleryNotWritable, 503), (ServiceBusy, 503), (NoFaceError, 422), (GalleryError, 422),
+]
+
+STATUS_MEANING = {
+    400: "a damaged, empty, elongated or oversized image, a decompression bomb, a malformed multipart body, or a "
+         "Host this service does not answer to",
+    401: "no API key, or a wrong one",
+    403: "a state-changing request from a foreign Origin",
+    404: "no such identity",
+    408: "the request body did not arrive in time",
+    409: "a photo already enrolled under another name",
+    413: "the request body is over the upload limit",
+    415: "not multipart/form-data, or bytes of no image format",
+    422: "no face in a photo, a missing or invalid field or parameter, or a name the gallery refuses",
+    503: "the gallery is damaged, removed, replaced, unreadable or cannot be written now, or the pixel budget "
+         "is busy (Retry-After)",
+    507: "the disk holding the gallery is full",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the ErrorBody shape."""
+    return {code: {"model": ErrorBody, "description": STATUS_MEANING[code]} for code in sorted(set(codes))}
+
+
 def _image_error(err: ImageInputError) -> HTTPException:
     """415 for bytes that are no image format at all, 400 for the rest (damaged, empty, too many pixels, bombs)."""
     code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if err.not_an_image else status.HTTP_400_BAD_REQUEST
@@ -69,6 +106,22 @@ async def _photo(service: RecognitionService, file: UploadFile, field: str) -> P
         return await run_in_threadpool(service.photo, Upload(name, data))
     except ImageInputError as err:
         raise _image_error(err) from err
+
+
+def _declared(guard: ApiKeyGuard) -> Callable[..., None]:
+    """`guard` as a FastAPI dependency that also declares, when a key is configured, the two ways to send it
+    (X-API-Key and Bearer) as OpenAPI security schemes; the guard itself reads the headers and decides."""
+    if not guard.enabled:
+        return guard
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
+                          description="the service's API key")
+    bearer = HTTPBearer(auto_error=False, scheme_name="Bearer", description="the API key as a Bearer token")
+
+    def check(request: Request, _key: Annotated[str | None, Security(header)],
+              _token: Annotated[Any, Security(bearer)]) -> None:
+        guard(request)
+
+    return check
 
 
 def _check_name(name: str) -> str:
@@ -114,52 +167,37 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         yield
         service.close()
 
-    app = FastAPI(title="marginface", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="marginface", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Face detection, verification and identification against a gallery. "
-                              "Every decision carries its threshold and where the threshold came from.")
+                              "Every decision carries its threshold and where the threshold came from. "
+                              "Every error answers {\"detail\": \"...\"}. The interactive /docs page is off: "
+                              "Swagger UI loads its script from a CDN; view /openapi.json with a local tool.")
     app.state.service = service
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, timeout_s=body_timeout_s)
     app.add_middleware(BrowserGuard, api_key_required=guard.enabled, allowed_hosts=allowed_hosts,
                        allowed_origins=allowed_origins)  # added last: runs first, before any body is read
-    guarded = [Depends(guard)]
+    guarded = [Depends(_declared(guard))]
+    base = (400, 401) if guard.enabled else (400,)  # every guarded route: Host refused; the key, when there is one
+    photo = (*base, 408, 413, 415, 422, 503)  # a multipart photo upload: body limits, image checks, no face, busy
 
-    @app.exception_handler(NoFaceError)
-    async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+    async def answer_error(_: Request, err: Exception) -> JSONResponse:
+        """The one error handler: the status of the first ERROR_STATUS class `err` is, its message as detail."""
+        code = next(code for kind, code in ERROR_STATUS if isinstance(err, kind))
+        (log.error if code >= 500 else log.info)("%s", err)
+        headers = {"Retry-After": "5"} if isinstance(err, ServiceBusy) else None
+        return JSONResponse({"detail": str(err)}, status_code=code, headers=headers)
 
-    async def unavailable(_: Request, err: Exception) -> JSONResponse:
-        """503 with the reason: the gallery holds damaged templates, its file was removed or replaced, cannot be
-        read, or cannot take a change (read-only, locked, I/O error)."""
-        log.error("%s", err)
-        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    for kind, _ in ERROR_STATUS:
+        app.add_exception_handler(kind, answer_error)
 
-    async def full(_: Request, err: Exception) -> JSONResponse:
-        """507 Insufficient Storage with the reason: the disk holding the gallery is full."""
-        log.error("%s", err)
-        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_507_INSUFFICIENT_STORAGE)
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameter(_: Request, err: RequestValidationError) -> JSONResponse:
+        """422 with one line naming each bad parameter, the same {"detail": str} shape as every other error."""
+        problems = "; ".join(f"{' '.join(str(part) for part in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in err.errors())
+        return JSONResponse({"detail": problems}, status_code=422)
 
-    async def refused(_: Request, err: Exception) -> JSONResponse:
-        """422 for any other change the gallery refuses (its message says why)."""
-        return JSONResponse({"detail": str(err)}, status_code=422)
-
-    for kind in (GalleryDamaged, GalleryUnavailable, GalleryUnreadable, GalleryNotWritable):
-        app.add_exception_handler(kind, unavailable)
-    app.add_exception_handler(GalleryFull, full)
-
-    @app.exception_handler(ServiceBusy)
-    async def busy(_: Request, err: ServiceBusy) -> JSONResponse:
-        """503 with Retry-After: other requests hold the process's pixel budget."""
-        log.warning("%s", err)
-        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            headers={"Retry-After": "5"})
-    app.add_exception_handler(GalleryError, refused)
-
-    @app.exception_handler(SharedPhoto)
-    async def shared(_: Request, err: SharedPhoto) -> JSONResponse:
-        """409: a photo already enrolled under another name (the message names both)."""
-        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_409_CONFLICT)
-
-    @app.get("/healthz", dependencies=guarded, tags=["service"])
+    @app.get("/healthz", dependencies=guarded, tags=["service"], responses=errors(*base, 503))
     async def healthz() -> dict:
         """Liveness plus what is loaded: model fingerprint, threshold and gallery size; `status` is "degraded"
         and `write_problem` says why when the gallery cannot take changes now (searches still work)."""
@@ -173,13 +211,15 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     UploadForm = Annotated[FormData, Depends(form_reader(max_bytes))]
     photo_body = multipart_body({"image": "a photo (JPEG, PNG, WebP, ...)"})
 
-    @app.post("/v1/detect", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
+    @app.post("/v1/detect", dependencies=guarded, tags=["faces"], openapi_extra=photo_body,
+              responses=errors(*photo, 403))
     async def detect(form: UploadForm) -> dict:
         """Every face: box, five landmarks, detection score and quality signals (no embedding)."""
         photo = await _photo(service, one_file(form, "image"), "image")
         return jsonable({"image": photo.size, "faces": [face.to_dict() for face in photo.faces]})
 
-    @app.post("/v1/embed", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
+    @app.post("/v1/embed", dependencies=guarded, tags=["faces"], openapi_extra=photo_body,
+              responses=errors(*photo, 403))
     async def embed(form: UploadForm,
                     all_faces: Annotated[bool, Query(description="embed every face, not only the main one")] = False
                     ) -> dict:
@@ -189,7 +229,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         return jsonable({"image": photo.size, "model": service.recognizer.fingerprint.key,
                          "faces": [face.to_dict(embedding=True) for face in chosen]})
 
-    @app.post("/v1/verify", dependencies=guarded, tags=["faces"],
+    @app.post("/v1/verify", dependencies=guarded, tags=["faces"], responses=errors(*photo, 403),
               openapi_extra=multipart_body({"image1": "first photo", "image2": "second photo"}))
     async def verify(form: UploadForm) -> dict:
         """Are the main faces of two photos the same person? Score, decision, threshold and its source."""
@@ -200,7 +240,8 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         return jsonable({**result.to_dict(), "image1": {**first.size, "box": first.faces[0].to_dict()["box"]},
                          "image2": {**second.size, "box": second.faces[0].to_dict()["box"]}})
 
-    @app.post("/v1/identify", dependencies=guarded, tags=["gallery"], openapi_extra=photo_body)
+    @app.post("/v1/identify", dependencies=guarded, tags=["gallery"], openapi_extra=photo_body,
+              responses=errors(*photo, 403))
     async def identify(form: UploadForm,
                        k: Annotated[int, Query(ge=1, le=100, description="candidates listed per face")] = 1) -> dict:
         """Every face with the gallery's answer: a name or "unknown", its score and the threshold used."""
@@ -208,13 +249,14 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         identified = await run_in_threadpool(service.identify, photo, k)
         return jsonable({"image": photo.size, "faces": [item.to_dict() for item in identified]})
 
-    @app.get("/v1/identities", dependencies=guarded, tags=["gallery"])
+    @app.get("/v1/identities", dependencies=guarded, tags=["gallery"], responses=errors(*base, 503))
     async def list_identities() -> dict:
         """Every enrolled person with their number of templates."""
         identities = await run_in_threadpool(service.identities)
         return jsonable({"count": len(identities), "identities": identities})
 
     @app.post("/v1/identities", dependencies=guarded, tags=["gallery"], status_code=status.HTTP_201_CREATED,
+              responses=errors(*photo, 403, 409, 507),
               openapi_extra=multipart_body({"images": "one or more photos of the person"}, repeated=("images",),
                                            texts={"name": "the person's name"}))
     async def enrol(form: UploadForm, allow_shared_photo: Annotated[bool, Query(
@@ -230,7 +272,8 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                                                     allow_shared_photos=allow_shared_photo)
         return {"name": name, "added": added, "duplicates": duplicates}
 
-    @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"])
+    @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"],
+              responses=errors(*base, 403, 404, 422, 503, 507))
     async def delete_identity(name: str) -> dict:
         """Delete a person and all their templates."""
         try:
