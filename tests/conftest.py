@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,23 @@ def trained_like_mbf() -> torch.nn.Module:
         for _ in range(2):
             model(torch.rand(8, 3, 112, 112) * 2 - 1)
     return model.eval()
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` mounted at `folder`, for full-disk and read-only-mount tests (skips the test where
+    this process may not mount); `remount_read_only(folder)` turns it read-only."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); this probe needs a real file system")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def remount_read_only(folder: Path) -> None:
+    """Make the tmpfs at `folder` read-only (every file on it must be closed for writing first)."""
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)

@@ -416,6 +416,9 @@ def _add_recognition_commands(commands) -> None:
     enroll.add_argument("inputs", nargs="+", metavar="FOLDER_OR_IMAGE",
                         help="a folder with one sub-folder per person, or (with --name) images of one person")
     enroll.add_argument("--name", help="enrol the given images (or folders of images) as this one person")
+    enroll.add_argument("--allow-shared-photo", action="store_true",
+                        help="enrol a photo already enrolled under another name too (refused by default: identify "
+                             "would answer whichever came first)")
     enroll.set_defaults(handler=_run_enroll)
 
     identify = commands.add_parser("identify", help="name every face in photos (or 'unknown'); exit 2 when an "
@@ -603,7 +606,7 @@ def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], 
 
 def _run_enroll(args: argparse.Namespace) -> int:
     from marginface.fileio import sha256_file
-    from marginface.infer.gallery import Gallery
+    from marginface.infer.gallery import Gallery, GalleryError
     from marginface.infer.recognizer import FaceRecognizer
 
     plan, loose = _enrollment_plan(args)
@@ -613,11 +616,11 @@ def _run_enroll(args: argparse.Namespace) -> int:
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress, offset = _Progress("enroll"), 0
-        for name, files in plan:
+        for position, (name, files) in enumerate(plan):
             if not files:
                 skipped.append(f"{name}: no images to enrol")
                 continue
-            faces = []
+            faces, names = [], []
             for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
                 if isinstance(found, Exception):
                     skipped.append(_about(path, found))
@@ -626,9 +629,18 @@ def _run_enroll(args: argparse.Namespace) -> int:
                     skipped.append(f"{path}: no face found")
                 else:
                     faces.append((found[0], sha256_file(path)))
+                    names.append(str(path))
             offset += len(files)
             if faces:  # one transaction per person: a crash keeps every person committed before it
-                new = gallery.enroll(name, faces, recognizer.fingerprint)
+                try:
+                    new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
+                                         allow_shared_photos=args.allow_shared_photo)
+                except (GalleryError, OSError) as err:
+                    progress.close()
+                    after = len(plan) - position - 1
+                    raise GalleryError(f"{err}; enroll stopped at {name!r}: {people} people ({added} new templates) "
+                                       f"were committed before it, {name!r} and the {after} after it were not"
+                                       ) from err
                 added, already, people = added + new, already + len(faces) - new, people + 1
         progress.close()
     repeats = f"; {already} already in the gallery from the same image" if already else ""
@@ -724,6 +736,9 @@ def _add_serve_command(commands) -> None:
                     help="key every request must send as X-API-Key or 'Authorization: Bearer' "
                          "(default: $MARGINFACE_API_KEY; none means no key on loopback)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
+    sv.add_argument("--body-timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="a request body must arrive within this many seconds of its first byte, else 408 "
+                         "(default 60)")
     sv.add_argument("--allow-host", action="append", default=None, metavar="NAME",
                     help="also answer requests whose Host is NAME (repeatable; '*' any); without a key only "
                          "loopback names are served, against DNS rebinding")
@@ -740,7 +755,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise RuntimeError(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
     api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
     serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb,
-          allowed_hosts=args.allow_host, allowed_origins=args.allow_origin)
+          allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, body_timeout_s=args.body_timeout)
     return 0
 
 

@@ -15,13 +15,17 @@ from marginface.infer.gallery import (
     GalleryDamaged,
     GalleryError,
     GalleryModelMismatch,
+    GalleryNotWritable,
     GalleryUnavailable,
+    SharedPhoto,
     UnknownIdentity,
     _transaction,
 )
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold
+
+from ..conftest import remount_read_only, tmpfs
 
 FP = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
 OTHER = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
@@ -188,7 +192,7 @@ def test_concurrent_enrolment_and_search_are_safe(gallery: Gallery) -> None:
         try:
             for i in range(20):
                 gallery.add(f"w{worker}", unit_rows(np.random.default_rng(worker * 100 + i).normal(size=8))[0],
-                            fingerprint=FP, source_sha256=str(i))
+                            fingerprint=FP, source_sha256=f"{worker}-{i}")
                 gallery.search(_unit(1, 0, 0, 0, 0, 0, 0, 0), k=3)
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
@@ -430,3 +434,97 @@ def test_a_file_removed_during_the_transaction_is_not_acknowledged(tmp_path: Pat
     with pytest.raises(GalleryUnavailable, match="was removed"):
         with _transaction(gallery._db, path, check=remove_after_begin) as db:
             db.execute("INSERT INTO identities (name, created, updated) VALUES ('x', 0, 0)")
+
+
+def _damage_pages_of(path: Path, index: str) -> None:
+    """Overwrite every page SQLite keeps for `index` (a b-tree the loader never reads; listings do)."""
+    db = sqlite3.connect(path)
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = [row[0] for row in db.execute("SELECT pageno FROM dbstat WHERE name = ?", (index,))]
+    db.close()
+    data = bytearray(path.read_bytes())
+    for page in pages:
+        for offset in range((page - 1) * size, page * size, 7):
+            data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_index_page_is_a_gallery_error_naming_the_file(two_people: Path) -> None:
+    """The probe: `gallery list` on a damaged file ended in sqlite3.DatabaseError's traceback."""
+    _damage_pages_of(two_people, "templates_identity")
+    with Gallery.open(two_people) as again:
+        with pytest.raises(GalleryError, match=rf"{two_people}: cannot read the gallery \(database disk image is "
+                                               r"malformed\).*integrity_check"):
+            again.identities()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("ｕｎｋｎｏｗｎ", "reads as 'unknown'"), ("unkn\u043ewn", "reads as 'unknown'"),  # full-width; Cyrillic o
+    ("Unkno\u051dn", "reads as 'unknown'"), ("ᴜɴᴋɴᴏᴡɴ", "reads as 'unknown'"), ("unkn0wn", "reads as"),
+    ("𝐮𝐧𝐤𝐧𝐨𝐰𝐧", "reads as 'unknown'"), (".", "cannot be addressed in a URL"), (" .. ", "cannot be addressed"),
+    ("．．", "cannot be addressed"), ("bad\udcffname", "not valid UTF-8"), ("bad\ufffdname", "not valid UTF-8"),
+])
+def test_names_that_read_as_unknown_dots_and_broken_utf8_are_refused(gallery: Gallery, name: str,
+                                                                      message: str) -> None:
+    with pytest.raises(GalleryError, match=message):
+        gallery.add(name, _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    assert gallery.identities() == []
+
+
+def test_names_are_normalised_once_on_enrol_rename_remove_and_lookup(gallery: Gallery) -> None:
+    """The probe: 'Zoe' + combining acute (NFD, as macOS file names are) and 'Zoé' (NFC) were two people, and
+    neither could be deleted by the other spelling."""
+    decomposed, composed = "Zoe\u0301", "Zo\u00e9"
+    gallery.add(f" {decomposed} ", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="z1")
+    gallery.add(composed, _unit(1, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="z2")
+    assert [(i.name, i.templates) for i in gallery.identities()] == [(composed, 2)]
+    assert decomposed in gallery and f"  {composed}" in gallery
+    gallery.rename(f"{decomposed} ", "Zoe\u0308")  # stored as 'Zoë' (NFC)
+    assert [i.name for i in gallery.identities()] == ["Zo\u00eb"]
+    with pytest.raises(GalleryError, match="already exists"):
+        gallery.add("ann", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP) and gallery.rename("ann", "Zo\u00eb ")
+    gallery.remove("Zoe\u0308")
+    gallery.remove("ann")
+    assert gallery.identities() == []
+
+
+def test_the_same_photo_under_two_names_is_refused_unless_allowed(gallery: Gallery) -> None:
+    """The probe: one photo enrolled as two people made identify answer whichever came first."""
+    gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "same-sha")], FP)
+    assert gallery.enroll("ann", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "same-sha")], FP) == 0  # a repeat
+    with pytest.raises(SharedPhoto, match=r"ann.jpg \(sha256 same-sha\.\.\.\) is already enrolled as 'ann'; "
+                                          r"enrolling it as 'bob'"):
+        gallery.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), "b1"), (_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)),
+                                                                             "same-sha")], FP,
+                       photo_names=["bob.jpg", "ann.jpg"])
+    assert [i.name for i in gallery.identities()] == ["ann"]  # nothing of bob's was written
+    assert gallery.enroll("bob", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "same-sha")], FP,
+                          allow_shared_photos=True) == 1
+
+
+def test_a_gallery_on_a_read_only_mount_opens_read_only(tmp_path: Path) -> None:
+    """The probe: `gallery list` on a read-only mount failed with 'cannot open gallery ... for writing'."""
+    with tmpfs(tmp_path / "ro", "1m") as disk:
+        path = disk / "g.db"
+        with Gallery.create(path, FP, Threshold.fixed(0.5), model=tmp_path / "m.onnx", detector=None) as gallery:
+            gallery.add("ann", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="a1")
+        remount_read_only(disk)
+        with Gallery.open(path) as again:
+            assert again.read_only == f"{disk} is on a read-only mount"
+            assert [i.name for i in again.identities()] == ["ann"] and "ann" in again
+            assert again.search(_unit(1, 0, 0, 0, 0, 0, 0, 0), k=1)[0][0].name == "ann"
+            with pytest.raises(GalleryNotWritable, match=rf"gallery {path} is open read-only \({disk} is on a "
+                                                         r"read-only mount\)"):
+                again.add("bob", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+            assert "read-only mount" in again.write_problem()
+
+
+def test_read_only_on_request_refuses_every_change(two_people: Path) -> None:
+    with Gallery.open(two_people, read_only=True) as gallery:
+        assert len(gallery) == 2
+        for change in (lambda: gallery.remove("ann"), lambda: gallery.rename("ann", "anna"),
+                       lambda: gallery.drop_templates([1])):
+            with pytest.raises(GalleryNotWritable, match="open read-only"):
+                change()
+    with Gallery.open(two_people) as gallery:
+        assert gallery.read_only is None and len(gallery) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -105,3 +106,40 @@ def test_missing_and_truncated_files(tmp_path: Path, picture: np.ndarray) -> Non
     broken.write_bytes(_jpeg(picture, orientation=1)[:200])
     with pytest.raises(ImageInputError, match="broken.jpg"):
         load_image(broken)
+
+
+def test_elongated_images_are_refused_naming_the_size() -> None:
+    """The probe: a 118-byte 1x20000 PNG gave an OpenCV resize assertion (a 500 and a traceback)."""
+    for width, height in ((1, 20_000), (20_000, 1)):
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height)).save(buffer, "PNG")
+        assert len(buffer.getvalue()) < 1000
+        with pytest.raises(ImageInputError, match=rf"line.png: image of {width}x{height} pixels is too elongated"):
+            load_image(buffer.getvalue(), name="line.png")
+    with pytest.raises(ImageInputError, match="2560x1 pixels is too elongated"):
+        load_image(np.zeros((1, 2560, 3), np.uint8))
+    assert load_image(np.zeros((10, 1000, 3), np.uint8)).shape == (10, 1000, 3)  # 100:1 is still a photo
+
+
+def test_a_fifo_a_device_or_a_folder_is_named_as_such(tmp_path: Path) -> None:
+    """The probe: a FIFO given as an image was 'no such image file' (and reading it would wait forever)."""
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageInputError, match=r"pipe.jpg: is a FIFO \(named pipe\), not an image file"):
+        load_image(fifo)
+    with pytest.raises(ImageInputError, match="/dev/null: is a character device, not an image file"):
+        load_image("/dev/null")
+    with pytest.raises(ImageInputError, match="is a folder, not an image file"):
+        load_image(tmp_path)
+
+
+def test_a_damaged_header_is_a_damaged_image_not_an_unknown_format(picture: np.ndarray) -> None:
+    """The probe: a PNG whose header was damaged got 415 ('no image format') where the docs promise 400."""
+    png = _jpeg(picture)
+    damaged = png[:16] + b"\xff" * 16 + png[32:]  # the signature stays, IHDR's size and CRC do not
+    with pytest.raises(ImageInputError, match="x.png: damaged PNG image: its header cannot be read") as err:
+        load_image(damaged, name="x.png")
+    assert not err.value.not_an_image
+    with pytest.raises(ImageInputError, match="not an image") as err:
+        load_image(b"hello, not a photo", name="notes.txt")
+    assert err.value.not_an_image

@@ -23,4 +23,27 @@ def test_missing_gallery_is_an_error(tmp_path, monkeypatch, capsys):
 
 def test_non_positive_upload_limit_is_an_error(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "people.db"), "--max-upload-mb", "0"]) == 2
-    assert "upload limit must be positive" in capsys.readouterr().err
+    assert "upload limit must be a positive, finite number of MiB, got 0.0" in capsys.readouterr().err
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("marginface: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_upload_limits_that_are_not_a_finite_size_are_refused_at_start(tmp_path, capsys):
+    """The probes: inf was an OverflowError traceback, nan 'cannot convert float NaN', and 1e-9 started a service
+    that answered 500 to everything."""
+    for value, says in (("inf", "positive, finite number of MiB, got inf"), ("nan", "got nan"),
+                        ("-1", "got -1.0"), ("1e-9", "1e-09 MiB is under one byte")):
+        assert main(["serve", str(tmp_path / "people.db"), "--max-upload-mb", value]) == 2, value
+        assert says in _one_error(capsys)
+
+
+def test_a_port_outside_1_65535_is_one_error_line(tmp_path, capsys):
+    """The probes: --port 99999 and -1 ended in OverflowError's traceback."""
+    for port in ("99999", "-1", "0"):
+        assert main(["serve", str(tmp_path / "people.db"), "--port", port]) == 2, port
+        assert f"port must be an integer from 1 to 65535, got {port}" in _one_error(capsys)

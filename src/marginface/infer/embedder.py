@@ -91,7 +91,13 @@ class OnnxEmbedder:
         size_dims = shape[2:4] if self.spec.layout == "NCHW" else shape[1:3]
         self.input_size = int(size_dims[0]) if isinstance(size_dims[0], int) else 112
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.output_name = self.session.get_outputs()[0].name
+        output = self.session.get_outputs()[0]
+        if len(output.shape) != 2:  # a detector's outputs are (1, anchors, values): boxes, not an embedding
+            outputs = ", ".join(f"{o.name} {list(o.shape)}" for o in self.session.get_outputs()[:4])
+            raise ValueError(f"{self.path}: not an image -> embedding model: its first output must be (batch, D), "
+                             f"found {outputs}{' ...' if len(self.session.get_outputs()) > 4 else ''} (a face "
+                             "detector? give it as --detector)")
+        self.output_name = output.name
 
     def _prepare(self, faces: np.ndarray) -> np.ndarray:
         x = faces.astype(np.float32)

@@ -80,6 +80,25 @@ class GalleryDamaged(GalleryError):
     """A search refused because stored templates failed verification; the message names each of them."""
 
 
+class SharedPhoto(GalleryError):
+    """An enrolment refused because one of its photos is already enrolled under another name."""
+
+
+class GalleryUnreadable(GalleryError):
+    """SQLite cannot read the gallery file (a damaged page or index, an I/O error); the message names the file."""
+
+
+class GalleryNotWritable(GalleryError):
+    """A change the gallery cannot take now (read-only file or mount, locked, I/O error); nothing was written."""
+
+
+class GalleryFull(GalleryNotWritable):
+    """A change refused because the disk holding the gallery is full; nothing was written."""
+
+
+MIN_FREE_BYTES = 1 << 20  # below this much free space beside the gallery, `write_problem` reports it
+
+
 def template_checksum(template_id: int, identity_id: int, blob: bytes) -> int:
     """CRC-32 of (template id, identity id, embedding bytes): a changed bit, a blob moved to another row or a
     template moved to another person all change it."""
@@ -142,10 +161,11 @@ class IdentityInfo:
 class Gallery:
     """Identities with several templates each, stored in SQLite; exact top-k search by identity."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
-        """Use Gallery.create or Gallery.open."""
+    def __init__(self, path: Path, connection: sqlite3.Connection, read_only: str | None = None) -> None:
+        """Use Gallery.create or Gallery.open (`read_only`: why the connection cannot write, when it cannot)."""
         self.path = path
         self._db = connection
+        self.read_only = read_only
         self._lock = threading.RLock()
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         try:
@@ -159,6 +179,7 @@ class Gallery:
         self._names: dict[int, str] = {}
         self._damaged: list[DamagedTemplate] = []
         self._files: dict[str, tuple[int, int] | None] = {}
+        self._failed_write: str | None = None  # the last change's write error, until a change succeeds
         self._check_files()  # records the (device, inode) of the file and its -wal
         self._load()
 
@@ -195,15 +216,16 @@ class Gallery:
         return cls(path, db)
 
     @classmethod
-    def open(cls, path: str | Path) -> Gallery:
-        """An existing gallery file."""
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Gallery:
+        """An existing gallery file; read-only (listing and search, every change refused with
+        GalleryNotWritable) when asked, or when the file or its folder cannot be written (a read-only mount)."""
         path = Path(path)
         if path.is_dir():
             raise GalleryError(f"{path} is a folder, not a gallery file (a gallery is one SQLite file, e.g. people.db)")
         if not path.is_file():
             raise GalleryError(f"gallery {path} does not exist (create it with `marginface gallery create`)")
         try:  # look read-only first, so that opening a file that is not a gallery never changes it
-            probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            probe = _connect_read_only(path)
             try:
                 version = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             finally:
@@ -214,7 +236,18 @@ class Gallery:
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
         if version is None or version[0] not in ("1", str(SCHEMA_VERSION)):
             raise GalleryError(f"{path}: gallery schema version {version and version[0]}, expected {SCHEMA_VERSION}")
-        db = cls._connect(path)
+        reason = "opened with read_only=True" if read_only else _read_only_mount(path)
+        if reason is None:
+            try:
+                db = cls._connect(path)
+            except GalleryError as err:
+                reason = str(err)
+        if reason is not None:
+            if version[0] == "1":
+                raise GalleryNotWritable(f"{path}: a schema-1 gallery must be migrated before it is read, which "
+                                         f"needs write access ({reason})")
+            log.warning("gallery %s is open read-only: %s", path, reason)
+            return cls(path, _connect_read_only(path), read_only=reason)
         if version[0] == "1":
             try:
                 _migrate_to_checksums(db, path)
@@ -243,7 +276,7 @@ class Gallery:
             rows = self._db.execute(
                 "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
         except sqlite3.DatabaseError as err:
-            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+            raise _unreadable(self.path, err) from err
         ids, owners, vectors, self._damaged = self._verify(rows)
         for damaged in self._damaged:
             log.error("gallery %s: %s (not used)", self.path, damaged)
@@ -316,10 +349,33 @@ class Gallery:
                     f"gallery {self.path}: its {label} {path} {what} while the gallery was open; changes made now "
                     "would be lost, so none are accepted (restore the file, or restart on the gallery as it is now)")
 
+    def write_problem(self) -> str | None:
+        """Why a change would fail now (read-only mount or file, disk full, the last change failed), or None.
+
+        Cheap and lock-free enough for a health check: it looks at the file system, never takes SQLite's lock."""
+        if self.read_only is not None:
+            return f"open read-only: {self.read_only}"
+        folder = self.path.parent
+        try:
+            info = os.statvfs(folder)
+        except OSError as err:
+            return f"cannot look at {folder} ({err.strerror or err})"
+        if info.f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only mount"
+        if not os.access(self.path, os.W_OK) or not os.access(folder, os.W_OK):
+            return f"{self.path} or its folder is not writable by this process"
+        free = info.f_bavail * info.f_frsize
+        if free < MIN_FREE_BYTES:
+            return f"the disk holding {self.path} is full ({free} bytes free)"
+        return self._failed_write
+
     def _write(self) -> _transaction:
         """A write transaction that first checks the files are still the ones opened, and checks again after
         COMMIT, so a change is never acknowledged into a removed or replaced file."""
-        return _transaction(self._db, self.path, check=self._check_files)
+        if self.read_only is not None:
+            raise GalleryNotWritable(f"gallery {self.path} is open read-only ({self.read_only}): it can be listed "
+                                     "and searched; changes need a writable file and folder")
+        return _transaction(self._db, self.path, check=self._check_files, gallery=self)
 
     def _sync(self) -> None:
         """Reload the in-memory index when another connection (e.g. another process) committed changes.
@@ -331,7 +387,7 @@ class Gallery:
         try:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError as err:
-            raise GalleryError(f"{self.path}: cannot read the gallery ({err})") from err
+            raise _unreadable(self.path, err) from err
         if version != self._version:
             log.info("gallery %s changed on disk; reloading", self.path)
             self._load()
@@ -354,20 +410,27 @@ class Gallery:
 
     # -- changes (each one transaction) -------------------------------------------------------------------
     def add(self, name: str, embedding: np.ndarray, *, fingerprint: ModelFingerprint | None,
-            source_sha256: str | None = None, detection_score: float | None = None) -> int | None:
+            source_sha256: str | None = None, detection_score: float | None = None,
+            allow_shared_photos: bool = False) -> int | None:
         """Add one template to `name` (created if new); None when that source image is already enrolled."""
-        added = self._insert(name, [(self._unit(embedding), source_sha256, detection_score)], fingerprint)
+        added = self._insert(name, [(self._unit(embedding), source_sha256, detection_score)], fingerprint,
+                             allow_shared_photos, None)
         return added[0] if added else None
 
     def enroll(self, name: str, faces: list[tuple[FaceResult, str | None]],
-               fingerprint: ModelFingerprint | None) -> int:
+               fingerprint: ModelFingerprint | None, *, allow_shared_photos: bool = False,
+               photo_names: list[str] | None = None) -> int:
         """Add several faces (with their source image sha256) to `name` in one transaction; returns how many
-        were new (already-enrolled source images are skipped)."""
+        were new (already-enrolled source images are skipped).
+
+        A photo already enrolled under another name is refused (SharedPhoto, naming it from `photo_names` and
+        the other person) unless `allow_shared_photos`: identify would answer whichever came first."""
         items = [(self._unit(face.embedding), sha, face.detection_score) for face, sha in faces]
-        return len(self._insert(name, items, fingerprint))
+        return len(self._insert(name, items, fingerprint, allow_shared_photos, photo_names))
 
     def _insert(self, name: str, items: list[tuple[np.ndarray, str | None, float | None]],
-                fingerprint: ModelFingerprint | None) -> list[int]:
+                fingerprint: ModelFingerprint | None, allow_shared_photos: bool,
+                photo_names: list[str] | None) -> list[int]:
         self.check_fingerprint(fingerprint)
         name = check_identity_name(name)
         now = time.time()
@@ -375,6 +438,8 @@ class Gallery:
             with self._write():
                 self._sync()
                 row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+                if not allow_shared_photos:
+                    self._refuse_shared(name, row[0] if row else None, items, photo_names)
                 identity = row[0] if row else self._db.execute(
                     "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
                 added, vectors = [], []
@@ -396,6 +461,22 @@ class Gallery:
                 self._index.add(np.array(added), np.full(len(added), identity), np.stack(vectors))
         return added
 
+    def _refuse_shared(self, name: str, identity: int | None, items: list[tuple[np.ndarray, str | None, float | None]],
+                       photo_names: list[str] | None) -> None:
+        """SharedPhoto when a photo of `items` is already enrolled under a name other than `name` (in a write
+        transaction, so what it checks is what is committed)."""
+        for index, (_, sha, _) in enumerate(items):
+            if sha is None:
+                continue
+            other = self._db.execute(
+                "SELECT i.name FROM templates t JOIN identities i ON i.id = t.identity_id "
+                "WHERE t.source_sha256 = ? AND t.identity_id IS NOT ? LIMIT 1", (sha, identity)).fetchone()
+            if other is not None:
+                photo = photo_names[index] if photo_names else f"photo {index + 1}"
+                raise SharedPhoto(f"gallery {self.path}: {photo} (sha256 {sha[:16]}...) is already enrolled as "
+                                  f"{other[0]!r}; enrolling it as {name!r} too would make identify answer "
+                                  "whichever came first (allow it explicitly to do so anyway)")
+
     def remove(self, name: str) -> None:
         """Delete an identity and all its templates."""
         with self._lock:
@@ -415,7 +496,7 @@ class Gallery:
             with self._write():
                 self._sync()
                 identity = self._identity_id(old)
-                if new in self._names.values():
+                if any(unicodedata.normalize("NFC", known) == new for i, known in self._names.items() if i != identity):
                     raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
@@ -440,8 +521,9 @@ class Gallery:
         return dropped
 
     def _identity_id(self, name: str) -> int:
+        name = normalize_identity_name(name)
         for identity, known in self._names.items():
-            if known == name:
+            if unicodedata.normalize("NFC", known) == name:
                 return identity
         raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
 
@@ -450,9 +532,12 @@ class Gallery:
         """Every identity with its template count, by name."""
         with self._lock:
             self._sync()
-            rows = self._db.execute(
-                "SELECT i.name, COUNT(t.id), i.created, i.updated FROM identities i "
-                "LEFT JOIN templates t ON t.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
+            try:
+                rows = self._db.execute(
+                    "SELECT i.name, COUNT(t.id), i.created, i.updated FROM identities i "
+                    "LEFT JOIN templates t ON t.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
+            except sqlite3.DatabaseError as err:
+                raise _unreadable(self.path, err) from err
         return [IdentityInfo(name, int(count), float(created), float(updated)) for name, count, created, updated
                 in rows]
 
@@ -464,9 +549,15 @@ class Gallery:
 
     def __contains__(self, name: object) -> bool:
         """Whether an identity of that name is committed now (by any process)."""
+        if not isinstance(name, str):
+            return False
+        try:
+            name = normalize_identity_name(name)
+        except GalleryError:
+            return False
         with self._lock:
             self._sync()
-            return name in self._names.values()
+            return any(unicodedata.normalize("NFC", known) == name for known in self._names.values())
 
     def stats(self) -> dict:
         """Counts, model, detector and threshold, for `gallery stats` and the service's health check."""
@@ -538,18 +629,27 @@ class Gallery:
 
 class _transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (the connection is in autocommit mode); SQLite
-    errors (read-only file, locked database, full disk) become a GalleryError naming the file."""
+    errors become GalleryFull (disk full) or GalleryNotWritable (read-only, locked, I/O) naming the file, and
+    are remembered on `gallery` (for `write_problem`) until a change succeeds."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, check: Callable[[], None] | None = None) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, check: Callable[[], None] | None = None,
+                 gallery: Gallery | None = None) -> None:
         self.db = db
         self.path = path
         self.check = check  # run after BEGIN and after COMMIT; raising refuses (or un-acknowledges) the change
+        self.gallery = gallery
+
+    def _failed(self, err: sqlite3.Error) -> GalleryNotWritable:
+        refused = _write_error(self.path, err)
+        if self.gallery is not None:
+            self.gallery._failed_write = str(refused)
+        return refused
 
     def __enter__(self) -> sqlite3.Connection:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
-            raise GalleryError(f"{self.path}: cannot write the gallery ({err})") from err
+            raise self._failed(err) from err
         if self.check is not None:
             try:
                 self.check()
@@ -567,11 +667,13 @@ class _transaction:
             else:
                 if self.check is not None:
                     self.check()  # the file went away during the transaction: the commit is not acknowledged
+                if self.gallery is not None:
+                    self.gallery._failed_write = None
                 return
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(value, sqlite3.Error):
-            raise GalleryError(f"{self.path}: cannot write the gallery ({value})") from value
+            raise self._failed(value) from value
 
 
 def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
@@ -592,6 +694,41 @@ def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
              len(rows))
 
 
+def _read_only_mount(path: Path) -> str | None:
+    """Why the folder holding `path` cannot be written at all (a read-only mount), or None."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return f"{path.parent} is on a read-only mount"
+    except OSError:
+        pass
+    return None
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. On a read-only mount SQLite cannot make the -shm file a WAL reader
+    needs, so the file is opened immutable there: nobody can change a file on a read-only mount."""
+    immutable = "&immutable=1" if _read_only_mount(path) else ""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, check_same_thread=False,
+                           isolation_level=None)
+
+
+def _write_error(path: Path, err: sqlite3.Error) -> GalleryNotWritable:
+    """The error for a change SQLite refused: GalleryFull for a full disk, GalleryNotWritable otherwise."""
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return GalleryFull(f"{path}: cannot write the gallery: the disk holding it is full ({err}); nothing "
+                           "was written")
+    hint = {sqlite3.SQLITE_READONLY: "the file or its folder is read-only",
+            sqlite3.SQLITE_BUSY: "another process holds its write lock"}.get(code, "nothing was written")
+    return GalleryNotWritable(f"{path}: cannot write the gallery ({err}): {hint}")
+
+
+def _unreadable(path: Path, err: sqlite3.Error) -> GalleryUnreadable:
+    """The error for a read SQLite refused (damaged page or index, I/O error), naming the file."""
+    return GalleryUnreadable(f"{path}: cannot read the gallery ({err}); `sqlite3 {path} 'PRAGMA integrity_check'` "
+                             "shows what is damaged")
+
+
 def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:
     """The error for a gallery SQLite cannot open: the file and its folder must be writable."""
     return GalleryError(f"cannot open gallery {path} for writing ({err}): the file and its folder {path.parent} "
@@ -599,12 +736,39 @@ def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:
 
 
 MAX_NAME_LENGTH = 200
+# Letters of other scripts (and Latin small capitals, IPA, digits) that look like Latin ones, for the one check
+# that needs it: a name that reads as "unknown". Both cases are listed; NFKC has folded full-width and math forms.
+_LOOK_ALIKES = str.maketrans({look: latin for latin, looks in {
+    "a": "аᴀɑα", "b": "вʙ", "c": "сϲᴄ", "d": "ԁ", "e": "еєε", "h": "һнʜ", "i": "іıι", "j": "ј", "k": "кκᴋ",
+    "m": "мᴍ", "n": "ոռпπηɴ", "o": "оοօᴏ0", "p": "рρ", "q": "ԛ", "s": "ѕ", "t": "тτᴛ", "u": "սυʋᴜи", "y": "уү",
+    "x": "хχ", "w": "ԝաѡωᴡɯ", "A": "АΑ", "B": "ВΒ", "C": "СϹ", "E": "ЕΕ", "H": "НΗ", "I": "ІΙ", "J": "Ј",
+    "K": "КΚ", "M": "МΜ", "N": "Ν", "O": "ОΟՕ", "P": "РΡ", "S": "Ѕ", "T": "ТΤ", "U": "Ս", "X": "ХΧ", "W": "Ԝ",
+}.items() for look in looks})
+
+
+def _looks_like(name: str) -> str:
+    """What a name reads as: NFKC, combining marks dropped, look-alike letters folded to Latin, casefolded."""
+    decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
+    bare = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    return bare.translate(_LOOK_ALIKES).casefold()
+
+
+def normalize_identity_name(name: str) -> str:
+    """The one form a name is stored and looked up in: Unicode NFC without surrounding spaces; GalleryError when
+    it holds text that was not valid UTF-8 (a surrogate escape or U+FFFD, the decoders' replacement)."""
+    name = unicodedata.normalize("NFC", str(name)).strip()
+    broken = [c for c in name if c == "\ufffd" or unicodedata.category(c) == "Cs"]
+    if broken:
+        raise GalleryError(f"identity name {name!r} is not valid UTF-8 (holds {', '.join(map(repr, broken[:3]))}); "
+                           "send names as UTF-8")
+    return name
 
 
 def check_identity_name(name: str) -> str:
-    """A stripped identity name, refused when empty, over MAX_NAME_LENGTH, holding control characters (a TAB or
-    newline would break listings), or 'unknown' (the word decisions use for a rejected face)."""
-    name = str(name).strip()
+    """A normalised identity name (normalize_identity_name), refused when empty, over MAX_NAME_LENGTH, holding
+    control characters (a TAB or newline would break listings), '.' or '..' (a URL cannot address them), or
+    reading as 'unknown' in any script or width (the word decisions use for a rejected face)."""
+    name = normalize_identity_name(name)
     if not name:
         raise GalleryError("identity name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
@@ -612,6 +776,10 @@ def check_identity_name(name: str) -> str:
     bad = sorted({repr(c) for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
     if bad:
         raise GalleryError(f"identity name {name!r} holds control characters ({', '.join(bad)})")
-    if name.casefold() == "unknown":
-        raise GalleryError("'unknown' is what decisions call a face that matches nobody; choose another name")
+    if unicodedata.normalize("NFKC", name) in (".", ".."):
+        raise GalleryError(f"identity name {name!r} cannot be addressed in a URL (clients collapse '.' and '..' "
+                           "path segments); choose another name")
+    if _looks_like(name) == "unknown":
+        raise GalleryError(f"identity name {name!r} reads as 'unknown', what decisions call a face that matches "
+                           "nobody; choose another name")
     return name

@@ -115,7 +115,11 @@ def model_fingerprint(model: str | Path, embedder: Embedder) -> ModelFingerprint
     else:
         spec = OnnxInputSpec()  # TorchEmbedder: RGB NCHW, (x - 127.5) / 127.5
     size = embedder.input_size
-    dim = int(embedder.embed(np.zeros((1, size, size, 3), np.uint8)).shape[1])
+    probe = np.asarray(embedder.embed(np.zeros((1, size, size, 3), np.uint8)))
+    if probe.ndim != 2 or probe.shape[0] != 1 or probe.shape[1] < 2 or not np.isfinite(probe).all():
+        raise ValueError(f"{model}: not an image -> embedding model: one {size}x{size} face gave an output of shape "
+                         f"{probe.shape}, expected (1, D) finite values")
+    dim = int(probe.shape[1])
     return ModelFingerprint(sha256_file(weights), size, spec.layout, spec.channel_order, spec.mean, spec.std, dim)
 
 
@@ -182,7 +186,8 @@ class FaceRecognizer:
             return [Face(np.array([0.0, 0.0, size, size]), ARCFACE_TEMPLATE * (size / 112.0), 1.0)]
         scale = min(1.0, self.max_side / max(height, width))
         if scale < 1.0:
-            small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                               interpolation=cv2.INTER_AREA)
             with self._detect_lock:
                 found = self.detector.detect(small)
             faces = [Face(f.box / scale, f.landmarks / scale, f.score) for f in found]

@@ -4,27 +4,39 @@ No `from __future__ import annotations` here: FastAPI must evaluate the routes' 
 """
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from PIL import UnidentifiedImageError
+from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
-from marginface.infer.gallery import GalleryDamaged, GalleryError, GalleryUnavailable, check_identity_name
+from marginface.infer.gallery import (
+    GalleryDamaged,
+    GalleryError,
+    GalleryFull,
+    GalleryNotWritable,
+    GalleryUnavailable,
+    GalleryUnreadable,
+    SharedPhoto,
+    check_identity_name,
+)
 from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
 from marginface.infer.recognizer import FaceRecognizer, NoFaceError
 from marginface.serve.auth import ApiKeyGuard, BrowserGuard
-from marginface.serve.limits import BodyLimitMiddleware
-from marginface.serve.service import Decoded, RecognitionService, Upload
+from marginface.serve.limits import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
+from marginface.serve.service import Photo, RecognitionService, ServiceBusy, Upload
 from marginface.serve.uploads import all_files, form_reader, multipart_body, one_file, text
 
 log = logging.getLogger(__name__)
@@ -45,21 +57,71 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+class ErrorBody(BaseModel):
+    """Every error answer: one human-readable line naming the file, field or value that is wrong."""
+
+    detail: str
+
+
+# Library errors -> HTTP status, first match wins (subclasses before their base): decided here, once.
+ERROR_STATUS: list[tuple[type[Exception], int]] = [
+    (SharedPhoto, 409), (GalleryFull, 507), (GalleryDamaged, 503), (GalleryUnavailable, 503),
+    (GalleryUnreadable, 503), (GalleryNotWritable, 503), (ServiceBusy, 503), (NoFaceError, 422), (GalleryError, 422),
+]
+
+STATUS_MEANING = {
+    400: "a damaged, empty, elongated or oversized image, a decompression bomb, a malformed multipart body, or a "
+         "Host this service does not answer to",
+    401: "no API key, or a wrong one",
+    403: "a state-changing request from a foreign Origin",
+    404: "no such identity",
+    408: "the request body did not arrive in time",
+    409: "a photo already enrolled under another name",
+    413: "the request body is over the upload limit",
+    415: "not multipart/form-data, or bytes of no image format",
+    422: "no face in a photo, a missing or invalid field or parameter, or a name the gallery refuses",
+    503: "the gallery is damaged, removed, replaced, unreadable or cannot be written now, or the pixel budget "
+         "is busy (Retry-After)",
+    507: "the disk holding the gallery is full",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the ErrorBody shape."""
+    return {code: {"model": ErrorBody, "description": STATUS_MEANING[code]} for code in sorted(set(codes))}
+
+
 def _image_error(err: ImageInputError) -> HTTPException:
     """415 for bytes that are no image format at all, 400 for the rest (damaged, empty, too many pixels, bombs)."""
-    code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if isinstance(err.__cause__, UnidentifiedImageError) \
-        else status.HTTP_400_BAD_REQUEST
+    code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if err.not_an_image else status.HTTP_400_BAD_REQUEST
     return HTTPException(code, str(err))
 
 
-async def _decode(service: RecognitionService, file: UploadFile, field: str) -> Decoded:
-    """Read an upload into memory and decode it off the event loop; never written to disk by us."""
+async def _photo(service: RecognitionService, file: UploadFile, field: str) -> Photo:
+    """One upload's faces, found off the event loop within the pixel budget; its pixels are gone on return
+    (photos are decoded one at a time and never written to disk by us)."""
     data = await file.read()
     name = file.filename or field
     try:
-        return await run_in_threadpool(service.decode, Upload(name, data))
+        return await run_in_threadpool(service.photo, Upload(name, data))
     except ImageInputError as err:
         raise _image_error(err) from err
+
+
+def _declared(guard: ApiKeyGuard) -> Callable[..., None]:
+    """`guard` as a FastAPI dependency that also declares, when a key is configured, the two ways to send it
+    (X-API-Key and Bearer) as OpenAPI security schemes; the guard itself reads the headers and decides."""
+    if not guard.enabled:
+        return guard
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
+                          description="the service's API key")
+    bearer = HTTPBearer(auto_error=False, scheme_name="Bearer", description="the API key as a Bearer token")
+
+    def check(request: Request, _key: Annotated[str | None, Security(header)],
+              _token: Annotated[Any, Security(bearer)]) -> None:
+        guard(request)
+
+    return check
 
 
 def _check_name(name: str) -> str:
@@ -70,114 +132,148 @@ def _check_name(name: str) -> str:
         raise HTTPException(422, str(err)) from err
 
 
+def upload_limit_bytes(max_upload_mb: float) -> int:
+    """The body limit in bytes; ValueError unless `max_upload_mb` is a finite number of MiB of at least one byte."""
+    if not isinstance(max_upload_mb, (int, float)) or not math.isfinite(max_upload_mb) or max_upload_mb <= 0:
+        raise ValueError(f"the upload limit must be a positive, finite number of MiB, got {max_upload_mb}")
+    max_bytes = int(max_upload_mb * 1024 * 1024)
+    if max_bytes < 1:
+        raise ValueError(f"the upload limit of {max_upload_mb:g} MiB is under one byte: no photo fits")
+    return max_bytes
+
+
 def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
                max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None,
-               allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = ()) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = (),
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, pixel_budget: int | None = None) -> FastAPI:
     """A ready FastAPI app serving the gallery at `gallery_path` (model loaded once, here).
 
-    `api_key` (when given) guards every route except the page's static files and the API description;
-    request bodies over `max_upload_mb` MiB get 413; images over `max_pixels` pixels get 400. Without a key
+    `api_key` (when given) guards every route except the page's static files and the API description, checked
+    before any of the body is read; request bodies over `max_upload_mb` MiB get 413, bodies not received within
+    `body_timeout_s` seconds 408; images over `max_pixels` pixels get 400. Photos are decoded one at a time,
+    and all requests together hold at most `pixel_budget` decoded pixels (default twice `max_pixels`; a photo
+    that finds no room within 30 s gets 503). Without a key
     only loopback Host names are served (plus `allowed_hosts`), and state-changing requests from a foreign
     Origin (not in `allowed_origins`) get 403 whether or not there is a key (auth.BrowserGuard).
     """
     guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
-    if max_upload_mb <= 0:
-        raise ValueError(f"the upload limit must be positive, got {max_upload_mb} MiB")
-    max_bytes = int(max_upload_mb * 1024 * 1024)
-    service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels)
+    max_bytes = upload_limit_bytes(max_upload_mb)
+    if not isinstance(body_timeout_s, (int, float)) or not math.isfinite(body_timeout_s) or body_timeout_s <= 0:
+        raise ValueError(f"the body timeout must be a positive, finite number of seconds, got {body_timeout_s}")
+    service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels, pixel_budget=pixel_budget)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()
 
-    app = FastAPI(title="marginface", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="marginface", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Face detection, verification and identification against a gallery. "
-                              "Every decision carries its threshold and where the threshold came from.")
+                              "Every decision carries its threshold and where the threshold came from. "
+                              "Every error answers {\"detail\": \"...\"}. The interactive /docs page is off: "
+                              "Swagger UI loads its script from a CDN; view /openapi.json with a local tool.")
     app.state.service = service
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, timeout_s=body_timeout_s)
     app.add_middleware(BrowserGuard, api_key_required=guard.enabled, allowed_hosts=allowed_hosts,
                        allowed_origins=allowed_origins)  # added last: runs first, before any body is read
-    guarded = [Depends(guard)]
+    guarded = [Depends(_declared(guard))]
+    base = (400, 401) if guard.enabled else (400,)  # every guarded route: Host refused; the key, when there is one
+    photo = (*base, 408, 413, 415, 422, 503)  # a multipart photo upload: body limits, image checks, no face, busy
 
-    @app.exception_handler(NoFaceError)
-    async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+    async def answer_error(_: Request, err: Exception) -> JSONResponse:
+        """The one error handler: the status of the first ERROR_STATUS class `err` is, its message as detail."""
+        code = next(code for kind, code in ERROR_STATUS if isinstance(err, kind))
+        (log.error if code >= 500 else log.info)("%s", err)
+        headers = {"Retry-After": "5"} if isinstance(err, ServiceBusy) else None
+        return JSONResponse({"detail": str(err)}, status_code=code, headers=headers)
 
-    async def unavailable(_: Request, err: Exception) -> JSONResponse:
-        """503 with the reason: the gallery holds damaged templates, or its file was removed or replaced."""
-        log.error("%s", err)
-        return JSONResponse({"detail": str(err)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    for kind, _ in ERROR_STATUS:
+        app.add_exception_handler(kind, answer_error)
 
-    app.add_exception_handler(GalleryDamaged, unavailable)
-    app.add_exception_handler(GalleryUnavailable, unavailable)
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameter(_: Request, err: RequestValidationError) -> JSONResponse:
+        """422 with one line naming each bad parameter, the same {"detail": str} shape as every other error."""
+        problems = "; ".join(f"{' '.join(str(part) for part in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in err.errors())
+        return JSONResponse({"detail": problems}, status_code=422)
 
-    @app.get("/healthz", dependencies=guarded, tags=["service"])
+    @app.get("/healthz", dependencies=guarded, tags=["service"], responses=errors(*base, 503))
     async def healthz() -> dict:
-        """Liveness plus what is loaded: model fingerprint, threshold and gallery size."""
+        """Liveness plus what is loaded: model fingerprint, threshold and gallery size; `status` is "degraded"
+        and `write_problem` says why when the gallery cannot take changes now (searches still work)."""
         stats = await run_in_threadpool(service.stats)
-        return jsonable({"status": "ok", "version": __version__, "model": service.recognizer.fingerprint.key,
-                         "threshold": service.threshold.to_dict(),
-                         "identities": stats.get("identities"), "templates": stats.get("templates")})
+        problem = await run_in_threadpool(service.gallery.write_problem)
+        return jsonable({"status": "degraded" if problem else "ok", "version": __version__,
+                         "model": service.recognizer.fingerprint.key, "threshold": service.threshold.to_dict(),
+                         "identities": stats.get("identities"), "templates": stats.get("templates"),
+                         "writable": problem is None, "write_problem": problem})
 
     UploadForm = Annotated[FormData, Depends(form_reader(max_bytes))]
     photo_body = multipart_body({"image": "a photo (JPEG, PNG, WebP, ...)"})
 
-    @app.post("/v1/detect", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
+    @app.post("/v1/detect", dependencies=guarded, tags=["faces"], openapi_extra=photo_body,
+              responses=errors(*photo, 403))
     async def detect(form: UploadForm) -> dict:
         """Every face: box, five landmarks, detection score and quality signals (no embedding)."""
-        decoded = await _decode(service, one_file(form, "image"), "image")
-        faces = await run_in_threadpool(service.faces, decoded)
-        return jsonable({"image": decoded.size, "faces": [face.to_dict() for face in faces]})
+        photo = await _photo(service, one_file(form, "image"), "image")
+        return jsonable({"image": photo.size, "faces": [face.to_dict() for face in photo.faces]})
 
-    @app.post("/v1/embed", dependencies=guarded, tags=["faces"], openapi_extra=photo_body)
+    @app.post("/v1/embed", dependencies=guarded, tags=["faces"], openapi_extra=photo_body,
+              responses=errors(*photo, 403))
     async def embed(form: UploadForm,
                     all_faces: Annotated[bool, Query(description="embed every face, not only the main one")] = False
                     ) -> dict:
         """Unit embedding of the main face (or of every face), with the model fingerprint it belongs to."""
-        decoded = await _decode(service, one_file(form, "image"), "image")
-        faces = await run_in_threadpool(service.faces, decoded)
-        if not faces:
-            raise NoFaceError(f"{decoded.name}: no face found")
-        chosen = faces if all_faces else faces[:1]
-        return jsonable({"image": decoded.size, "model": service.recognizer.fingerprint.key,
+        photo = await _photo(service, one_file(form, "image"), "image")
+        chosen = photo.faces if all_faces else [service.main_face(photo)]
+        return jsonable({"image": photo.size, "model": service.recognizer.fingerprint.key,
                          "faces": [face.to_dict(embedding=True) for face in chosen]})
 
-    @app.post("/v1/verify", dependencies=guarded, tags=["faces"],
+    @app.post("/v1/verify", dependencies=guarded, tags=["faces"], responses=errors(*photo, 403),
               openapi_extra=multipart_body({"image1": "first photo", "image2": "second photo"}))
     async def verify(form: UploadForm) -> dict:
         """Are the main faces of two photos the same person? Score, decision, threshold and its source."""
-        first = await _decode(service, one_file(form, "image1"), "image1")
-        second = await _decode(service, one_file(form, "image2"), "image2")
-        result, face1, face2 = await run_in_threadpool(service.verify, first, second)
-        return jsonable({**result.to_dict(), "image1": {**first.size, "box": face1.to_dict()["box"]},
-                         "image2": {**second.size, "box": face2.to_dict()["box"]}})
+        first = await _photo(service, one_file(form, "image1"), "image1")
+        service.main_face(first)  # a faceless first photo is named before the second is decoded
+        second = await _photo(service, one_file(form, "image2"), "image2")
+        result = await run_in_threadpool(service.verify, first, second)
+        return jsonable({**result.to_dict(), "image1": {**first.size, "box": first.faces[0].to_dict()["box"]},
+                         "image2": {**second.size, "box": second.faces[0].to_dict()["box"]}})
 
-    @app.post("/v1/identify", dependencies=guarded, tags=["gallery"], openapi_extra=photo_body)
+    @app.post("/v1/identify", dependencies=guarded, tags=["gallery"], openapi_extra=photo_body,
+              responses=errors(*photo, 403))
     async def identify(form: UploadForm,
                        k: Annotated[int, Query(ge=1, le=100, description="candidates listed per face")] = 1) -> dict:
         """Every face with the gallery's answer: a name or "unknown", its score and the threshold used."""
-        decoded = await _decode(service, one_file(form, "image"), "image")
-        identified = await run_in_threadpool(service.identify, decoded, k)
-        return jsonable({"image": decoded.size, "faces": [item.to_dict() for item in identified]})
+        photo = await _photo(service, one_file(form, "image"), "image")
+        identified = await run_in_threadpool(service.identify, photo, k)
+        return jsonable({"image": photo.size, "faces": [item.to_dict() for item in identified]})
 
-    @app.get("/v1/identities", dependencies=guarded, tags=["gallery"])
+    @app.get("/v1/identities", dependencies=guarded, tags=["gallery"], responses=errors(*base, 503))
     async def list_identities() -> dict:
         """Every enrolled person with their number of templates."""
         identities = await run_in_threadpool(service.identities)
         return jsonable({"count": len(identities), "identities": identities})
 
     @app.post("/v1/identities", dependencies=guarded, tags=["gallery"], status_code=status.HTTP_201_CREATED,
+              responses=errors(*photo, 403, 409, 507),
               openapi_extra=multipart_body({"images": "one or more photos of the person"}, repeated=("images",),
                                            texts={"name": "the person's name"}))
-    async def enrol(form: UploadForm) -> dict:
+    async def enrol(form: UploadForm, allow_shared_photo: Annotated[bool, Query(
+            description="enrol photos already enrolled under another name too (identify then answers whichever "
+                        "came first)")] = False) -> dict:
         """Enrol the main face of each photo under `name` (one transaction; only templates and hashes are kept)."""
         name = _check_name(text(form, "name"))
-        decoded = [await _decode(service, file, f"images[{i}]") for i, file in enumerate(all_files(form, "images"))]
-        added, duplicates = await run_in_threadpool(service.enrol, name, decoded)
+        photos = []
+        for i, file in enumerate(all_files(form, "images")):  # one at a time: a faceless photo stops the rest
+            photos.append(await _photo(service, file, f"images[{i}]"))
+            service.main_face(photos[-1])
+        added, duplicates = await run_in_threadpool(service.enrol, name, photos,
+                                                    allow_shared_photos=allow_shared_photo)
         return {"name": name, "added": added, "duplicates": duplicates}
 
-    @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"])
+    @app.delete("/v1/identities/{name:path}", dependencies=guarded, tags=["gallery"],
+              responses=errors(*base, 403, 404, 422, 503, 507))
     async def delete_identity(name: str) -> dict:
         """Delete a person and all their templates."""
         try:

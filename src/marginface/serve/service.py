@@ -1,18 +1,19 @@
 """The recognizer and gallery behind the HTTP routes: model loaded once, inference and gallery changes made
-safe for the threadpool that runs them (gallery writes serialised; the recognizer guards its own detector)."""
+safe for the threadpool that runs them (gallery writes serialised; the recognizer guards its own detector),
+and photos decoded one at a time within a per-process pixel budget (memory bounded whatever a body holds)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from marginface.infer.gallery import Gallery, Identified, UnknownIdentity
-from marginface.infer.images import DEFAULT_MAX_PIXELS, load_image
+from marginface.infer.images import DEFAULT_MAX_PIXELS, image_size, load_image
 from marginface.infer.recognizer import FaceRecognizer, FaceResult, NoFaceError, Verification
 from marginface.infer.thresholds import Threshold
 
@@ -33,17 +34,61 @@ class Upload:
 
 
 @dataclass(frozen=True)
-class Decoded:
-    """A decoded upload: RGB pixels plus the name used in every message about it."""
+class Photo:
+    """What a request keeps of an uploaded photo once its pixels are gone: name, size, hash and its faces."""
 
     name: str
-    rgb: np.ndarray
+    width: int
+    height: int
     sha256: str
+    faces: list[FaceResult]
 
     @property
     def size(self) -> dict:
-        """Width and height for responses."""
-        return {"name": self.name, "width": int(self.rgb.shape[1]), "height": int(self.rgb.shape[0])}
+        """Name, width and height for responses."""
+        return {"name": self.name, "width": self.width, "height": self.height}
+
+
+class ServiceBusy(RuntimeError):
+    """Decoding a photo now would take the process over its pixel budget, and none came free in time."""
+
+
+class PixelBudget:
+    """How many decoded pixels all requests of this process may hold at once; a photo waits for its share.
+
+    Each request decodes one photo at a time and drops its pixels once its faces are found, so a request
+    holds at most one photo (at most `max_pixels`), and all concurrent requests together at most `capacity`.
+    """
+
+    def __init__(self, capacity: int, wait_s: float = 30.0) -> None:
+        if capacity <= 0:
+            raise ValueError(f"the pixel budget must be positive, got {capacity}")
+        self.capacity = capacity
+        self.wait_s = wait_s
+        self._held = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int, name: str) -> Iterator[None]:
+        """Hold `pixels` of the budget for the block; ServiceBusy naming the photo when none frees up in time."""
+        pixels = min(int(pixels), self.capacity)
+        with self._free:
+            if not self._free.wait_for(lambda: self._held + pixels <= self.capacity, timeout=self.wait_s):
+                raise ServiceBusy(f"{name}: the service is decoding {self._held} pixels of other photos (budget "
+                                  f"{self.capacity}) and {pixels} more did not fit within {self.wait_s:g} s; retry")
+            self._held += pixels
+        try:
+            yield
+        finally:
+            with self._free:
+                self._held -= pixels
+                self._free.notify_all()
+
+    @property
+    def held(self) -> int:
+        """Pixels held now."""
+        with self._free:
+            return self._held
 
 
 class RecognitionService:
@@ -57,7 +102,12 @@ class RecognitionService:
     """
 
     def __init__(self, gallery_path: str | Path, *, recognizer: FaceRecognizer | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, pixel_budget: int | None = None) -> None:
+        budget = PixelBudget(pixel_budget if pixel_budget is not None else 2 * max_pixels)
+        if budget.capacity < max_pixels:
+            raise ValueError(f"the pixel budget ({budget.capacity}) must hold at least one photo of max_pixels "
+                             f"({max_pixels})")
+        self.budget = budget
         self.gallery = Gallery.open(gallery_path)  # GalleryError naming the file when absent or not a gallery
         try:
             if recognizer is None:
@@ -81,44 +131,49 @@ class RecognitionService:
         with self._write_lock:
             self.gallery.close()
 
-    def decode(self, upload: Upload) -> Decoded:
-        """Decode an upload (ImageInputError names it when it is not a usable image)."""
-        rgb = load_image(upload.data, name=upload.name, max_pixels=self.max_pixels)
-        return Decoded(upload.name, rgb, upload.sha256)
+    def photo(self, upload: Upload) -> Photo:
+        """Decode one upload within the pixel budget, find its faces (main face first) and drop its pixels.
 
-    def faces(self, image: Decoded) -> list[FaceResult]:
-        """Every face in the image, main face first; [] when none."""
-        return self.recognizer.faces(image.rgb, name=image.name)
+        The header is read first (ImageInputError naming the upload when it is not a usable image), so the
+        budget is taken for the real pixel count before a single pixel is decoded."""
+        width, height = image_size(upload.data, upload.name, self.max_pixels)
+        with self.budget.hold(width * height, upload.name):
+            rgb = load_image(upload.data, name=upload.name, max_pixels=self.max_pixels)
+            faces = self.recognizer.faces(rgb, name=upload.name)
+            height, width = rgb.shape[:2]  # EXIF orientation may swap them
+            del rgb
+        return Photo(upload.name, int(width), int(height), upload.sha256, faces)
 
-    def main_face(self, image: Decoded) -> FaceResult:
+    @staticmethod
+    def main_face(photo: Photo) -> FaceResult:
         """The face the photo is of; NoFaceError naming the upload when there is none."""
-        found = self.faces(image)
-        if not found:
-            raise NoFaceError(f"{image.name}: no face found")
-        return found[0]
+        if not photo.faces:
+            raise NoFaceError(f"{photo.name}: no face found")
+        return photo.faces[0]
 
-    def verify(self, first: Decoded, second: Decoded) -> tuple[Verification, FaceResult, FaceResult]:
-        """Score and decision for the main faces of two images, with the faces compared."""
+    def verify(self, first: Photo, second: Photo) -> Verification:
+        """Score and decision for the main faces of two photos."""
         a, b = self.main_face(first), self.main_face(second)
         threshold = self.threshold
         score = self.recognizer.compare(a, b)
-        return Verification(score, threshold.accepts(score), threshold), a, b
+        return Verification(score, threshold.accepts(score), threshold)
 
-    def identify(self, image: Decoded, k: int = 1) -> list[Identified]:
-        """Every face in the image with its decision (name or unknown), main face first."""
-        found = self.faces(image)
-        if not found:
-            raise NoFaceError(f"{image.name}: no face found")
-        return self.gallery.identify_faces(found, k=k, fingerprint=self.recognizer.fingerprint)
+    def identify(self, photo: Photo, k: int = 1) -> list[Identified]:
+        """Every face in the photo with its decision (name or unknown), main face first."""
+        self.main_face(photo)
+        return self.gallery.identify_faces(photo.faces, k=k, fingerprint=self.recognizer.fingerprint)
 
-    def enrol(self, name: str, images: list[Decoded]) -> tuple[int, int]:
-        """Add the main face of every image to `name` in one transaction; returns (added, already enrolled).
+    def enrol(self, name: str, photos: list[Photo], *, allow_shared_photos: bool = False) -> tuple[int, int]:
+        """Add the main face of every photo to `name` in one transaction; returns (added, already enrolled).
 
-        Every image is checked for a face before anything is written, so a bad photo enrols nothing.
+        Every photo is checked for a face before anything is written, so a bad photo enrols nothing; a photo
+        already enrolled under another name is refused (SharedPhoto) unless `allow_shared_photos`.
         """
-        faces = [(self.main_face(image), image.sha256) for image in images]
+        faces = [(self.main_face(photo), photo.sha256) for photo in photos]
         with self._write_lock:
-            added = self.gallery.enroll(name, faces, self.recognizer.fingerprint)
+            added = self.gallery.enroll(name, faces, self.recognizer.fingerprint,
+                                        allow_shared_photos=allow_shared_photos,
+                                        photo_names=[photo.name for photo in photos])
         log.info("enrolled %r: %d new templates, %d already enrolled", name, added, len(faces) - added)
         return added, len(faces) - added
 

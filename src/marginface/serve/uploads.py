@@ -22,6 +22,23 @@ class InMemoryMultiPartParser(MultiPartParser):
         super().__init__(request.headers, stream, max_files=MAX_FILES, max_fields=MAX_FILES)
         self.spool_max_size = max_bytes
 
+    def on_part_end(self) -> None:
+        """A text field must decode in its charset (Starlette would fall back to Latin-1: mojibake names)."""
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset or "utf-8")
+            except UnicodeDecodeError as err:
+                raise TextFieldNotDecodable(
+                    f"text field {part.field_name!r} is not valid {self._charset or 'utf-8'}: byte "
+                    f"{bytes(part.data)[err.start:err.start + 1]!r} at position {err.start}; send names as UTF-8"
+                ) from err
+        super().on_part_end()
+
+
+class TextFieldNotDecodable(ValueError):
+    """A multipart text field whose bytes are not valid in the form's charset (raised while parsing)."""
+
 
 def form_reader(max_bytes: int) -> Callable[[Request], AsyncIterator[FormData]]:
     """A FastAPI dependency yielding the request's multipart form (closed after the response)."""
@@ -37,6 +54,8 @@ def form_reader(max_bytes: int) -> Callable[[Request], AsyncIterator[FormData]]:
                 form = await InMemoryMultiPartParser(request, stream, max_bytes).parse()
         except MultiPartException as err:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {err.message}") from err
+        except TextFieldNotDecodable as err:
+            raise HTTPException(422, str(err)) from err
         try:
             yield form
         finally:
