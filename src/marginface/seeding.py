@@ -53,3 +53,12 @@ AUGMENT_STREAM = 0xA06  # names the augmentation stream among `stream`'s keys
 def augment_stream(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
     """The generator of `rank`'s training-time degradations for global batch `batch` of `epoch`."""
     return stream(seed, AUGMENT_STREAM, epoch, batch, rank)
+
+
+HEAD_STREAM = 0xE1A  # names a head's own random stream among `stream`'s keys
+
+
+def head_seed(seed: int) -> int:
+    """The seed of a head's own torch.Generator (ElasticFace's margin draws): a function of the run's seed
+    only, so every rank of a model-parallel group draws the same values."""
+    return int(stream(seed, HEAD_STREAM).integers(2**63))

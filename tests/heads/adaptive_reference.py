@@ -63,3 +63,19 @@ def magface(x: Tensor, w: Tensor, labels: Tensor, l_a: float, u_a: float, l_m: f
     onehot = F.one_hot(labels, w.shape[0]).bool()
     logits = torch.where(onehot, target.unsqueeze(1), cos)
     return F.cross_entropy(s * logits, labels) + lambda_g * (a / u_a**2 + 1 / a).mean()
+
+
+def elasticface(x: Tensor, w: Tensor, labels: Tensor, draws: Tensor, kind: str, s: float, plus: bool) -> Tensor:
+    """ElasticFace given the step's draws m_b (batch order): target ψ(θ_y + m_b) ("arc") or cos θ_y − m_b
+    ("cos"); with `plus` the row of the k-th smallest cos θ_y takes the k-th largest draw (no ties here)."""
+    cos = _cosines(x, w)
+    rows = torch.arange(len(labels))
+    cos_y = cos[rows, labels]
+    margins = draws.to(cos.dtype)
+    if plus:
+        hardness = torch.argsort(torch.argsort(cos_y.detach()))  # 0 for the row with the smallest cos θ_y
+        margins = torch.sort(margins, descending=True).values[hardness]
+    target = _psi(torch.acos(cos_y) + margins) if kind == "arc" else cos_y - margins
+    onehot = F.one_hot(labels, w.shape[0]).bool()
+    logits = torch.where(onehot, target.unsqueeze(1), cos)
+    return F.cross_entropy(s * logits, labels)

@@ -1,6 +1,6 @@
 """Classifier heads: embeddings and labels in, margin-softmax loss out."""
 
-from marginface.heads.adaptive import AdaFace, CurricularFace, MagFace
+from marginface.heads.adaptive import AdaFace, CurricularFace, ElasticFace, MagFace
 from marginface.heads.baselines import Softmax, SphereFaceOriginal
 from marginface.heads.centres import spread_centres
 from marginface.heads.contract import Head
@@ -14,7 +14,7 @@ from marginface.heads.subcenter import SubCenterArcFace
 
 __all__ = [
     "ARCFACE", "COSFACE", "NORMFACE", "SCALE", "SPHEREFACE", "AdaFace", "ArcFace", "ClassSample", "CosFace",
-    "CurricularFace", "Head", "MagFace", "Margin", "MarginHead", "NormFace", "Softmax", "SphereFace",
+    "CurricularFace", "ElasticFace", "Head", "MagFace", "Margin", "MarginHead", "NormFace", "Softmax", "SphereFace",
     "SphereFaceOriginal", "SubCenterArcFace", "apply_margin", "cosine_logits", "get_head", "head_names",
     "margin_softmax_cross_entropy", "sample_classes", "sampled_count", "spread_centres",
 ]

@@ -1,5 +1,6 @@
 """Heads whose margin adapts: CurricularFace (hard negatives re-weighted by a curriculum t), AdaFace
-(margin from the feature norm's place in the batch) and MagFace (margin from the norm, plus a regulariser).
+(margin from the feature norm's place in the batch), MagFace (margin from the norm, plus a regulariser) and
+ElasticFace (margins drawn per sample from a normal distribution, by difficulty in its "+" variant).
 All are MarginHeads on the fused loss, so chunked mode, Partial FC and model-parallel class shards work as
 for ArcFace; their state is registered buffers.
 
@@ -9,6 +10,7 @@ Each follows its authors' released code where it differs from the paper; the doc
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -19,10 +21,14 @@ from marginface.heads.margin import SCALE, Margin
 from marginface.heads.margin_head import MarginHead
 from marginface.heads.validation import check_embeddings, check_labels
 from marginface.precision import compute_dtype
+from marginface.seeding import head_seed
 
 CURRICULAR_ALPHA = 0.01  # t ← 0.01·mean cos θ_y + 0.99·t (the paper's momentum 0.99 on the old t)
 ADAFACE_EPS = 1e-3  # AdaFace's released code: cos clamp, θ clip, the std's epsilon
 ADAFACE_NORM_RANGE = (1e-3, 100.0)  # feature norms are clipped to this before their statistics
+# ElasticFace's (m, std) by (kind, plus), from the released training config (fdbtrs/ElasticFace config.py).
+ELASTIC_DEFAULTS = {("arc", False): (0.5, 0.05), ("arc", True): (0.5, 0.0175),
+                    ("cos", False): (0.35, 0.05), ("cos", True): (0.35, 0.02)}
 
 
 def _check_finite(name: str, value: float, low: float = -math.inf, low_open: bool = False) -> None:
@@ -170,3 +176,78 @@ class MagFace(MarginHead):
             share = regulariser / torch.distributed.get_world_size(self.group)
             regulariser = share + (regulariser - share).detach()
         return loss + regulariser.to(loss.dtype)
+
+
+class ElasticFace(MarginHead):
+    """ElasticFace (Boutros et al., CVPRW 2022): the margin of ArcFace (kind "arc": s·ψ(θ_y + m_b)) or CosFace
+    (kind "cos": s·(cos θ_y − m_b)) drawn per sample, m_b ~ N(m, std²), anew at every training step;
+    negatives s·cos θ_j. With `plus` (ElasticFace+) the batch's draws are sorted and handed out by
+    difficulty: the row with the smallest cos θ_y gets the largest margin, the easiest the smallest.
+
+    Defaults (m, std) are the released training config's: arc 0.5, 0.05; cos 0.35, 0.05; arc+ 0.5, 0.0175;
+    cos+ 0.35, 0.02. Where ours differs from the released code (fdbtrs/ElasticFace utils/losses.py):
+    - "+": the released code gathers the sorted margins through the sort permutation (margin[argsort(−cos)])
+      instead of scattering them through it, which pairs ranks and margins as described only when that
+      permutation is its own inverse; here the assignment is the one the paper describes (ties in cos θ_y
+      keep batch order).
+    - arc: past θ_y + m_b > π (or below 0 for a negative draw) the target is ψ, continuous and decreasing;
+      the released code takes cos(θ + m) as is (not monotonic there) and clamps cos to [−1, 1] only.
+    - The draws come from the head's own torch.Generator (CPU, float64, then cast), seeded from `seed`
+      through marginface.seeding.head_seed; its state is the uint8 buffer `generator_state`, so checkpoints
+      resume the stream bit-identically. Under model parallelism the head sees the all-gathered global
+      batch and every rank holds the same stream, so all draw the same margins for it; "+" ranks the rows by
+      the all-reduced cos θ_y of the global batch.
+    - Eval mode draws nothing (the stream stays put) and uses the mean margin m: ArcFace / CosFace.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, kind: str = "arc", m: float | None = None,
+                 std: float | None = None, plus: bool = False, s: float = SCALE, seed: int = 0,
+                 **kwargs) -> None:
+        if kind not in ("arc", "cos"):
+            raise ValueError(f"ElasticFace kind must be 'arc' or 'cos', got {kind!r}")
+        if not isinstance(plus, bool):
+            raise ValueError(f"ElasticFace plus must be true or false, got {plus!r}")
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise ValueError(f"ElasticFace seed must be an integer, got {seed!r}")
+        default_m, default_std = ELASTIC_DEFAULTS[(kind, plus)]
+        m = default_m if m is None else m
+        std = default_std if std is None else std
+        _check_finite("ElasticFace m", m)
+        _check_finite("ElasticFace std", std, 0.0)
+        arc = kind == "arc"
+        super().__init__(embedding_dim, num_classes, s=s, m1=1.0, m2=m if arc else 0.0, m3=0.0 if arc else m,
+                         **kwargs)
+        self.kind, self.m, self.std, self.plus, self.seed = kind, float(m), float(std), plus, int(seed)
+        self._generator = torch.Generator().manual_seed(head_seed(self.seed))
+        self.register_buffer("generator_state", self._generator.get_state())
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, ElasticFace kind={self.kind}, m={self.m}, std={self.std}, "
+                f"plus={self.plus}, seed={self.seed}")
+
+    def draw(self, count: int) -> Tensor:
+        """(count,) float64 margins ~ N(m, std²) on the CPU, in batch order; advances the stream (the buffer)."""
+        self._generator.set_state(self.generator_state.cpu())
+        draws = torch.empty(count, dtype=torch.float64).normal_(self.m, self.std, generator=self._generator)
+        self.generator_state.copy_(self._generator.get_state())
+        return draws
+
+    @staticmethod
+    def by_difficulty(draws: Tensor, cos_target: Tensor) -> Tensor:
+        """ElasticFace+: the sorted draws handed out so that a smaller cos θ_y gets a larger margin."""
+        order = torch.sort(cos_target, descending=True, stable=True).indices  # easiest row first
+        margins = torch.empty_like(draws)
+        margins[order.to(draws.device)] = torch.sort(draws).values  # ... gets the smallest margin
+        return margins
+
+    def _loss(self, embeddings: Tensor, weight: Tensor, target: Tensor) -> Tensor:
+        """The fused loss with this step's drawn per-row margins (training mode), the mean margin otherwise."""
+        if not self.training:
+            return super()._loss(embeddings, weight, target)
+        draws = self.draw(embeddings.shape[0])
+        if self.plus:
+            draws = self.by_difficulty(draws, target_cosines(embeddings, weight, target, self.group).cpu())
+        margins = draws.to(device=embeddings.device, dtype=compute_dtype(embeddings, weight))
+        per_row = {"m2": margins} if self.kind == "arc" else {"m3": margins}
+        return margin_softmax_cross_entropy(embeddings, weight, target, self.margin, self.s, self.chunk_size,
+                                            self.detach_margin, self.group, **per_row)

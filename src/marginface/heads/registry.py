@@ -13,7 +13,7 @@ from typing import Any
 import torch.distributed as dist
 from torch import nn
 
-from marginface.heads.adaptive import AdaFace, CurricularFace, MagFace
+from marginface.heads.adaptive import AdaFace, CurricularFace, ElasticFace, MagFace
 from marginface.heads.baselines import Softmax, SphereFaceOriginal
 from marginface.heads.margin_head import ArcFace, CosFace, MarginHead, NormFace, SphereFace
 from marginface.heads.subcenter import SubCenterArcFace
@@ -46,6 +46,7 @@ HEADS: dict[str, HeadEntry] = {
     "curricularface": HeadEntry(CurricularFace, ("m", *_FUSED), sharded=True),
     "adaface": HeadEntry(AdaFace, ("m", "h", "t_alpha", *_FUSED), sharded=True),
     "magface": HeadEntry(MagFace, ("l_a", "u_a", "l_m", "u_m", "lambda_g", *_FUSED), sharded=True),
+    "elasticface": HeadEntry(ElasticFace, ("kind", "m", "std", "plus", "seed", *_FUSED), sharded=True),
 }
 
 
