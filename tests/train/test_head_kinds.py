@@ -63,13 +63,16 @@ def test_subcenter_trains_from_spread_centres_and_is_refused_under_model_paralle
         Trainer(config, two)
 
 
-@pytest.mark.parametrize("kind", ["curricularface", "adaface"])
-def test_stateful_head_resumes_bit_identically(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("head", [("head.kind=curricularface",), ("head.kind=adaface",),
+                                  ("head.kind=elasticface",), ("head.kind=elasticface", "head.kwargs={plus: true}")],
+                         ids=["curricularface", "adaface", "elasticface", "elasticface_plus"])
+def test_stateful_head_resumes_bit_identically(tmp_path: Path, head: tuple[str, ...]) -> None:
     from safetensors.torch import load_file
 
     from marginface.train.checkpoint import latest_valid
 
-    extra = (f"head.kind={kind}", "checkpoint_every=1")
+    extra = (*head, "checkpoint_every=1")
+    initial = Trainer(tiny_config(tmp_path / "fresh", *extra)).head.state_dict()
     Trainer(tiny_config(tmp_path / "straight", *extra, "optim.max_steps=2")).train()
     Trainer(tiny_config(tmp_path / "resumed", *extra, "optim.max_steps=1")).train()
     trainer = Trainer(tiny_config(tmp_path / "resumed", *extra, "optim.max_steps=2"))
@@ -77,7 +80,21 @@ def test_stateful_head_resumes_bit_identically(tmp_path: Path, kind: str) -> Non
     trainer.train()
     straight, resumed = (load_file(str(latest_valid(tmp_path / run).path / "weights.safetensors"))
                          for run in ("straight", "resumed"))
-    assert straight.keys() == resumed.keys() and any(key.startswith("head.") and key != "head.weight"
-                                                     for key in straight)
+    state = [key for key in straight if key.startswith("head.") and key != "head.weight"]
+    assert straight.keys() == resumed.keys() and state
+    for key in state:  # the state moved during training (else its resume proves nothing)
+        assert not torch.equal(straight[key], initial[key.removeprefix("head.")]), key
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_elasticface_stream_starts_from_the_run_seed(tmp_path: Path) -> None:
+    """The trainer passes seed to the head: same seed, same stream; another seed or head.kwargs.seed differs."""
+    def state(*extra: str) -> torch.Tensor:
+        head = Trainer(tiny_config(tmp_path, "head.kind=elasticface", *extra)).head
+        return head.seed, head.generator_state
+
+    (seed_a, a), (_, again), (seed_b, b) = state("seed=4"), state("seed=4"), state("seed=5")
+    assert (seed_a, seed_b) == (4, 5) and torch.equal(a, again) and not torch.equal(a, b)
+    own, stream = state("seed=4", "head.kwargs={seed: 5}")
+    assert own == 5 and torch.equal(stream, b)
