@@ -1,6 +1,7 @@
 """Two gloo processes, each owning half the classes and half the batch: CurricularFace's t, AdaFace's norm
-statistics, MagFace's norm-dependent margin and regulariser, the loss and the gradients equal one process's
-on the global batch, step after step."""
+statistics, MagFace's norm-dependent margin and regulariser, ElasticFace's drawn margins (and their "+"
+ordering by the global batch's cos θ_y), the loss and the gradients equal one process's on the global batch,
+step after step."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from marginface.heads import AdaFace, CurricularFace, MagFace
+from marginface.heads import AdaFace, CurricularFace, ElasticFace, MagFace
 from marginface.train.distributed import DistContext, gather_rows
 
 pytestmark = pytest.mark.slow
 DIM, CLASSES, BATCH, STEPS = 8, 11, 8, 2
-CASES = [(kind, chunk) for kind in ("curricularface", "adaface", "magface") for chunk in (None, 3)]
+KINDS = ("curricularface", "adaface", "magface", "elasticface_arc", "elasticface_cos_plus")
+CASES = [(kind, chunk) for kind in KINDS for chunk in (None, 3)]
 
 
 def _free_port() -> int:
@@ -30,7 +32,9 @@ def _free_port() -> int:
 def _make(kind: str, chunk: int | None, **kwargs) -> torch.nn.Module:
     if kind == "magface":  # bounds inside the batch's norms, so the margin and the regulariser have gradients
         kwargs.update(l_a=2.0, u_a=40.0)
-    cls = {"curricularface": CurricularFace, "adaface": AdaFace, "magface": MagFace}[kind]
+    if kind.startswith("elasticface"):  # wide draws, the same seed on both ranks as the trainer gives them
+        kwargs.update(kind=kind.split("_")[1], std=0.2, plus=kind.endswith("plus"), seed=7)
+    cls = {"curricularface": CurricularFace, "adaface": AdaFace, "magface": MagFace}.get(kind, ElasticFace)
     return cls(DIM, CLASSES, s=16.0, chunk_size=chunk, **kwargs).double().train()
 
 
