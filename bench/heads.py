@@ -5,7 +5,7 @@ For each class count C the same run measures, round-robin in one process:
   full     marginface ArcFace, full mode
   chunked  marginface ArcFace, chunk_size = 8192
   pml      pytorch_metric_learning.losses.ArcFaceLoss (same B, D, C)
-  curricularface, adaface, magface   the adaptive heads, full mode
+  curricularface, adaface, magface, elasticface   the adaptive heads, full mode
   NAME_chunked                        the same, chunk_size = 8192
 and reports each one's median time / the floor's. Peak memory is measured in a fresh subprocess per
 method: after a warm-up step (weights and their gradient resident) the high-water RSS mark (VmHWM) is
@@ -36,7 +36,7 @@ BATCH, DIM, CHUNK = 256, 512, 8192
 # Every allocation of 64 KiB or more gets its own mapping, returned to the OS when freed: RSS then tracks
 # the live tensors instead of whatever glibc's arenas kept from earlier steps.
 _MALLOC_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-ADAPTIVE = ("curricularface", "adaface", "magface")
+ADAPTIVE = ("curricularface", "adaface", "magface", "elasticface")
 METHODS = ("floor", "full", "chunked", "pml", *ADAPTIVE, *(f"{name}_chunked" for name in ADAPTIVE))
 
 
