@@ -528,3 +528,14 @@ def test_read_only_on_request_refuses_every_change(two_people: Path) -> None:
                 change()
     with Gallery.open(two_people) as gallery:
         assert gallery.read_only is None and len(gallery) == 2
+
+
+def test_a_gallery_whose_write_ahead_log_was_deleted_says_so(tmp_path: Path) -> None:
+    """A file with no tables and no -wal beside it: the message says the log is gone, not just 'not a gallery'."""
+    from marginface.infer.gallery import Gallery, GalleryError
+
+    empty = tmp_path / "people.db"
+    empty.write_bytes(b"")
+    message = r"people\.db: not a marginface gallery: it holds no tables .*people\.db-wal is gone"
+    with pytest.raises(GalleryError, match=message):
+        Gallery.open(empty)

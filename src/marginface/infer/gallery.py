@@ -233,6 +233,8 @@ class Gallery:
         except sqlite3.DatabaseError as err:
             if "unable to open" in str(err):  # not even readable: SQLite needs a writable folder for its journal
                 raise _not_writable(path, err) from err
+            if "no such table" in str(err):
+                raise GalleryError(_no_tables_message(path, err)) from err
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
         if version is None or version[0] not in ("1", str(SCHEMA_VERSION)):
             raise GalleryError(f"{path}: gallery schema version {version and version[0]}, expected {SCHEMA_VERSION}")
@@ -674,6 +676,17 @@ class _transaction:
             self.db.execute("ROLLBACK")
         if isinstance(value, sqlite3.Error):
             raise self._failed(value) from value
+
+
+def _no_tables_message(path: Path, err: Exception) -> str:
+    """Why a file holds no gallery tables: never a gallery, or a gallery whose write-ahead log was removed
+    before SQLite copied it into the file (everything committed since the last checkpoint lives in -wal)."""
+    wal = path.with_name(path.name + "-wal")
+    if path.stat().st_size == 0 or not wal.exists():
+        return (f"{path}: not a marginface gallery: it holds no tables ({err}); if it was one, its write-ahead "
+                f"log {wal.name} is gone — deleted before SQLite copied it into {path.name} — and the changes it "
+                f"held are lost; restore both files from a backup, or create the gallery again")
+    return f"{path}: not a marginface gallery ({err})"
 
 
 def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
