@@ -9,12 +9,14 @@ import math
 import os
 import statistics
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 from marginface import __version__
+from marginface.errors import EXIT_BUG, EXIT_USER_ERROR, MarginfaceError, Unavailable, UsageError, user_error
 
 # The library is imported inside each handler: marginface.data, .train, .infer and .backbones load torch and
 # OpenCV (about 6 s), which `marginface --help`, `--version` and argument errors should not wait for.
@@ -229,7 +231,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         ensure_writable_dir(args.out, "--out directory")
     perturbations = parse_perturbations(args.perturb)
     if args.perturb_before_detection and not (perturbations and args.detector):
-        raise ValueError("--perturb-before-detection needs --perturb and --detector (it degrades the photo "
+        raise UsageError("--perturb-before-detection needs --perturb and --detector (it degrades the photo "
                          "that the detector sees)")
     embedder = _load_embedder(args)
     detector = YuNetDetector(args.detector) if args.detector else None
@@ -240,7 +242,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.synthetic:
         sets.append(synthetic_pairs())
     if not sets and not args.identification:
-        raise ValueError("nothing to evaluate: give --bin, --pairs, --pairs-from, --synthetic or --identification")
+        raise UsageError("nothing to evaluate: give --bin, --pairs, --pairs-from, --synthetic or --identification")
     if args.folds:
         keep = [int(f) for f in args.folds.split(",")]
         sets = [s.subset(keep) for s in sets]
@@ -353,18 +355,17 @@ def _refuse_mixing_runs(run_dir: Path, resume: str | None) -> None:
         return
     found = list_checkpoints(run_dir) if run_dir.is_dir() else []
     if found:
-        raise ValueError(f"{run_dir} already holds a run (checkpoints up to step {max(c.step for c in found)}): "
+        raise UsageError(f"{run_dir} already holds a run (checkpoints up to step {max(c.step for c in found)}): "
                          f"continue it with --resume auto, or train into another folder (--set output_dir=...)")
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
-    from marginface.backbones import load
-    from marginface.infer.embedder import model_folder
+    from marginface.infer.embedder import load_model, model_folder
     from marginface.infer.export import export_onnx_checked
 
     folder = model_folder(args.run_dir)
     out = Path(args.out) if args.out else folder / "model.onnx"  # a folder here is refused before the export
-    out, difference = export_onnx_checked(load(folder), out, check_tolerance=args.tolerance)
+    out, difference = export_onnx_checked(load_model(folder), out, check_tolerance=args.tolerance)
     print(f"wrote {out} (max |ONNX - PyTorch| = {difference:.2e})")
     return 0
 
@@ -474,16 +475,16 @@ def _threshold(args: argparse.Namespace, task: str):
     fpir = getattr(args, "fpir", None)
     if args.threshold is not None:
         if args.report or args.far is not None or fpir is not None:
-            raise ValueError("give either --threshold or --report with --far/--fpir, not both")
+            raise UsageError("give either --threshold or --report with --far/--fpir, not both")
         return Threshold.fixed(args.threshold)
     if args.report:
         if args.far is None and fpir is None:
-            raise ValueError("--report needs --far" + (" or --fpir" if hasattr(args, "fpir") else ""))
+            raise UsageError("--report needs --far" + (" or --fpir" if hasattr(args, "fpir") else ""))
         return Threshold.from_report(args.report, far=args.far, fpir=fpir, set_name=args.set_name)
     if args.far is not None or fpir is not None:
-        raise ValueError("--far/--fpir need --report (the eval report.json that calibrates them)")
+        raise UsageError("--far/--fpir need --report (the eval report.json that calibrates them)")
     if args.model != "auto":
-        raise ValueError(f"no threshold for model {args.model}: give --report REPORT.json --far/--fpir (from "
+        raise UsageError(f"no threshold for model {args.model}: give --report REPORT.json --far/--fpir (from "
                          "`marginface eval MODEL ... --out DIR`) or --threshold T; only --model auto ships "
                          "calibrated thresholds")
     return published_threshold(task)
@@ -589,12 +590,12 @@ def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], 
     if args.name is not None:
         return [(check_identity_name(args.name), image_files(args.inputs))], []
     if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
-        raise ValueError("enroll FOLDER takes one folder with one sub-folder per person; "
+        raise UsageError("enroll FOLDER takes one folder with one sub-folder per person; "
                          "to enrol images of one person use --name NAME IMG...")
     root = Path(args.inputs[0])
     people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not people:
-        raise ValueError(f"{root} has no sub-folders (one per person expected)")
+        raise UsageError(f"{root} has no sub-folders (one per person expected)")
     plan = []
     for person in people:
         try:
@@ -661,7 +662,7 @@ def _run_identify(args: argparse.Namespace) -> int:
 
     files = image_files(args.inputs)
     if not files:
-        raise ValueError(f"no images in {' '.join(args.inputs)}")
+        raise UsageError(f"no images in {' '.join(args.inputs)}")
     results = []
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
@@ -752,7 +753,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         from marginface.serve.server import serve
     except ImportError as err:
-        raise RuntimeError(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
+        raise Unavailable(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
     api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
     serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb,
           allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, body_timeout_s=args.body_timeout)
@@ -789,14 +790,10 @@ def _run_data_check(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"  {problem}")
     return 2
-# Errors a user can act on (bad input, bad file, full or read-only disk, a diverged run): one line, exit 2.
-USER_ERRORS = (ValueError, OSError, RuntimeError)  # TrainingDiverged is a RuntimeError
-
-
 def _error_line(err: BaseException) -> str:
-    """`err` as one line: OSError keeps its file name (a file where a folder is needed says so), an error
-    re-raised from a DataLoader worker shows the worker's message (not its traceback), a collective that lost
-    its peer says so, and under torchrun the line starts with this process's rank."""
+    """A user's error (errors.user_error) as one line: OSError keeps its file name (a file where a folder is
+    needed says so), an error re-raised from a DataLoader worker shows the worker's message (not its
+    traceback), and under torchrun the line starts with this process's rank."""
     text = str(err)
     if isinstance(err, FileExistsError) and err.filename is not None and not Path(err.filename).is_dir():
         text = f"{err.filename} exists and is not a folder (a folder is needed there)"
@@ -805,9 +802,6 @@ def _error_line(err: BaseException) -> str:
     if "Original Traceback (most recent call last)" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    if "closed by peer" in text or "reset by peer" in text:
-        text = ("lost contact with another process of this run: it stopped (its own error is printed) or was "
-                "killed")
     text = " ".join(text.split()) or type(err).__name__
     world_size = os.environ.get("WORLD_SIZE", "1")
     return f"rank {os.environ.get('RANK', '?')} of {world_size}: {text}" if world_size not in ("", "1") else text
@@ -832,12 +826,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
-    except USER_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - the one place errors meet the user: theirs, or a bug
         _close_progress_bars()
+        known = user_error(err)
+        if known is None:
+            traceback.print_exc(file=sys.stderr)
+            print(f"marginface: internal error (a bug; please report it with the traceback above): "
+                  f"{type(err).__name__}: {_error_line(err)}", file=sys.stderr)
+            return EXIT_BUG
         if args.verbose:
-            logging.getLogger("marginface").exception("the traceback behind the error below")
-        print(f"marginface: error: {_error_line(err)}", file=sys.stderr)
-        return 2
+            logging.getLogger("marginface").error("the traceback behind the error below", exc_info=err)
+        print(f"marginface: error: {_error_line(known)}", file=sys.stderr)
+        return known.exit_status if isinstance(known, MarginfaceError) else EXIT_USER_ERROR
     finally:
         _leave_process_group()
 

@@ -11,6 +11,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
+from marginface.errors import InputError
 from marginface.fileio import sha256_file
 from marginface.infer.thresholds import Threshold, ThresholdError
 
@@ -75,6 +76,6 @@ def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None, name
     found = sha256_file(tmp)
     if found != sha256:
         tmp.unlink()
-        raise ValueError(f"{url}: sha256 {found} does not match the expected {sha256}")
+        raise InputError(f"{url}: sha256 {found} does not match the expected {sha256}")
     tmp.replace(target)
     return target

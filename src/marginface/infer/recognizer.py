@@ -17,6 +17,7 @@ import numpy as np
 
 from marginface.data.align import ARCFACE_TEMPLATE, align_face
 from marginface.data.folder import IMAGE_EXTENSIONS
+from marginface.errors import InputError
 from marginface.fileio import sha256_file
 from marginface.infer.detect import Face, YuNetDetector, pick_main_face
 from marginface.infer.embedder import (
@@ -39,8 +40,10 @@ Progress = Callable[[int, int], None]
 DEFAULT_MAX_SIDE = 1280
 
 
-class NoFaceError(ValueError):
+class NoFaceError(InputError):
     """An image in which the detector found no face; the message names the image."""
+
+    http_status = 422
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def model_fingerprint(model: str | Path, embedder: Embedder) -> ModelFingerprint
     size = embedder.input_size
     probe = np.asarray(embedder.embed(np.zeros((1, size, size, 3), np.uint8)))
     if probe.ndim != 2 or probe.shape[0] != 1 or probe.shape[1] < 2 or not np.isfinite(probe).all():
-        raise ValueError(f"{model}: not an image -> embedding model: one {size}x{size} face gave an output of shape "
+        raise InputError(f"{model}: not an image -> embedding model: one {size}x{size} face gave an output of shape "
                          f"{probe.shape}, expected (1, D) finite values")
     dim = int(probe.shape[1])
     return ModelFingerprint(sha256_file(weights), size, spec.layout, spec.channel_order, spec.mean, spec.std, dim)
@@ -182,7 +185,7 @@ class FaceRecognizer:
         size = self.embedder.input_size
         if self.detector is None:
             if (height, width) != (size, size):
-                raise ValueError(f"no detector: images must be aligned {size}x{size} faces, got {width}x{height}")
+                raise InputError(f"no detector: images must be aligned {size}x{size} faces, got {width}x{height}")
             return [Face(np.array([0.0, 0.0, size, size]), ARCFACE_TEMPLATE * (size / 112.0), 1.0)]
         scale = min(1.0, self.max_side / max(height, width))
         if scale < 1.0:

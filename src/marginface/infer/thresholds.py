@@ -11,12 +11,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from marginface.errors import InputError, UsageError
 
-class ThresholdError(ValueError):
+
+class ThresholdError(UsageError):
     """A threshold cannot be read from a report: missing file, set, FAR/FPIR or an old report format."""
 
 
-class ScoreError(ValueError):
+class ScoreError(InputError):
     """A score no cosine of unit vectors can be (not finite, or outside [-1, 1]): an input or a stored template
     is damaged, so no decision may be made from it."""
 
