@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from marginface.errors import MarginfaceError
-from marginface.infer.recognizer import FaceResult, ModelFingerprint
+from marginface.infer.faces import FaceResult, ModelFingerprint
 from marginface.infer.search import TemplateIndex, unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold, check_score
 

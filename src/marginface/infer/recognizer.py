@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ from marginface.infer.embedder import (
     load_embedder,
     model_folder,
 )
+from marginface.infer.faces import FaceResult, ModelFingerprint, NoFaceError, Verification
 from marginface.infer.images import load_image
 from marginface.infer.search import exact_scores, unit_rows
 from marginface.infer.thresholds import Threshold, ThresholdError
@@ -38,75 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 DEFAULT_MAX_SIDE = 1280
-
-
-class NoFaceError(InputError):
-    """An image in which the detector found no face; the message names the image."""
-
-    http_status = 422
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """What makes embeddings comparable: the weights' sha256 and how faces are fed to the model."""
-
-    weights_sha256: str
-    input_size: int
-    layout: str
-    channels: str
-    mean: float
-    std: float
-    embedding_dim: int
-
-    @property
-    def key(self) -> str:
-        """A stable string; two models give comparable embeddings only when their keys are equal."""
-        return (f"sha256={self.weights_sha256};size={self.input_size};layout={self.layout};"
-                f"channels={self.channels};mean={self.mean:g};std={self.std:g};dim={self.embedding_dim}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict."""
-        return dict(vars(self))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelFingerprint:
-        """Inverse of to_dict."""
-        return cls(str(data["weights_sha256"]), int(data["input_size"]), str(data["layout"]),
-                   str(data["channels"]), float(data["mean"]), float(data["std"]), int(data["embedding_dim"]))
-
-
-@dataclass
-class FaceResult:
-    """One face in one photo: where it is, how good it looks, and its unit embedding."""
-
-    box: tuple[float, float, float, float]  # x, y, w, h in original image pixels
-    landmarks: np.ndarray  # (5, 2) in original image pixels
-    detection_score: float
-    embedding: np.ndarray  # (D,) float32, unit norm
-    raw_norm: float  # norm of the model's raw output (flip-averaged); low = poor face
-    face_size: float  # min(w, h) in pixels
-
-    def to_dict(self, embedding: bool = False) -> dict:
-        """JSON-ready dict; the embedding only when asked."""
-        out = {"box": [float(v) for v in self.box], "landmarks": np.asarray(self.landmarks, float).tolist(),
-               "detection_score": float(self.detection_score), "raw_norm": float(self.raw_norm),
-               "face_size": float(self.face_size)}
-        if embedding:
-            out["embedding"] = self.embedding.astype(float).tolist()
-        return out
-
-
-@dataclass
-class Verification:
-    """A 1:1 decision: cosine score of two main faces, same or not, and the threshold that decided."""
-
-    score: float
-    same: bool
-    threshold: Threshold
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict."""
-        return {"score": self.score, "same": self.same, "threshold": self.threshold.to_dict()}
 
 
 def model_fingerprint(model: str | Path, embedder: Embedder) -> ModelFingerprint:

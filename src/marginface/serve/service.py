@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marginface.errors import Unavailable, UsageError
+from marginface.infer.faces import FaceResult, NoFaceError, Verification
 from marginface.infer.gallery import Gallery, Identified, UnknownIdentity
 from marginface.infer.images import DEFAULT_MAX_PIXELS, image_size, load_image
-from marginface.infer.recognizer import FaceRecognizer, FaceResult, NoFaceError, Verification
+from marginface.infer.recognizer import FaceRecognizer
 from marginface.infer.thresholds import Threshold
 
 log = logging.getLogger(__name__)
