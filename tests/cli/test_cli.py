@@ -86,3 +86,15 @@ def test_a_users_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Cap
     assert main(["data", "check", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("marginface: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_parser_loads_no_library_and_every_family_registers(tmp_path: Path) -> None:
+    """`marginface --help` stays fast: building the parser of every family imports neither torch nor OpenCV."""
+    code = ("import sys; from marginface.cli import build_parser; parser = build_parser(); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'cv2', 'numpy')); "
+            "assert not heavy, heavy; "
+            "names = set(parser._subparsers._group_actions[0].choices); "
+            "assert names == {'data', 'eval', 'train', 'export', 'verify', 'gallery', 'enroll', 'identify', 'serve'}, "
+            "names")
+    src = Path(__file__).resolve().parents[2] / "src"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={"PYTHONPATH": str(src)})
