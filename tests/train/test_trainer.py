@@ -214,3 +214,17 @@ def test_resume_from_a_checkpoint_of_another_model_names_it_in_one_line(tmp_path
     with pytest.raises(ValueError, match=r"step-00000002.*does not fit this run's backbone") as caught:
         other.resume(str(latest_valid(tmp_path / "run").path))
     assert "\n" not in str(caught.value)
+
+
+def test_a_library_trainer_refuses_a_folder_holding_another_run(tmp_path: Path) -> None:
+    """The refusal to mix runs is the Trainer's own: a library user gets it, and resuming is still allowed."""
+    from marginface.errors import UsageError
+
+    Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2")).train()
+    before = (tmp_path / "run" / "metrics.csv").read_text()
+    with pytest.raises(UsageError, match=r"already holds a run \(checkpoints up to step 2\)"):
+        Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2")).train()
+    assert (tmp_path / "run" / "metrics.csv").read_text() == before  # refused before anything was written
+    resumed = Trainer(tiny_config(tmp_path / "run", "optim.max_steps=2"))
+    assert resumed.resume("auto")  # continuing the run in the folder is what it is for
+    assert resumed.train().steps == 2

@@ -93,26 +93,11 @@ def _add_threshold_options(parser: argparse.ArgumentParser, fpir: bool) -> None:
 
 
 def _threshold(args: argparse.Namespace, task: str):
-    """The Threshold the options ask for; the shipped calibrated one for --model auto; else an error."""
-    from marginface.infer.published import published_threshold
+    """The Threshold the options ask for (Threshold.resolve decides; the shipped one for --model auto)."""
     from marginface.infer.thresholds import Threshold
 
-    fpir = getattr(args, "fpir", None)
-    if args.threshold is not None:
-        if args.report or args.far is not None or fpir is not None:
-            raise UsageError("give either --threshold or --report with --far/--fpir, not both")
-        return Threshold.fixed(args.threshold)
-    if args.report:
-        if args.far is None and fpir is None:
-            raise UsageError("--report needs --far" + (" or --fpir" if hasattr(args, "fpir") else ""))
-        return Threshold.from_report(args.report, far=args.far, fpir=fpir, set_name=args.set_name)
-    if args.far is not None or fpir is not None:
-        raise UsageError("--far/--fpir need --report (the eval report.json that calibrates them)")
-    if args.model != "auto":
-        raise UsageError(f"no threshold for model {args.model}: give --report REPORT.json --far/--fpir (from "
-                         "`marginface eval MODEL ... --out DIR`) or --threshold T; only --model auto ships "
-                         "calibrated thresholds")
-    return published_threshold(task)
+    return Threshold.resolve(task, value=args.threshold, report=args.report, far=args.far,
+                             fpir=getattr(args, "fpir", None), set_name=args.set_name, model=args.model)
 
 
 def _run_verify(args: argparse.Namespace) -> int:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
-
-from marginface.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -25,6 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from marginface.train.checkpoint import refuse_mixing_runs
     from marginface.train.config import DEMO_CONFIG, load_config
     from marginface.train.distributed import init_distributed
     from marginface.train.events import CheckpointEvent, EvalEvent, StartEvent, StepEvent, TrainEvent
@@ -34,7 +32,7 @@ def _run_train(args: argparse.Namespace) -> int:
         logging.getLogger("marginface.cli").info("no config given: training the embedded synthetic demo (%s)",
                                                  DEMO_CONFIG)
     config = load_config(args.config or DEMO_CONFIG, args.set)
-    _refuse_mixing_runs(Path(config.output_dir), args.resume)
+    refuse_mixing_runs(config.output_dir, args.resume)  # before the data and model are loaded; Trainer checks too
     ctx = init_distributed(config.device)
     bar = None
 
@@ -67,16 +65,3 @@ def _run_train(args: argparse.Namespace) -> int:
               f"held-out verification: {accuracy or 'none configured'}")
         print(f"run directory: {result.run_dir} (model in {result.run_dir / 'model'})")
     return 0
-
-
-def _refuse_mixing_runs(run_dir: Path, resume: str | None) -> None:
-    """A fresh run must not land in a folder holding another run's checkpoints (a later --resume auto would
-    continue the wrong one, and metrics.csv would mix both)."""
-    from marginface.train.checkpoint import list_checkpoints
-
-    if resume not in (None, "none"):
-        return
-    found = list_checkpoints(run_dir) if run_dir.is_dir() else []
-    if found:
-        raise UsageError(f"{run_dir} already holds a run (checkpoints up to step {max(c.step for c in found)}): "
-                         f"continue it with --resume auto, or train into another folder (--set output_dir=...)")

@@ -77,7 +77,7 @@ class FaceRecognizer:
                  input_name: str | None = None, detector_score: float = 0.6, max_side: int = DEFAULT_MAX_SIDE,
                  batch_size: int = 32, cache_dir: str | Path | None = None, mirror: str | None = None,
                  threads: int | None = None) -> None:
-        from marginface.infer.published import published_threshold, resolve_model
+        from marginface.infer.published import resolve_model
 
         auto = str(model) == "auto"
         self.model_path = resolve_model("model", cache_dir, mirror) if auto else Path(model)
@@ -87,11 +87,8 @@ class FaceRecognizer:
         self.embedder = load_embedder(self.model_path, spec, input_name, threads)
         self.detector = YuNetDetector(self.detector_path, score_threshold=detector_score) if detector else None
         self.fingerprint = model_fingerprint(self.model_path, self.embedder)
-        if isinstance(threshold, (int, float)):
-            threshold = Threshold.fixed(threshold)
-        if threshold is None and auto:
-            threshold = published_threshold("verify")
-        self.threshold: Threshold | None = threshold
+        self.threshold: Threshold | None = Threshold.resolve("verify", value=threshold, model="auto" if auto else model,
+                                                             required=False)
         self.flip = flip
         self.max_side = max_side
         self.batch_size = batch_size

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from marginface.errors import InputError
+from marginface.errors import InputError, UsageError
 from marginface.fileio import save_safetensors, sha256_file
 
 log = logging.getLogger(__name__)
@@ -173,3 +173,15 @@ def load_latest(run_dir: str | Path) -> tuple[Path, tuple[dict[str, torch.Tensor
             problems.append(f"{info.path.name}: {str(err).split(': ', 1)[-1]}")
     raise CheckpointError(f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: " + "; ".join(problems)
                      + ". Move them away or train without --resume auto (or with --resume none) to start over")
+
+
+def refuse_mixing_runs(run_dir: str | Path, resume: str | None) -> None:
+    """UsageError when a fresh run (`resume` None or 'none') would land in a folder holding another run's
+    checkpoints: a later resume 'auto' would continue the wrong one, and metrics.csv would mix both."""
+    if resume not in (None, "none"):
+        return
+    run_dir = Path(run_dir)
+    found = list_checkpoints(run_dir) if run_dir.is_dir() else []
+    if found:
+        raise UsageError(f"{run_dir} already holds a run (checkpoints up to step {max(c.step for c in found)}): "
+                         f"continue it with --resume auto, or train into another folder (--set output_dir=...)")

@@ -38,7 +38,13 @@ from marginface.heads.contract import missing_head_members
 from marginface.heads.registry import get_head, head_entry
 from marginface.infer.embedder import TorchEmbedder
 from marginface.seeding import augment_stream, flip_seed, loader_seed, rank_seed
-from marginface.train.checkpoint import CheckpointError, load_checkpoint, load_latest, save_checkpoint
+from marginface.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest,
+    refuse_mixing_runs,
+    save_checkpoint,
+)
 from marginface.train.config import ConfigError, TrainConfig, augment_from_config, head_options
 from marginface.train.distributed import (
     DistContext,
@@ -183,6 +189,7 @@ class Trainer:
         if optim.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("optim.precision = 'fp16' needs CUDA; use 'bf16' on CPU")
         self.step = 0
+        self.resumed_from: str | None = None  # what resume() was asked for; None: a fresh run
         self.nonfinite_in_row = 0
         self.skipped_steps = 0
         self.skipped_images = 0
@@ -270,6 +277,7 @@ class Trainer:
     def resume(self, where: str) -> bool:
         """Resume from 'auto' (newest usable checkpoint of the run; none at all starts fresh; only unusable
         ones is an error), 'none' (start fresh) or a checkpoint path."""
+        self.resumed_from = where
         if where == "none":
             return False
         if where == "auto":
@@ -432,6 +440,7 @@ class Trainer:
             return self._train()
 
     def _train(self) -> TrainResult:
+        refuse_mixing_runs(self.run_dir, self.resumed_from)  # before anything is written into the folder
         self._prepare_run_dir()
         accumulate = self.config.optim.accumulate
         if self.step == 0 and self.config.head.init == "class_mean":
