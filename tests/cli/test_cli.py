@@ -36,7 +36,9 @@ def test_train_without_config_runs_the_embedded_demo(monkeypatch: pytest.MonkeyP
     assert DEMO_CONFIG.is_file() and repo_demo.resolve() == DEMO_CONFIG.resolve()
     loaded = []
 
-    class StopBeforeTraining(RuntimeError):
+    from marginface.errors import RunFailed
+
+    class StopBeforeTraining(RunFailed):  # a user's error (exit 2); a plain RuntimeError would be a bug (exit 70)
         pass
 
     def fake_trainer(config, ctx, on_event):
@@ -63,3 +65,36 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path:
     assert main(argv) == 2
     assert "already holds a run (checkpoints up to step 2): continue it with --resume auto" in capsys.readouterr().err
     assert main([*argv, "--resume", "auto"]) == 0
+
+
+def test_a_bug_prints_its_traceback_and_exits_70_not_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain ValueError escaping the library is a bug, not the user's error: traceback, exit status 70."""
+    import marginface.data.check as check_module
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(check_module, "check_data", broken)
+    assert main(["data", "check", str(tmp_path)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: an internal invariant broke" in err
+    assert "marginface: internal error (a bug" in err and "marginface: error:" not in err
+
+
+def test_a_users_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("marginface: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_parser_loads_no_library_and_every_family_registers(tmp_path: Path) -> None:
+    """`marginface --help` stays fast: building the parser of every family imports neither torch nor OpenCV."""
+    code = ("import sys; from marginface.cli import build_parser; parser = build_parser(); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'cv2', 'numpy')); "
+            "assert not heavy, heavy; "
+            "names = set(parser._subparsers._group_actions[0].choices); "
+            "assert names == {'data', 'eval', 'train', 'export', 'verify', 'gallery', 'enroll', 'identify', 'serve'}, "
+            "names")
+    src = Path(__file__).resolve().parents[2] / "src"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={"PYTHONPATH": str(src)})

@@ -105,6 +105,7 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, dic
 
     with ExitStack() as stack:
         read_only = stack.enter_context(tmpfs(root / "ro", 64 * 1024, read_only=True, prepare=("existing",)))
+        facts["read_only_mounted"] = read_only is not None
         if read_only is not None:
             argv["pack_read_only"] = ["data", "pack", str(faces), str(read_only / "existing")]
             argv["bin_read_only"] = ["data", "bin", str(root / "pairs.txt"), str(faces), str(read_only / "x.bin")]
@@ -115,6 +116,7 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, dic
         pack_folder(old_faces, root / "size_probe")
         old_size = sum(p.stat().st_size for p in (root / "size_probe").iterdir())
         disk = stack.enter_context(tmpfs(root / "disk", old_size + 48 * 1024))
+        facts["disk_mounted"] = disk is not None
         if disk is not None:
             pack_folder(old_faces, disk / "pack")
             facts["old_pack"] = _digests(disk / "pack")
@@ -139,8 +141,7 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, dic
 def _one_error(results: dict, name: str, *fragments: str) -> str:
     result = results.get(name)
     assert result is not None, f"probe {name} did not finish"
-    assert result["status"] == 2, result["status"]
-    assert result["seconds"] < PROBE_SECONDS
+    assert result["status"] == 2, result["status"]  # the driver's timeout (PROBE_SECONDS * 4) is the hang guard
     segments = [s.strip() for s in re.split(r"[\r\n]", result["stderr"]) if s.strip()]
     lines = [s for s in segments if not PROGRESS_BAR.match(s)]  # tqdm redraws on stderr are not messages
     assert len(lines) == 1 and lines[0].startswith("marginface: error: "), result["stderr"]
@@ -209,8 +210,8 @@ def test_pack_refuses_names_with_control_characters(probes) -> None:
 
 
 def test_read_only_outputs_fail_before_work(probes) -> None:
-    results, _ = probes
-    if "pack_read_only" not in results:
+    results, facts = probes
+    if not facts["read_only_mounted"]:  # only the mount failing skips: a probe that hung or crashed fails below
         pytest.skip("cannot mount a read-only tmpfs here (covered in tests/data/test_staging.py)")
     _one_error(results, "pack_read_only", "ro/existing is not writable", "Read-only file system")
     _one_error(results, "bin_read_only", "ro is not writable")
@@ -219,7 +220,7 @@ def test_read_only_outputs_fail_before_work(probes) -> None:
 
 def test_full_disk_keeps_the_old_pack(probes) -> None:
     results, facts = probes
-    if "pack_full_disk" not in results:
+    if not facts["disk_mounted"]:  # only the mount failing skips: a probe that hung or crashed fails below
         pytest.skip("cannot mount a tmpfs here (an injected ENOSPC is tested in tests/data/test_staging.py)")
     _one_error(results, "pack_full_disk", "No space left on device", "disk/pack")
     assert facts["pack_after"] == facts["old_pack"]  # same files, same bytes: no temporaries left either

@@ -43,8 +43,14 @@ def test_cli_eval_writes_report(shared_data: Path, tmp_path: Path, capsys: pytes
                  "--out", str(tmp_path / "report")])
     assert code == 0
     out = capsys.readouterr().out
-    assert "accuracy" in out and "pairs" in out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
+    result = report["verification"][0]
+    folds = [fold["accuracy"] for fold in result["folds"]]
+    assert folds == [1.0, 1.0]  # the real MobileFaceNet on these 80 LFW pairs (deterministic: no seed involved)
+    row = f"{result['name']:<14}{80:>7}{100 * result['accuracy_mean']:>11.2f} ± {100 * result['accuracy_std']:4.2f}"
+    assert row in out.splitlines()[1], out  # the console's figures are the report's
+    assert f"{result['name']} folds: {' '.join(f'{100 * a:.2f}' for a in folds)}" in out
+    assert result["accuracy_mean"] == pytest.approx(sum(folds) / len(folds), abs=1e-12)
     assert report["verification"][0]["num_pairs"] == 80
     assert len(report["verification"][0]["folds"]) == 2
     assert (tmp_path / "report" / f"roc_{report['verification'][0]['name']}.png").stat().st_size > 1000

@@ -9,7 +9,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -95,11 +94,9 @@ def test_exponent_numbers_work_and_absurd_lr_stops_with_the_nan_guard(tmp_path: 
     config = tmp_path / "c.yaml"
     config.write_text("optim:\n  weight_decay: 5e-4\n  momentum: 9E-1\n")  # YAML 1.1 would read strings
     run = tmp_path / "run"
-    started = time.monotonic()
     done = _cli("train", str(config), *_train_args(run, "--set", "optim.lr=1e30", "--set", "optim.max_steps=30",
                                                    "--set", "optim.nan_patience=2", "--set", "checkpoint_every=1")[1:])
-    _one_error(done, "non-finite steps in a row", "last good checkpoint")
-    assert time.monotonic() - started < 90
+    _one_error(done, "non-finite steps in a row", "last good checkpoint")  # within _cli's timeout (a hang guard)
     assert "non-finite embedding, step skipped" in done.stderr  # caught before the head, not by its input check
     resolved = (run / "config.yaml").read_text()
     assert "weight_decay: 0.0005" in resolved and "lr: 1.0e+30" in resolved
@@ -130,10 +127,9 @@ def test_detector_that_is_not_yunet(tmp_path: Path, shared_data: Path) -> None:
 def test_eval_out_not_writable_fails_before_any_work(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("keep me\n")
-    started = time.monotonic()
     done = _cli("eval", str(_tiny_model(tmp_path / "model")), "--synthetic", "--out", str(blocker / "out"))
     _one_error(done, f"{blocker / 'out'} is not writable")
-    assert "accuracy" not in done.stdout and time.monotonic() - started < 60
+    assert "accuracy" not in done.stdout  # refused before the evaluation ran (no figures printed)
     assert blocker.read_text() == "keep me\n"
 
 
@@ -199,10 +195,9 @@ def test_photos_without_a_face_are_listed_and_warned(tmp_path: Path, shared_data
 # --------------------------------------------------------------------------- two processes
 @pytest.mark.slow
 def test_torchrun_nonfinite_embeddings_stop_every_rank_without_hanging(tmp_path: Path) -> None:
-    started = time.monotonic()
     done = _cli(*_train_args(tmp_path / "run", "--set", "optim.lr=1e30", "--set", "optim.max_steps=30",
-                             "--set", "optim.nan_patience=2"), torchrun=True, timeout=180)
-    assert done.returncode != 0 and time.monotonic() - started < 180
+                             "--set", "optim.nan_patience=2"), torchrun=True, timeout=180)  # a hang raises here
+    assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("marginface: error:")]
     # both ranks agree and stop at the same step (torchrun may end the second before it prints)
     assert errors and all("non-finite steps in a row" in line for line in errors), done.stderr[-3000:]
@@ -217,16 +212,13 @@ def test_torchrun_one_rank_failing_ends_the_run_with_its_message(tmp_path: Path)
 
     folder = write_identity_folder(tmp_path / "faces", identities=3, per_identity=4)
     (folder / "id_01" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    started = time.monotonic()
     done = _cli(*_train_args(tmp_path / "run", "--set", "data.kind=folder", "--set", f"data.path={folder}",
                              "--set", "data.on_error=raise", "--set", "optim.max_steps=40"),
-                torchrun=True, timeout=180)
-    elapsed = time.monotonic() - started
+                torchrun=True, timeout=180)  # a hang raises here; the gloo collectives' own timeout is 30 minutes
     assert done.returncode != 0
     failing = [line for line in done.stderr.splitlines()
                if line.startswith("marginface: error:") and "broken.png: cannot decode image" in line]
     assert len(failing) == 1 and "Traceback" not in failing[0], done.stderr[-3000:]
-    assert elapsed < 180  # the gloo collectives' own timeout is 30 minutes
 
 
 # --------------------------------------------------------------------------- -v shows the traceback

@@ -97,3 +97,22 @@ def test_shipped_auto_thresholds_are_the_reports() -> None:
     shipped = published()["thresholds"]
     assert all("marginface eval" in entry["command"] and "report.json" in entry["source"] for entry in shipped.values())
     assert json.loads(report.read_text())["model"].endswith("mobilefacenet_dynamic_batch.onnx")
+
+
+def test_resolve_decides_fixed_report_or_shipped_once(tmp_path: Path) -> None:
+    """Threshold.resolve: the CLI, FaceRecognizer and `gallery create` (hence the service) all go through it."""
+    from marginface.infer.published import published_threshold
+
+    assert Threshold.resolve("verify", value=0.3) == Threshold.fixed(0.3)
+    kept = Threshold(0.25, "gallery")
+    assert Threshold.resolve("identify", value=kept, model="m.onnx") is kept
+    assert Threshold.resolve("identify") == published_threshold("identify")
+    assert Threshold.resolve("verify", model="m.onnx", required=False) is None
+    with pytest.raises(ThresholdError, match="no threshold for model m.onnx"):
+        Threshold.resolve("verify", model="m.onnx")
+    with pytest.raises(ThresholdError, match="not both"):
+        Threshold.resolve("verify", value=0.3, report=tmp_path / "report.json", far=1e-3)
+    with pytest.raises(ThresholdError, match="--far or --fpir"):
+        Threshold.resolve("identify", report=tmp_path / "report.json")
+    with pytest.raises(ThresholdError, match="need --report"):
+        Threshold.resolve("verify", far=1e-3)

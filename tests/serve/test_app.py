@@ -110,7 +110,7 @@ def test_bad_uploads_name_the_problem(client, tmp_path):
     bomb = client.post("/v1/identify", files={"image": ("bomb.png", _bomb_png(), "image/png")})
     assert bomb.status_code == 400
     detail = bomb.json()["detail"]
-    assert "bomb.png" in detail and ("bomb" in detail or "pixels" in detail)
+    assert detail.startswith("bomb.png: decompression bomb refused") and "900000000 pixels" in detail
 
     empty = client.post("/v1/detect", files={"image": ("empty.jpg", b"", "image/jpeg")})
     assert empty.status_code == 400 and "empty" in empty.json()["detail"]

@@ -29,6 +29,7 @@ from marginface.data.recordio import (
     resolve_rec_paths,
     unpack_record,
 )
+from marginface.errors import InputError
 
 Progress = Callable[[int, int], None]
 
@@ -73,7 +74,7 @@ def check_data(path: str | Path, progress: Progress | None = None, keep: int = 5
         return check_folder(path, progress, keep)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    raise ValueError(f"{path}: expected a pack directory, a .rec or .bin file, or an identity folder")
+    raise InputError(f"{path}: expected a pack directory, a .rec or .bin file, or an identity folder")
 
 
 def _decodes(data: bytes, where: str, report: CheckReport) -> bool:

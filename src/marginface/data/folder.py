@@ -16,6 +16,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from marginface.data.samples import OnError, Sample, SampleDecoder
+from marginface.errors import InputError
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"})
@@ -46,7 +47,7 @@ def survey_identity_folder(root: str | Path) -> IdentityFolderScan:
     scan = IdentityFolderScan(root)
     candidates = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and p.is_dir())
     if not candidates:
-        raise ValueError(f"image folder {root} has no identity sub-folders")
+        raise InputError(f"image folder {root} has no identity sub-folders")
     listed: list[tuple[str, list[Path]]] = []
     owner: dict[str, tuple[bool, int, Path]] = {}  # resolved file -> (reached through a link, order, path)
     for name in candidates:
@@ -78,7 +79,7 @@ def survey_identity_folder(root: str | Path) -> IdentityFolderScan:
         scan.items.extend((path, len(scan.names)) for path in kept)
         scan.names.append(name)
     if not scan.items:
-        raise ValueError(f"image folder {root} has identity folders but no images ({sorted(IMAGE_EXTENSIONS)})")
+        raise InputError(f"image folder {root} has identity folders but no images ({sorted(IMAGE_EXTENSIONS)})")
     return scan
 
 

@@ -9,13 +9,15 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from marginface.errors import InputError
+
 log = logging.getLogger(__name__)
 
 FACE_SIZE = 112
 _DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """An image could not be decoded; the message names its source."""
 
 

@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from marginface.errors import InputError
+
 LABELS_NAME = "labels.json"
 LEGACY_LABELS_NAME = "labels.tsv"  # what `data pack` wrote before labels.json: one "label<TAB>name" line per class
 
@@ -30,12 +32,12 @@ def read_class_names(path: str | Path) -> list[str]:
     try:
         mapping = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: not a label map (JSON object label -> name): {err}") from err
+        raise InputError(f"{path}: not a label map (JSON object label -> name): {err}") from err
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-        raise ValueError(f"{path}: not a label map (expected a JSON object of label -> name strings)")
+        raise InputError(f"{path}: not a label map (expected a JSON object of label -> name strings)")
     expected = [str(label) for label in range(len(mapping))]
     if sorted(mapping, key=lambda k: (len(k), k)) != expected:
-        raise ValueError(f"{path}: labels must be exactly 0..{len(mapping) - 1}, found keys "
+        raise InputError(f"{path}: labels must be exactly 0..{len(mapping) - 1}, found keys "
                          f"{sorted(mapping)[:5]}{' ...' if len(mapping) > 5 else ''}")
     return [mapping[key] for key in expected]
 
@@ -51,14 +53,14 @@ def read_legacy_class_names(path: str | Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
+        raise InputError(f"{path}: not UTF-8 text ({err})") from err
     while lines and not lines[-1].strip():  # trailing blank lines carry no class
         lines.pop()
     names = []
     for number, line in enumerate(lines, 1):
         label, tab, name = line.partition("\t")
         if not tab or label != str(len(names)):
-            raise ValueError(f"{path} line {number}: expected '{len(names)}<TAB>name', found {line[:80]!r}")
+            raise InputError(f"{path} line {number}: expected '{len(names)}<TAB>name', found {line[:80]!r}")
         names.append(name)
     return names
 

@@ -12,6 +12,7 @@ from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, enc
 from marginface.data.labels import LABELS_NAME, write_class_names
 from marginface.data.recordio import stage_face_records
 from marginface.data.staging import StagedOutputs
+from marginface.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def pack_folder(folder: str | Path, out_dir: str | Path, progress: Callable[[int
     """
     scan = survey_identity_folder(Path(folder))
     if scan.unsafe_names:
-        raise ValueError(f"{folder}: {len(scan.unsafe_names)} identity folder names contain a TAB, newline or "
+        raise InputError(f"{folder}: {len(scan.unsafe_names)} identity folder names contain a TAB, newline or "
                          f"other control character (a gallery cannot enrol such a name and reports cannot show it on "
                          f"one line), e.g. {scan.unsafe_names[0]!r}; "
                          f"rename them")

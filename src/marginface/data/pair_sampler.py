@@ -27,6 +27,7 @@ import numpy as np
 
 from marginface.data.folder import scan_identity_folder
 from marginface.data.pairs import DEFAULT_FOLDS, PairSet, PairSetError
+from marginface.errors import UsageError
 
 log = logging.getLogger(__name__)
 DEFAULT_PAIRS_PER_FOLD = 300
@@ -80,7 +81,7 @@ def sample_pairs(root: str | Path, num_folds: int = DEFAULT_FOLDS, pairs_per_fol
     fewer when the poorest fold cannot supply them (see the module docstring for the rules)."""
     root = Path(root)
     if num_folds < 1 or pairs_per_fold < 1:
-        raise ValueError(f"num_folds and pairs_per_fold must be >= 1, found {num_folds} and {pairs_per_fold}")
+        raise UsageError(f"num_folds and pairs_per_fold must be >= 1, found {num_folds} and {pairs_per_fold}")
     names, items = scan_identity_folder(root)
     labels = np.array([label for _, label in items])
     by_identity = [np.flatnonzero(labels == k) for k in range(len(names))]

@@ -17,11 +17,12 @@ import numpy as np
 
 from marginface.data.image import decode_image, encode_image
 from marginface.data.staging import StagedOutputs
+from marginface.errors import InputError
 
 DEFAULT_FOLDS = 10
 
 
-class PairSetError(ValueError):
+class PairSetError(InputError):
     """A verification set is malformed, hostile or refers to missing images; the message names the file."""
 
 

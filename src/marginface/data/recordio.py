@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from marginface.data.labels import find_pack_class_names
 from marginface.data.samples import OnError, Sample, SampleDecoder
 from marginface.data.staging import StagedOutputs
+from marginface.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _IR_SIZE = struct.calcsize(_IR_FORMAT)
 _LENGTH_MASK = (1 << 29) - 1
 
 
-class RecordIOError(ValueError):
+class RecordIOError(InputError):
     """A .rec/.idx file is truncated or corrupt; the message names the file and the byte offset."""
 
 
@@ -426,7 +427,7 @@ def stage_face_records(
     with RecordIOWriter(body_rec, body_idx) as writer:
         for key, (payload, label) in enumerate(images, start=1):
             if not 0 <= label < num_classes:
-                raise ValueError(f"image {key}: label {label} is outside [0, {num_classes})")
+                raise RecordIOError(f"image {key}: label {label} is outside [0, {num_classes})")
             writer.write(key, pack_record(IRHeader(0, float(label), key, 0), payload))
             span = ranges.setdefault(label, [key, key + 1])
             span[1] = key + 1

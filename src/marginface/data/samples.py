@@ -17,13 +17,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, ensure_size
+from marginface.errors import InputError
 
 log = logging.getLogger(__name__)
 OnError = Literal["skip", "raise"]
 WARN_FIRST = 5  # undecodable images warned about one by one (per process and epoch); the rest are counted
 
 
-class NoUsableSamples(ValueError):
+class NoUsableSamples(InputError):
     """A dataset yielded no decodable image for a whole epoch or many batches in a row; names it and counts."""
 
 

@@ -14,10 +14,12 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from marginface.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
-class OutputError(ValueError):
+class OutputError(InputError):
     """An output location cannot be written (read-only, not a directory, disk full); names the path."""
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from marginface.data.image import FACE_SIZE
 from marginface.data.pairs import PairSet
 from marginface.data.samples import Sample
+from marginface.errors import UsageError
 from marginface.seeding import stream
 
 _SIZE = FACE_SIZE
@@ -123,7 +124,7 @@ class SyntheticFaces(Dataset):
 
     def __init__(self, num_identities: int, samples_per_identity: int, seed: int = 0, first_identity: int = 0) -> None:
         if num_identities < 1 or samples_per_identity < 1:
-            raise ValueError(f"need >= 1 identity and sample, got {num_identities}, {samples_per_identity}")
+            raise UsageError(f"need >= 1 identity and sample, got {num_identities}, {samples_per_identity}")
         self.num_identities = num_identities
         self.samples_per_identity = samples_per_identity
         self.seed = seed

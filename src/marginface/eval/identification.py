@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from marginface.errors import UsageError
 from marginface.eval.verification import impostor_threshold, not_measurable
 from marginface.infer.search import TemplateIndex, unit_rows
 
@@ -57,13 +58,13 @@ def split_gallery_probes(labels: np.ndarray, gallery_per_identity: int = 1, min_
     """Deterministic gallery / probe / impostor split of a labelled image list (see module docstring)."""
     labels = np.asarray(labels)
     if not 0.0 <= unknown_fraction < 1.0:
-        raise ValueError(f"unknown_fraction must be in [0, 1), got {unknown_fraction}")
+        raise UsageError(f"unknown_fraction must be in [0, 1), got {unknown_fraction}")
     if min_images <= gallery_per_identity:
-        raise ValueError(f"min_images ({min_images}) must exceed gallery_per_identity ({gallery_per_identity})")
+        raise UsageError(f"min_images ({min_images}) must exceed gallery_per_identity ({gallery_per_identity})")
     identities, counts = np.unique(labels, return_counts=True)
     eligible = identities[counts >= min_images]
     if len(eligible) < 2:
-        raise ValueError(f"need at least 2 identities with >= {min_images} images, found {len(eligible)}")
+        raise UsageError(f"need at least 2 identities with >= {min_images} images, found {len(eligible)}")
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(eligible)
     unknown = set(shuffled[: int(round(unknown_fraction * len(eligible)))].tolist())

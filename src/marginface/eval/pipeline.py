@@ -16,6 +16,7 @@ from marginface.data.folder import scan_identity_folder
 from marginface.data.image import decode_image
 from marginface.data.pairs import PairSet
 from marginface.data.perturb import Perturbation, apply_perturbations, image_seed
+from marginface.errors import InputError
 from marginface.eval.identification import (
     IdentificationResult,
     IdentificationSplit,
@@ -35,7 +36,7 @@ def embed_images(count: int, load: Callable[[int], np.ndarray], embedder: Embedd
                  flip: bool = True, progress: Progress | None = None) -> np.ndarray:
     """(count, D) raw embeddings of images 0..count−1 (flip-test sums when `flip`), batch by batch."""
     if count == 0:
-        raise ValueError("no images to embed")
+        raise InputError("no images to embed")
     batches: queue.Queue = queue.Queue(maxsize=2)
 
     def produce() -> None:

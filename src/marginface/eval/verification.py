@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from marginface.errors import InputError
+
 ThresholdSearch = Literal["exact", "grid"]
 DEFAULT_FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
@@ -62,7 +64,7 @@ def _check(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarr
         raise ValueError(f"scores and issame must be matching 1-D arrays, got {scores.shape} and {issame.shape}")
     if not np.all(np.isfinite(scores)):
         bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-        raise ValueError(f"score[{bad}] = {scores[bad]} is not finite")
+        raise InputError(f"score[{bad}] = {scores[bad]} is not finite")
     return scores, issame
 
 
@@ -120,7 +122,7 @@ def roc_curve(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.nd
     scores, issame = _check(scores, issame)
     positives, negatives = int(issame.sum()), int((~issame).sum())
     if positives == 0 or negatives == 0:
-        raise ValueError(f"ROC needs both same and different pairs, got {positives} same, {negatives} different")
+        raise InputError(f"ROC needs both same and different pairs, got {positives} same, {negatives} different")
     order = np.argsort(-scores, kind="stable")
     s, y = scores[order], issame[order]
     ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])

@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marginface.errors import InputError
+
 
 @dataclass(frozen=True)
 class Face:
@@ -30,13 +32,13 @@ class YuNetDetector:
             self._detector = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
                                                        nms_threshold, top_k)
         except cv2.error as err:
-            raise ValueError(f"{self.model_path}: not a model OpenCV can read ({_cv_reason(err)}); "
+            raise InputError(f"{self.model_path}: not a model OpenCV can read ({_cv_reason(err)}); "
                              "expected a YuNet face_detection_yunet_*.onnx") from err
         self._size: tuple[int, int] = (320, 320)
         try:  # another ONNX network loads fine and only fails on its first image: find out now
             self._detector.detect(np.zeros((320, 320, 3), np.uint8))
         except cv2.error as err:
-            raise ValueError(f"{self.model_path} is not a YuNet face detector (its outputs do not match: "
+            raise InputError(f"{self.model_path} is not a YuNet face detector (its outputs do not match: "
                              f"{_cv_reason(err)})") from err
 
     def detect(self, rgb: np.ndarray) -> list[Face]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from marginface.data.transforms import to_model_input
+from marginface.errors import InputError
 
 
 class Embedder(Protocol):
@@ -78,15 +79,15 @@ class OnnxEmbedder:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime's InvalidProtobuf / Fail derive from Exception only
             reason = " ".join(str(err).split())[:300]
-            raise ValueError(f"{self.path}: not a valid ONNX model ({reason})") from err
+            raise InputError(f"{self.path}: not a valid ONNX model ({reason})") from err
         inputs = self.session.get_inputs()
         chosen = next((i for i in inputs if i.name == input_name), None) if input_name else inputs[0]
         if chosen is None:
-            raise ValueError(f"{self.path}: no input named {input_name!r}; inputs are {[i.name for i in inputs]}")
+            raise InputError(f"{self.path}: no input named {input_name!r}; inputs are {[i.name for i in inputs]}")
         self.input_name = chosen.name
         shape = list(chosen.shape)
         if len(shape) != 4:
-            raise ValueError(f"{self.path}: expected a 4-D image input, found shape {shape}")
+            raise InputError(f"{self.path}: expected a 4-D image input, found shape {shape}")
         self.spec = spec or OnnxInputSpec(layout="NHWC" if shape[3] == 3 and shape[1] != 3 else "NCHW")
         size_dims = shape[2:4] if self.spec.layout == "NCHW" else shape[1:3]
         self.input_size = int(size_dims[0]) if isinstance(size_dims[0], int) else 112
@@ -94,7 +95,7 @@ class OnnxEmbedder:
         output = self.session.get_outputs()[0]
         if len(output.shape) != 2:  # a detector's outputs are (1, anchors, values): boxes, not an embedding
             outputs = ", ".join(f"{o.name} {list(o.shape)}" for o in self.session.get_outputs()[:4])
-            raise ValueError(f"{self.path}: not an image -> embedding model: its first output must be (batch, D), "
+            raise InputError(f"{self.path}: not an image -> embedding model: its first output must be (batch, D), "
                              f"found {outputs}{' ...' if len(self.session.get_outputs()) > 4 else ''} (a face "
                              "detector? give it as --detector)")
         self.output_name = output.name
@@ -111,7 +112,7 @@ class OnnxEmbedder:
     def embed(self, faces: np.ndarray) -> np.ndarray:
         """Raw embeddings (float32)."""
         if faces.shape[1:3] != (self.input_size, self.input_size):
-            raise ValueError(f"{self.path}: model takes {self.input_size}x{self.input_size} faces, "
+            raise InputError(f"{self.path}: model takes {self.input_size}x{self.input_size} faces, "
                              f"got {faces.shape[1]}x{faces.shape[2]}")
         x = self._prepare(faces)
         if self.fixed_batch and self.fixed_batch != len(x):
@@ -127,12 +128,20 @@ def load_embedder(model: str | Path, spec: OnnxInputSpec | None = None, input_na
     path = Path(model)
     if path.suffix == ".onnx":
         return OnnxEmbedder(path, spec, input_name, threads)
-    from marginface.backbones import load
-
     if not path.exists():
         raise FileNotFoundError(f"model {path} does not exist (expected an .onnx file, an exported model "
                                 "directory or a run directory)")
-    return TorchEmbedder(load(model_folder(path)))
+    return TorchEmbedder(load_model(path))
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """The backbone of an exported model directory or a run directory; InputError for a bad model.json."""
+    from marginface.backbones import load
+
+    try:
+        return load(model_folder(path))
+    except ValueError as err:  # backbones.io raises plain ValueError for a description it cannot read
+        raise InputError(str(err)) from err
 
 
 def model_folder(path: str | Path) -> Path:

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from marginface.errors import MarginfaceError
+
 log = logging.getLogger(__name__)
+
+
+class ExportMismatch(MarginfaceError, RuntimeError):
+    """The exported ONNX model's embeddings differ from PyTorch's by more than the tolerance asked for."""
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: int = 112, opset: int = 17,
@@ -50,7 +56,7 @@ def _export(model: nn.Module, path: str | Path, input_size: int, opset: int,
         if check_tolerance is not None:
             difference = max_abs_difference(model, tmp, input_size)
             if difference > check_tolerance:
-                raise RuntimeError(f"ONNX export of {path.name} differs from PyTorch by {difference:.3g} "
+                raise ExportMismatch(f"ONNX export of {path.name} differs from PyTorch by {difference:.3g} "
                                    f"(tolerance {check_tolerance})")
         tmp.replace(path)
         log.info("exported %s (max |ONNX − PyTorch| = %s)", path, "unchecked" if difference is None

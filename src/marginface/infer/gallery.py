@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from marginface.infer.recognizer import FaceResult, ModelFingerprint
+from marginface.errors import MarginfaceError
+from marginface.infer.faces import FaceResult, ModelFingerprint
 from marginface.infer.search import TemplateIndex, unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold, check_score
 
@@ -59,8 +60,10 @@ CREATE INDEX IF NOT EXISTS templates_identity ON templates(identity_id);
 """
 
 
-class GalleryError(ValueError):
+class GalleryError(MarginfaceError, ValueError):
     """A gallery operation that cannot be done: missing file or identity, duplicate name, bad embedding."""
+
+    http_status = 422
 
 
 class GalleryModelMismatch(GalleryError):
@@ -75,25 +78,37 @@ class GalleryUnavailable(GalleryError):
     """The gallery file (or its write-ahead log) was removed or replaced while open: a change written now would
     go to a file nobody will read again, so it is refused instead of acknowledged."""
 
+    http_status = 503
+
 
 class GalleryDamaged(GalleryError):
     """A search refused because stored templates failed verification; the message names each of them."""
+
+    http_status = 503
 
 
 class SharedPhoto(GalleryError):
     """An enrolment refused because one of its photos is already enrolled under another name."""
 
+    http_status = 409
+
 
 class GalleryUnreadable(GalleryError):
     """SQLite cannot read the gallery file (a damaged page or index, an I/O error); the message names the file."""
+
+    http_status = 503
 
 
 class GalleryNotWritable(GalleryError):
     """A change the gallery cannot take now (read-only file or mount, locked, I/O error); nothing was written."""
 
+    http_status = 503
+
 
 class GalleryFull(GalleryNotWritable):
     """A change refused because the disk holding the gallery is full; nothing was written."""
+
+    http_status = 507
 
 
 MIN_FREE_BYTES = 1 << 20  # below this much free space beside the gallery, `write_problem` reports it
@@ -231,7 +246,7 @@ class Gallery:
             finally:
                 probe.close()
         except sqlite3.DatabaseError as err:
-            if "unable to open" in str(err):  # not even readable: SQLite needs a writable folder for its journal
+            if _error_code(err) == sqlite3.SQLITE_CANTOPEN:  # not even readable: SQLite needs a writable folder
                 raise _not_writable(path, err) from err
             if "no such table" in str(err):
                 raise GalleryError(_no_tables_message(path, err)) from err
@@ -725,9 +740,15 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
                            isolation_level=None)
 
 
+def _error_code(err: sqlite3.Error) -> int:
+    """SQLite's primary result code of `err` (SQLITE_FULL, SQLITE_BUSY, ...): errors are told apart by it, not
+    by their text."""
+    return getattr(err, "sqlite_errorcode", 0) & 0xFF
+
+
 def _write_error(path: Path, err: sqlite3.Error) -> GalleryNotWritable:
     """The error for a change SQLite refused: GalleryFull for a full disk, GalleryNotWritable otherwise."""
-    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    code = _error_code(err)
     if code == sqlite3.SQLITE_FULL:
         return GalleryFull(f"{path}: cannot write the gallery: the disk holding it is full ({err}); nothing "
                            "was written")

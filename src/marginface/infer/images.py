@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from marginface.data.image import ImageDecodeError, decode_image
+from marginface.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from PIL.Image import Image as PILImage
@@ -30,13 +31,18 @@ _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": 
                b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000"}
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """An input is not a usable image: not an image, empty, too large or a decompression bomb; names the source."""
 
     def __init__(self, message: str, *, too_large: bool = False, not_an_image: bool = False) -> None:
         super().__init__(message)
         self.too_large = too_large  # lets an HTTP layer answer 413 instead of 400
         self.not_an_image = not_an_image  # no image format at all (HTTP 415), not a damaged image (400)
+
+    @property
+    def http_status(self) -> int:  # type: ignore[override]
+        """415 for bytes of no image format at all, 400 for the rest (damaged, empty, too many pixels, bombs)."""
+        return 415 if self.not_an_image else 400
 
 
 def image_format(data: bytes) -> str | None:

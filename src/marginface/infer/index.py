@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from marginface.errors import UsageError
 from marginface.infer.search import Hit, TemplateIndex, exact_scores
 
 log = logging.getLogger(__name__)
@@ -324,13 +325,13 @@ def make_index(kind: str, dim: int, **params: Any) -> VectorIndex:
     """A new empty index of `kind` ('exact', 'hnsw' or 'ivf'); FAISS kinds raise ImportError without faiss."""
     if kind == "exact":
         if params:
-            raise ValueError(f"index 'exact' takes no parameters, got {sorted(params)}")
+            raise UsageError(f"index 'exact' takes no parameters, got {sorted(params)}")
         return ExactIndex(dim)
     if kind == "hnsw":
         return HnswIndex(dim, **params)
     if kind == "ivf":
         return IvfFlatIndex(dim, **params)
-    raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
+    raise UsageError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
 
 
 def build_index(kind: str, vectors: np.ndarray, ids: np.ndarray | None = None, **params: Any) -> VectorIndex:

@@ -11,8 +11,9 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
+from marginface.errors import InputError
 from marginface.fileio import sha256_file
-from marginface.infer.thresholds import Threshold, ThresholdError
+from marginface.infer.thresholds import published_threshold  # noqa: F401 - re-exported, defined beside Threshold
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ def resolve_model(kind: str, cache_dir: str | Path | None = None, mirror: str | 
     mirror = mirror or os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{entry['mirror_path']}" if mirror else entry["url"]
     return fetch_model(url, entry["sha256"], cache_dir, name=Path(entry["url"]).name)  # one cache name, mirror or not
-
-
-def published_threshold(task: str) -> Threshold:
-    """The calibrated threshold shipped for the auto model: task 'verify' (FAR) or 'identify' (FPIR)."""
-    entry = published().get("thresholds", {}).get(task)
-    if entry is None:
-        raise ThresholdError(f"no calibrated {task!r} threshold is shipped for model 'auto'")
-    return Threshold(float(entry["value"]), f"{entry['source']} (shipped with marginface)")
 
 
 def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None, name: str | None = None) -> Path:
@@ -75,6 +68,6 @@ def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None, name
     found = sha256_file(tmp)
     if found != sha256:
         tmp.unlink()
-        raise ValueError(f"{url}: sha256 {found} does not match the expected {sha256}")
+        raise InputError(f"{url}: sha256 {found} does not match the expected {sha256}")
     tmp.replace(target)
     return target

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from marginface.data.align import ARCFACE_TEMPLATE, align_face
 from marginface.data.folder import IMAGE_EXTENSIONS
+from marginface.errors import InputError
 from marginface.fileio import sha256_file
 from marginface.infer.detect import Face, YuNetDetector, pick_main_face
 from marginface.infer.embedder import (
@@ -27,6 +27,7 @@ from marginface.infer.embedder import (
     load_embedder,
     model_folder,
 )
+from marginface.infer.faces import FaceResult, ModelFingerprint, NoFaceError, Verification
 from marginface.infer.images import load_image
 from marginface.infer.search import exact_scores, unit_rows
 from marginface.infer.thresholds import Threshold, ThresholdError
@@ -37,73 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 DEFAULT_MAX_SIDE = 1280
-
-
-class NoFaceError(ValueError):
-    """An image in which the detector found no face; the message names the image."""
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """What makes embeddings comparable: the weights' sha256 and how faces are fed to the model."""
-
-    weights_sha256: str
-    input_size: int
-    layout: str
-    channels: str
-    mean: float
-    std: float
-    embedding_dim: int
-
-    @property
-    def key(self) -> str:
-        """A stable string; two models give comparable embeddings only when their keys are equal."""
-        return (f"sha256={self.weights_sha256};size={self.input_size};layout={self.layout};"
-                f"channels={self.channels};mean={self.mean:g};std={self.std:g};dim={self.embedding_dim}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict."""
-        return dict(vars(self))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelFingerprint:
-        """Inverse of to_dict."""
-        return cls(str(data["weights_sha256"]), int(data["input_size"]), str(data["layout"]),
-                   str(data["channels"]), float(data["mean"]), float(data["std"]), int(data["embedding_dim"]))
-
-
-@dataclass
-class FaceResult:
-    """One face in one photo: where it is, how good it looks, and its unit embedding."""
-
-    box: tuple[float, float, float, float]  # x, y, w, h in original image pixels
-    landmarks: np.ndarray  # (5, 2) in original image pixels
-    detection_score: float
-    embedding: np.ndarray  # (D,) float32, unit norm
-    raw_norm: float  # norm of the model's raw output (flip-averaged); low = poor face
-    face_size: float  # min(w, h) in pixels
-
-    def to_dict(self, embedding: bool = False) -> dict:
-        """JSON-ready dict; the embedding only when asked."""
-        out = {"box": [float(v) for v in self.box], "landmarks": np.asarray(self.landmarks, float).tolist(),
-               "detection_score": float(self.detection_score), "raw_norm": float(self.raw_norm),
-               "face_size": float(self.face_size)}
-        if embedding:
-            out["embedding"] = self.embedding.astype(float).tolist()
-        return out
-
-
-@dataclass
-class Verification:
-    """A 1:1 decision: cosine score of two main faces, same or not, and the threshold that decided."""
-
-    score: float
-    same: bool
-    threshold: Threshold
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict."""
-        return {"score": self.score, "same": self.same, "threshold": self.threshold.to_dict()}
 
 
 def model_fingerprint(model: str | Path, embedder: Embedder) -> ModelFingerprint:
@@ -117,7 +51,7 @@ def model_fingerprint(model: str | Path, embedder: Embedder) -> ModelFingerprint
     size = embedder.input_size
     probe = np.asarray(embedder.embed(np.zeros((1, size, size, 3), np.uint8)))
     if probe.ndim != 2 or probe.shape[0] != 1 or probe.shape[1] < 2 or not np.isfinite(probe).all():
-        raise ValueError(f"{model}: not an image -> embedding model: one {size}x{size} face gave an output of shape "
+        raise InputError(f"{model}: not an image -> embedding model: one {size}x{size} face gave an output of shape "
                          f"{probe.shape}, expected (1, D) finite values")
     dim = int(probe.shape[1])
     return ModelFingerprint(sha256_file(weights), size, spec.layout, spec.channel_order, spec.mean, spec.std, dim)
@@ -143,7 +77,7 @@ class FaceRecognizer:
                  input_name: str | None = None, detector_score: float = 0.6, max_side: int = DEFAULT_MAX_SIDE,
                  batch_size: int = 32, cache_dir: str | Path | None = None, mirror: str | None = None,
                  threads: int | None = None) -> None:
-        from marginface.infer.published import published_threshold, resolve_model
+        from marginface.infer.published import resolve_model
 
         auto = str(model) == "auto"
         self.model_path = resolve_model("model", cache_dir, mirror) if auto else Path(model)
@@ -153,11 +87,8 @@ class FaceRecognizer:
         self.embedder = load_embedder(self.model_path, spec, input_name, threads)
         self.detector = YuNetDetector(self.detector_path, score_threshold=detector_score) if detector else None
         self.fingerprint = model_fingerprint(self.model_path, self.embedder)
-        if isinstance(threshold, (int, float)):
-            threshold = Threshold.fixed(threshold)
-        if threshold is None and auto:
-            threshold = published_threshold("verify")
-        self.threshold: Threshold | None = threshold
+        self.threshold: Threshold | None = Threshold.resolve("verify", value=threshold, model="auto" if auto else model,
+                                                             required=False)
         self.flip = flip
         self.max_side = max_side
         self.batch_size = batch_size
@@ -182,7 +113,7 @@ class FaceRecognizer:
         size = self.embedder.input_size
         if self.detector is None:
             if (height, width) != (size, size):
-                raise ValueError(f"no detector: images must be aligned {size}x{size} faces, got {width}x{height}")
+                raise InputError(f"no detector: images must be aligned {size}x{size} faces, got {width}x{height}")
             return [Face(np.array([0.0, 0.0, size, size]), ARCFACE_TEMPLATE * (size / 112.0), 1.0)]
         scale = min(1.0, self.max_side / max(height, width))
         if scale < 1.0:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
+from marginface.errors import InputError, UsageError
 
-class ThresholdError(ValueError):
+
+class ThresholdError(UsageError):
     """A threshold cannot be read from a report: missing file, set, FAR/FPIR or an old report format."""
 
 
-class ScoreError(ValueError):
+class ScoreError(InputError):
     """A score no cosine of unit vectors can be (not finite, or outside [-1, 1]): an input or a stored template
     is damaged, so no decision may be made from it."""
 
@@ -80,6 +83,41 @@ class Threshold:
                                  "before thresholds were stored: rerun marginface eval --out)")
         return cls(float(entry["accuracy_threshold"]), f"report {path}: {name} best accuracy")
 
+    @classmethod
+    def resolve(cls, task: str, *, value: Threshold | float | None = None, report: str | Path | None = None,
+                far: float | None = None, fpir: float | None = None, set_name: str | None = None,
+                model: str | Path = "auto", required: bool = True) -> Threshold | None:
+        """The operating threshold for `task` ('verify' or 'identify'), decided here for the CLI, FaceRecognizer
+        and (through the gallery it is stored in) the service.
+
+        Args:
+            task: which shipped threshold model 'auto' uses: 'verify' (at a FAR) or 'identify' (at an FPIR).
+            value: a fixed threshold (a number in [-1, 1], or a Threshold kept as it is).
+            report: an eval report.json; with `far` or `fpir` (one is required) its calibrated threshold.
+            set_name: which evaluated set of the report, when it holds several.
+            model: the model the threshold is for; only 'auto' ships calibrated thresholds.
+            required: when nothing is given for a model other than 'auto', raise (True) or return None.
+        """
+        if value is not None:
+            if report is not None or far is not None or fpir is not None:
+                raise ThresholdError("give either a fixed threshold (--threshold) or a report with a FAR/FPIR "
+                                     "(--report --far/--fpir), not both")
+            return value if isinstance(value, Threshold) else cls.fixed(value)
+        if report is not None:
+            if far is None and fpir is None:
+                raise ThresholdError("a report needs the rate to operate at: --far" +
+                                     (" or --fpir" if task == "identify" else ""))
+            return cls.from_report(report, far=far, fpir=fpir, set_name=set_name)
+        if far is not None or fpir is not None:
+            raise ThresholdError("--far/--fpir need --report (the eval report.json that calibrates them)")
+        if str(model) == "auto":
+            return published_threshold(task)
+        if not required:
+            return None
+        raise ThresholdError(f"no threshold for model {model}: give --report REPORT.json --far/--fpir (from "
+                             "`marginface eval MODEL ... --out DIR`) or --threshold T; only --model auto ships "
+                             "calibrated thresholds")
+
     def accepts(self, score: float) -> bool:
         """Whether `score` passes: score >= value; ScoreError for a score outside [-1, 1] or not finite."""
         return check_score(score) >= self.value
@@ -92,6 +130,15 @@ class Threshold:
     def from_dict(cls, data: dict) -> Threshold:
         """Inverse of to_dict."""
         return cls(float(data["value"]), str(data["source"]))
+
+
+def published_threshold(task: str) -> Threshold:
+    """The calibrated threshold shipped for the auto model: task 'verify' (FAR) or 'identify' (FPIR)."""
+    shipped = json.loads(resources.files("marginface.infer").joinpath("published.json").read_text())
+    entry = shipped.get("thresholds", {}).get(task)
+    if entry is None:
+        raise ThresholdError(f"no calibrated {task!r} threshold is shipped for model 'auto'")
+    return Threshold(float(entry["value"]), f"{entry['source']} (shipped with marginface)")
 
 
 def _pick(path: Path, kind: str, sets: list[tuple[str, dict]], set_name: str | None) -> tuple[str, dict]:

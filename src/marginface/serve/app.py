@@ -22,21 +22,13 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 
 from marginface import __version__
-from marginface.infer.gallery import (
-    GalleryDamaged,
-    GalleryError,
-    GalleryFull,
-    GalleryNotWritable,
-    GalleryUnavailable,
-    GalleryUnreadable,
-    SharedPhoto,
-    check_identity_name,
-)
-from marginface.infer.images import DEFAULT_MAX_PIXELS, ImageInputError
-from marginface.infer.recognizer import FaceRecognizer, NoFaceError
+from marginface.errors import MarginfaceError, UsageError
+from marginface.infer.gallery import GalleryError, check_identity_name
+from marginface.infer.images import DEFAULT_MAX_PIXELS
+from marginface.infer.recognizer import FaceRecognizer
 from marginface.serve.auth import ApiKeyGuard, BrowserGuard
 from marginface.serve.limits import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
-from marginface.serve.service import Photo, RecognitionService, ServiceBusy, Upload
+from marginface.serve.service import Photo, RecognitionService, Upload
 from marginface.serve.uploads import all_files, form_reader, multipart_body, one_file, text
 
 log = logging.getLogger(__name__)
@@ -63,12 +55,6 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-# Library errors -> HTTP status, first match wins (subclasses before their base): decided here, once.
-ERROR_STATUS: list[tuple[type[Exception], int]] = [
-    (SharedPhoto, 409), (GalleryFull, 507), (GalleryDamaged, 503), (GalleryUnavailable, 503),
-    (GalleryUnreadable, 503), (GalleryNotWritable, 503), (ServiceBusy, 503), (NoFaceError, 422), (GalleryError, 422),
-]
-
 STATUS_MEANING = {
     400: "a damaged, empty, elongated or oversized image, a decompression bomb, a malformed multipart body, or a "
          "Host this service does not answer to",
@@ -91,21 +77,21 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": STATUS_MEANING[code]} for code in sorted(set(codes))}
 
 
-def _image_error(err: ImageInputError) -> HTTPException:
-    """415 for bytes that are no image format at all, 400 for the rest (damaged, empty, too many pixels, bombs)."""
-    code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE if err.not_an_image else status.HTTP_400_BAD_REQUEST
-    return HTTPException(code, str(err))
-
-
 async def _photo(service: RecognitionService, file: UploadFile, field: str) -> Photo:
     """One upload's faces, found off the event loop within the pixel budget; its pixels are gone on return
-    (photos are decoded one at a time and never written to disk by us)."""
+    (photos are decoded one at a time and never written to disk by us). ImageInputError: 400 or 415."""
     data = await file.read()
-    name = file.filename or field
-    try:
-        return await run_in_threadpool(service.photo, Upload(name, data))
-    except ImageInputError as err:
-        raise _image_error(err) from err
+    return await run_in_threadpool(service.photo, Upload(file.filename or field, data))
+
+
+async def answer_error(_: Request, err: Exception) -> JSONResponse:
+    """The one handler of the library's errors (MarginfaceError): its `http_status`, its message as detail,
+    Retry-After when the error says when to try again. Any other exception is a bug: 500."""
+    code = getattr(err, "http_status", 500)
+    (log.error if code >= 500 else log.info)("%s", err)
+    retry = getattr(err, "retry_after_s", None)
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return JSONResponse({"detail": str(err)}, status_code=code, headers=headers)
 
 
 def _declared(guard: ApiKeyGuard) -> Callable[..., None]:
@@ -135,10 +121,10 @@ def _check_name(name: str) -> str:
 def upload_limit_bytes(max_upload_mb: float) -> int:
     """The body limit in bytes; ValueError unless `max_upload_mb` is a finite number of MiB of at least one byte."""
     if not isinstance(max_upload_mb, (int, float)) or not math.isfinite(max_upload_mb) or max_upload_mb <= 0:
-        raise ValueError(f"the upload limit must be a positive, finite number of MiB, got {max_upload_mb}")
+        raise UsageError(f"the upload limit must be a positive, finite number of MiB, got {max_upload_mb}")
     max_bytes = int(max_upload_mb * 1024 * 1024)
     if max_bytes < 1:
-        raise ValueError(f"the upload limit of {max_upload_mb:g} MiB is under one byte: no photo fits")
+        raise UsageError(f"the upload limit of {max_upload_mb:g} MiB is under one byte: no photo fits")
     return max_bytes
 
 
@@ -159,7 +145,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
     max_bytes = upload_limit_bytes(max_upload_mb)
     if not isinstance(body_timeout_s, (int, float)) or not math.isfinite(body_timeout_s) or body_timeout_s <= 0:
-        raise ValueError(f"the body timeout must be a positive, finite number of seconds, got {body_timeout_s}")
+        raise UsageError(f"the body timeout must be a positive, finite number of seconds, got {body_timeout_s}")
     service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels, pixel_budget=pixel_budget)
 
     @asynccontextmanager
@@ -180,15 +166,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     base = (400, 401) if guard.enabled else (400,)  # every guarded route: Host refused; the key, when there is one
     photo = (*base, 408, 413, 415, 422, 503)  # a multipart photo upload: body limits, image checks, no face, busy
 
-    async def answer_error(_: Request, err: Exception) -> JSONResponse:
-        """The one error handler: the status of the first ERROR_STATUS class `err` is, its message as detail."""
-        code = next(code for kind, code in ERROR_STATUS if isinstance(err, kind))
-        (log.error if code >= 500 else log.info)("%s", err)
-        headers = {"Retry-After": "5"} if isinstance(err, ServiceBusy) else None
-        return JSONResponse({"detail": str(err)}, status_code=code, headers=headers)
-
-    for kind, _ in ERROR_STATUS:
-        app.add_exception_handler(kind, answer_error)
+    app.add_exception_handler(MarginfaceError, answer_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameter(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from marginface.errors import UsageError
+
 log = logging.getLogger(__name__)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -34,7 +36,7 @@ class ApiKeyGuard:
 
     def __init__(self, api_key: str | None) -> None:
         if api_key is not None and not api_key.strip():
-            raise ValueError("the API key is empty; give a non-empty key or none at all")
+            raise UsageError("the API key is empty; give a non-empty key or none at all")
         self._key = api_key.encode("utf-8") if api_key else None
 
     @property
@@ -73,7 +75,7 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to expose face data beyond this machine without a key: non-loopback host and no key -> ValueError."""
     if not api_key and not is_loopback(host):
-        raise ValueError(f"refusing to bind {host!r} without an API key: face data is biometric; give --api-key "
+        raise UsageError(f"refusing to bind {host!r} without an API key: face data is biometric; give --api-key "
                          "or MARGINFACE_API_KEY, or bind 127.0.0.1")
 
 

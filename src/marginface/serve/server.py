@@ -7,6 +7,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from marginface.errors import UsageError
 from marginface.serve.app import create_app
 from marginface.serve.auth import check_bind
 from marginface.serve.limits import DEFAULT_BODY_TIMEOUT_S
@@ -22,7 +23,7 @@ def serve(gallery_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000
 
     check_bind(host, api_key)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be an integer from 1 to 65535, got {port}")
+        raise UsageError(f"port must be an integer from 1 to 65535, got {port}")
     _check_port_free(host, port)
     app = create_app(gallery_path, api_key=api_key, max_upload_mb=max_upload_mb, allowed_hosts=allowed_hosts,
                      allowed_origins=allowed_origins, body_timeout_s=body_timeout_s)

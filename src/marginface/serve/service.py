@@ -12,9 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from marginface.errors import Unavailable, UsageError
+from marginface.infer.faces import FaceResult, NoFaceError, Verification
 from marginface.infer.gallery import Gallery, Identified, UnknownIdentity
 from marginface.infer.images import DEFAULT_MAX_PIXELS, image_size, load_image
-from marginface.infer.recognizer import FaceRecognizer, FaceResult, NoFaceError, Verification
+from marginface.infer.recognizer import FaceRecognizer
 from marginface.infer.thresholds import Threshold
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,10 @@ class Photo:
         return {"name": self.name, "width": self.width, "height": self.height}
 
 
-class ServiceBusy(RuntimeError):
+class ServiceBusy(Unavailable):
     """Decoding a photo now would take the process over its pixel budget, and none came free in time."""
+
+    retry_after_s = 5  # the service answers 503 with Retry-After
 
 
 class PixelBudget:
@@ -62,7 +66,7 @@ class PixelBudget:
 
     def __init__(self, capacity: int, wait_s: float = 30.0) -> None:
         if capacity <= 0:
-            raise ValueError(f"the pixel budget must be positive, got {capacity}")
+            raise UsageError(f"the pixel budget must be positive, got {capacity}")
         self.capacity = capacity
         self.wait_s = wait_s
         self._held = 0
@@ -105,7 +109,7 @@ class RecognitionService:
                  max_pixels: int = DEFAULT_MAX_PIXELS, pixel_budget: int | None = None) -> None:
         budget = PixelBudget(pixel_budget if pixel_budget is not None else 2 * max_pixels)
         if budget.capacity < max_pixels:
-            raise ValueError(f"the pixel budget ({budget.capacity}) must hold at least one photo of max_pixels "
+            raise UsageError(f"the pixel budget ({budget.capacity}) must hold at least one photo of max_pixels "
                              f"({max_pixels})")
         self.budget = budget
         self.gallery = Gallery.open(gallery_path)  # GalleryError naming the file when absent or not a gallery

@@ -10,6 +10,8 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from marginface.errors import InputError
+
 MAX_FILES = 64  # photos per request (enrolment); a bound on parser work, far above any sane use
 
 
@@ -36,7 +38,7 @@ class InMemoryMultiPartParser(MultiPartParser):
         super().on_part_end()
 
 
-class TextFieldNotDecodable(ValueError):
+class TextFieldNotDecodable(InputError):
     """A multipart text field whose bytes are not valid in the form's charset (raised while parsing)."""
 
 

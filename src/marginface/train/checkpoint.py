@@ -25,11 +25,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from marginface.errors import InputError, UsageError
 from marginface.fileio import save_safetensors, sha256_file
 
 log = logging.getLogger(__name__)
 
 WEIGHTS, STATE, META = "weights.safetensors", "state.pt", "meta.json"
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be used: damaged, refused by the safe loader, or not of this run's model."""
 
 
 @dataclass(frozen=True)
@@ -132,23 +137,23 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
     path = Path(path)
     problem = verify_checkpoint(path)
     if problem is not None:
-        raise ValueError(f"checkpoint {path} is not usable: {problem}")
+        raise CheckpointError(f"checkpoint {path} is not usable: {problem}")
     meta = json.loads((path / META).read_text())
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # torch's text suggests weights_only=False: never do that here
         lines = [line for line in str(err).splitlines() if line.strip()
                  and not line.startswith(("Weights only load failed", "Check the documentation"))]
-        raise ValueError(f"checkpoint {path} is not usable: {STATE} holds objects the safe loader refuses "
+        raise CheckpointError(f"checkpoint {path} is not usable: {STATE} holds objects the safe loader refuses "
                          f"({(lines[0] if lines else type(err).__name__)[:200]})") from err
     except (RuntimeError, EOFError) as err:
-        raise ValueError(f"checkpoint {path} is not usable: {STATE} does not load ({err})") from err
+        raise CheckpointError(f"checkpoint {path} is not usable: {STATE} does not load ({err})") from err
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} is not usable: {STATE} holds {type(state).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {path} is not usable: {STATE} holds {type(state).__name__}, not a dict")
     try:
         weights = load_file(str(path / WEIGHTS))
     except Exception as err:  # safetensors raises its own SafetensorError for malformed headers
-        raise ValueError(f"checkpoint {path} is not usable: {WEIGHTS} does not load ({err})") from err
+        raise CheckpointError(f"checkpoint {path} is not usable: {WEIGHTS} does not load ({err})") from err
     return weights, state, meta
 
 
@@ -166,5 +171,17 @@ def load_latest(run_dir: str | Path) -> tuple[Path, tuple[dict[str, torch.Tensor
         except ValueError as err:
             log.warning("skipping %s", err)
             problems.append(f"{info.path.name}: {str(err).split(': ', 1)[-1]}")
-    raise ValueError(f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: " + "; ".join(problems)
+    raise CheckpointError(f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: " + "; ".join(problems)
                      + ". Move them away or train without --resume auto (or with --resume none) to start over")
+
+
+def refuse_mixing_runs(run_dir: str | Path, resume: str | None) -> None:
+    """UsageError when a fresh run (`resume` None or 'none') would land in a folder holding another run's
+    checkpoints: a later resume 'auto' would continue the wrong one, and metrics.csv would mix both."""
+    if resume not in (None, "none"):
+        return
+    run_dir = Path(run_dir)
+    found = list_checkpoints(run_dir) if run_dir.is_dir() else []
+    if found:
+        raise UsageError(f"{run_dir} already holds a run (checkpoints up to step {max(c.step for c in found)}): "
+                         f"continue it with --resume auto, or train into another folder (--set output_dir=...)")

@@ -13,8 +13,13 @@ from typing import Any
 import yaml
 
 from marginface.data.perturb import PerturbationSpecError, RandomDegradation
+from marginface.errors import UsageError
 from marginface.heads.margin import ARCFACE, SCALE
 from marginface.heads.registry import get_head, head_entry, head_names
+
+
+class ConfigError(UsageError):
+    """A training configuration that cannot be used; the message names the key, the value and what it needs."""
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -120,14 +125,14 @@ def head_options(head: HeadConfig) -> dict[str, Any]:
         if key in entry.options:
             options[key] = value
         elif key != "s" and value != getattr(defaults, key):
-            raise ValueError(f"head.{key} = {value!r} does not apply to head.kind = {head.kind!r}, "
+            raise ConfigError(f"head.{key} = {value!r} does not apply to head.kind = {head.kind!r}, "
                              f"which takes {list(entry.options)}")
     own = [name for name in entry.options if name not in HEAD_KEYS]
     for key, value in head.kwargs.items():
         if key in HEAD_KEYS:
-            raise ValueError(f"head.kwargs.{key} = {value!r}: set head.{key} instead")
+            raise ConfigError(f"head.kwargs.{key} = {value!r}: set head.{key} instead")
         if key not in own:
-            raise ValueError(f"head.kwargs.{key} = {value!r} is not an option of head.kind = {head.kind!r}; "
+            raise ConfigError(f"head.kwargs.{key} = {value!r} is not an option of head.kind = {head.kind!r}; "
                              f"its head.kwargs are {own}")
         options[key] = value
     return options
@@ -200,7 +205,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _from_dict(annotation, value, where)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -214,21 +219,21 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if origin is list:
         if not isinstance(value, list):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
         (inner,) = typing.get_args(annotation) or (Any,)
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if annotation is Any:
         return value
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -236,7 +241,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation is str and isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
-    raise ValueError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
 def _from_dict(cls: type, data: dict, where: str) -> Any:
@@ -245,7 +250,7 @@ def _from_dict(cls: type, data: dict, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         place = f"{where}: unknown" if where else "unknown top-level"
-        raise ValueError(f"{place} key(s) {unknown}; valid keys are {sorted(names)}")
+        raise ConfigError(f"{place} key(s) {unknown}; valid keys are {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -268,18 +273,18 @@ def validate(config: TrainConfig) -> None:
                "device": (config.device, ("auto", "cpu", "cuda"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ValueError(f"{key} = {value!r}; choose one of {list(allowed)}")
+            raise ConfigError(f"{key} = {value!r}; choose one of {list(allowed)}")
     if config.data.kind != "synthetic" and not config.data.path:
-        raise ValueError(f"data.path is required for data.kind = {config.data.kind!r}")
+        raise ConfigError(f"data.path is required for data.kind = {config.data.kind!r}")
     for key, value in (("data.batch_size", config.data.batch_size), ("optim.accumulate", config.optim.accumulate),
                        ("model.num_features", config.model.num_features)):
         if value < 1:
-            raise ValueError(f"{key} must be >= 1, got {value}")
+            raise ConfigError(f"{key} must be >= 1, got {value}")
     if config.optim.optimizer == "adamw" and config.head.sample_rate < 1:
-        raise ValueError("head.sample_rate < 1 (Partial FC) needs optim.optimizer = 'sgd' (sparse row updates)")
+        raise ConfigError("head.sample_rate < 1 (Partial FC) needs optim.optimizer = 'sgd' (sparse row updates)")
     _validate_head(config.head)
     if config.optim.lr <= 0:
-        raise ValueError(f"optim.lr must be > 0, got {config.optim.lr}")
+        raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
     _validate_finetuning(config)
 
 
@@ -289,7 +294,7 @@ def _validate_head(head: HeadConfig) -> None:
     try:
         get_head(head.kind, 2, 2, **options)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"head (kind = {head.kind!r}, options {options}): {err}") from None
+        raise ConfigError(f"head (kind = {head.kind!r}, options {options}): {err}") from None
 
 
 def _validate_finetuning(config: TrainConfig) -> None:
@@ -297,24 +302,24 @@ def _validate_finetuning(config: TrainConfig) -> None:
     model, optim = config.model, config.optim
     is_onnx_file = bool(model.pretrained) and str(model.pretrained).lower().endswith(".onnx")
     if model.backbone == "onnx" and not is_onnx_file:
-        raise ValueError(f"model.backbone = 'onnx' builds the network from an ONNX file: set model.pretrained to "
+        raise ConfigError(f"model.backbone = 'onnx' builds the network from an ONNX file: set model.pretrained to "
                          f"a .onnx path (got {model.pretrained!r})")
     if is_onnx_file and model.backbone != "onnx":
-        raise ValueError(f"model.pretrained = {model.pretrained!r} is an ONNX model: set model.backbone: onnx "
+        raise ConfigError(f"model.pretrained = {model.pretrained!r} is an ONNX model: set model.backbone: onnx "
                          f"(its architecture comes from the file, not {model.backbone!r})")
     if model.pretrained_input and model.backbone != "onnx":
-        raise ValueError("model.pretrained_input describes an ONNX model's input; it needs model.backbone: onnx")
+        raise ConfigError("model.pretrained_input describes an ONNX model's input; it needs model.backbone: onnx")
     for key, value in (("model.freeze_layers", model.freeze_layers), ("optim.head_only_steps", optim.head_only_steps)):
         if value < 0:
-            raise ValueError(f"{key} must be >= 0, got {value}")
+            raise ConfigError(f"{key} must be >= 0, got {value}")
     for key, value in (("optim.backbone_lr_scale", optim.backbone_lr_scale),
                        ("optim.distill_weight", optim.distill_weight)):
         if not (value >= 0 and value != float("inf")):
-            raise ValueError(f"{key} must be a finite number >= 0, got {value}")
+            raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
     try:
         augment_from_config(config)
     except PerturbationSpecError as err:
-        raise ValueError(f"data.augment: {err}") from None
+        raise ConfigError(f"data.augment: {err}") from None
 
 
 def augment_from_config(config: TrainConfig) -> RandomDegradation:
@@ -337,23 +342,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except OSError as err:
             raise FileNotFoundError(f"cannot read config {path}: {err}") from err
         except yaml.YAMLError as err:
-            raise ValueError(f"{path}: invalid YAML: {err}") from err
+            raise ConfigError(f"{path}: invalid YAML: {err}") from err
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+            raise ConfigError(f"{path}: expected a mapping at the top level")
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"--set {key}: {part} is not a section")
+                raise ConfigError(f"--set {key}: {part} is not a section")
         try:
             node[parts[-1]] = parse_yaml(raw)
         except yaml.YAMLError as err:
             reason = " ".join(str(getattr(err, "problem", None) or err).split())
-            raise ValueError(f"--set {key}: cannot read value {raw!r} ({reason}); quote plain strings, "
+            raise ConfigError(f"--set {key}: cannot read value {raw!r} ({reason}); quote plain strings, "
                              f"YAML tags are not allowed") from err
     return config_from_dict(data)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from marginface.errors import Unavailable
 from marginface.partition import even_share
 
 __all__ = ["DistContext", "all_agree", "all_reduce_gradients", "broadcast_module", "even_share", "gather_row_state",
@@ -44,7 +45,7 @@ def init_distributed(device: str = "auto") -> DistContext:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA), else single-process."""
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device = 'cuda' but no CUDA device is available")
+        raise Unavailable("device = 'cuda' but no CUDA device is available")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext(device=torch.device("cuda" if use_cuda else "cpu"))

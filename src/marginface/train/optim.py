@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from marginface.errors import UsageError
+
 
 class SparseRowSGD(torch.optim.Optimizer):
     """SGD with momentum and weight decay (as torch.optim.SGD, dampening 0) that also accepts sparse
@@ -18,9 +20,9 @@ class SparseRowSGD(torch.optim.Optimizer):
         weight_decay: float = 5e-4, nesterov: bool = False,
     ) -> None:
         if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
+            raise UsageError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
         if nesterov and momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
+            raise UsageError("nesterov needs momentum > 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
 
     @torch.no_grad()

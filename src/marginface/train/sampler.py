@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from marginface.errors import UsageError
 from marginface.partition import even_share
 from marginface.seeding import permutation_seed
 
@@ -21,7 +22,7 @@ class ResumableSampler(Sampler[int]):
 
     def __init__(self, dataset_size: int, global_batch: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if dataset_size < global_batch:
-            raise ValueError(f"dataset has {dataset_size} samples, fewer than one global batch of {global_batch}")
+            raise UsageError(f"dataset has {dataset_size} samples, fewer than one global batch of {global_batch}")
         self.dataset_size = dataset_size
         self.global_batch = global_batch
         self.seed = seed
@@ -59,6 +60,6 @@ class ResumableSampler(Sampler[int]):
     def load_state_dict(self, state: dict) -> None:
         """Restore a position saved by state_dict (the global batch must match)."""
         if int(state["global_batch"]) != self.global_batch:
-            raise ValueError(f"checkpoint was taken with global batch {state['global_batch']}, "
+            raise UsageError(f"checkpoint was taken with global batch {state['global_batch']}, "
                              f"this run uses {self.global_batch}: the data position cannot be restored")
         self.epoch, self.batches_done, self.seed = int(state["epoch"]), int(state["batches_done"]), int(state["seed"])

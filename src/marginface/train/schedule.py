@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from marginface.errors import UsageError
+
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int = 0, power: float = 2.0) -> float:
     """Multiplier of the base lr at `step` (0-based): step/warmup during warm-up, then (1 − progress)^power."""
     if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        raise UsageError(f"total_steps must be >= 1, got {total_steps}")
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     decay_steps = max(1, total_steps - warmup_steps)

@@ -30,6 +30,7 @@ from marginface.data.recordio import RecordIODataset
 from marginface.data.samples import Batch, SubstituteBadSamples, collate, require_samples
 from marginface.data.synthetic import SyntheticFaces, synthetic_pairs
 from marginface.data.transforms import to_model_input
+from marginface.errors import RunFailed
 from marginface.eval.pipeline import evaluate_pair_set
 from marginface.fileio import ensure_writable_dir
 from marginface.heads.centres import spread_centres
@@ -37,8 +38,14 @@ from marginface.heads.contract import missing_head_members
 from marginface.heads.registry import get_head, head_entry
 from marginface.infer.embedder import TorchEmbedder
 from marginface.seeding import augment_stream, flip_seed, loader_seed, rank_seed
-from marginface.train.checkpoint import load_checkpoint, load_latest, save_checkpoint
-from marginface.train.config import TrainConfig, augment_from_config, head_options
+from marginface.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest,
+    refuse_mixing_runs,
+    save_checkpoint,
+)
+from marginface.train.config import ConfigError, TrainConfig, augment_from_config, head_options
 from marginface.train.distributed import (
     DistContext,
     all_agree,
@@ -76,7 +83,7 @@ from marginface.train.schedule import PolySchedule
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed):
     """Too many non-finite steps in a row; the message names the step, the lr and the last finite loss."""
 
 
@@ -106,11 +113,17 @@ def build_backbone(config: TrainConfig) -> nn.Module:
     if model_config.backbone == "onnx":
         return import_onnx(model_config.pretrained, model_config.num_features, model_config.pretrained_input or None,
                            gradient_checkpointing=model_config.gradient_checkpointing, dropout=model_config.dropout)
-    model = get_backbone(model_config.backbone, num_features=model_config.num_features,
-                         dropout=model_config.dropout, gradient_checkpointing=model_config.gradient_checkpointing,
-                         **model_config.kwargs)
+    try:  # backbones raise plain ValueError/TypeError; here they are about the config's model.* values
+        model = get_backbone(model_config.backbone, num_features=model_config.num_features,
+                             dropout=model_config.dropout, gradient_checkpointing=model_config.gradient_checkpointing,
+                             **model_config.kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from err
     if model_config.pretrained:
-        model.load_state_dict(load_weights(model_config.pretrained), strict=True)
+        try:
+            model.load_state_dict(load_weights(model_config.pretrained), strict=True)
+        except (RuntimeError, ValueError) as err:  # a state_dict of another architecture, or no state_dict
+            raise CheckpointError(f"model.pretrained = {model_config.pretrained}: {err}") from err
         log.info("backbone initialised from %s", model_config.pretrained)
     return model
 
@@ -147,7 +160,7 @@ class Trainer:
             self.dataset = SubstituteBadSamples(self.dataset)
         self.num_classes = int(self.dataset.num_classes)
         if config.data.batch_size % self.ctx.world_size:
-            raise ValueError(f"data.batch_size = {config.data.batch_size} must be divisible by the "
+            raise ConfigError(f"data.batch_size = {config.data.batch_size} must be divisible by the "
                              f"{self.ctx.world_size} processes")
         self.sampler = ResumableSampler(len(self.dataset), config.data.batch_size, config.seed,
                                         self.ctx.rank, self.ctx.world_size)
@@ -174,8 +187,9 @@ class Trainer:
         self.schedule = PolySchedule(self.optimizer, self.total_steps, warmup, optim.poly_power)
         self.scaler = torch.amp.GradScaler("cuda", enabled=optim.precision == "fp16" and self.device.type == "cuda")
         if optim.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("optim.precision = 'fp16' needs CUDA; use 'bf16' on CPU")
+            raise ConfigError("optim.precision = 'fp16' needs CUDA; use 'bf16' on CPU")
         self.step = 0
+        self.resumed_from: str | None = None  # what resume() was asked for; None: a fresh run
         self.nonfinite_in_row = 0
         self.skipped_steps = 0
         self.skipped_images = 0
@@ -194,7 +208,7 @@ class Trainer:
         kind, dim = head_config.kind, self.config.model.num_features
         entry = head_entry(kind)
         if self.ctx.world_size > 1 and not entry.sharded:
-            raise ValueError(f"head.kind = {kind!r} trains in one process only (its class centres are not "
+            raise ConfigError(f"head.kind = {kind!r} trains in one process only (its class centres are not "
                              f"sharded across the {self.ctx.world_size} processes)")
         options = head_options(head_config)
         if "seed" in entry.options and "seed" not in head_config.kwargs:
@@ -203,7 +217,7 @@ class Trainer:
         head = get_head(kind, dim, self.num_classes, **sharding, **options)
         missing = missing_head_members(head)
         if missing:
-            raise ValueError(f"head.kind = {kind!r} does not satisfy the Head contract: it lacks {missing}")
+            raise ConfigError(f"head.kind = {kind!r} does not satisfy the Head contract: it lacks {missing}")
         local_rows = head.weight.shape[0]
         self.centre_rows = self.head_rows if entry.sharded else (0, local_rows)
         self.weight_rows = self.num_classes if entry.sharded else local_rows
@@ -263,6 +277,7 @@ class Trainer:
     def resume(self, where: str) -> bool:
         """Resume from 'auto' (newest usable checkpoint of the run; none at all starts fresh; only unusable
         ones is an error), 'none' (start fresh) or a checkpoint path."""
+        self.resumed_from = where
         if where == "none":
             return False
         if where == "auto":
@@ -280,11 +295,11 @@ class Trainer:
             self.backbone.load_state_dict(backbone_state, strict=True)
         except RuntimeError as err:  # torch lists every mismatched tensor; the first line says enough
             first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
-            raise ValueError(f"{path}: checkpoint does not fit this run's backbone (model.* settings differ): "
+            raise CheckpointError(f"{path}: checkpoint does not fit this run's backbone (model.* settings differ): "
                              f"{first}") from err
         head_weight = weights["head.weight"]
         if head_weight.shape[0] != self.weight_rows:
-            raise ValueError(f"{path}: checkpoint has {head_weight.shape[0]} class-centre rows, this run's head "
+            raise CheckpointError(f"{path}: checkpoint has {head_weight.shape[0]} class-centre rows, this run's head "
                              f"has {self.weight_rows} ({self.num_classes} classes, head.kind = "
                              f"{self.config.head.kind!r})")
         self._restore_head_state(path, weights)
@@ -316,7 +331,7 @@ class Trainer:
         saved = {name.removeprefix("head."): value for name, value in weights.items()
                  if name.startswith("head.") and name != "head.weight"}
         if set(saved) != set(buffers) or any(saved[name].shape != buffers[name].shape for name in saved):
-            raise ValueError(f"{path}: checkpoint head state {sorted(saved)} does not fit head.kind = "
+            raise CheckpointError(f"{path}: checkpoint head state {sorted(saved)} does not fit head.kind = "
                              f"{self.config.head.kind!r}, whose state is {sorted(buffers)}")
         with torch.no_grad():
             for name, buffer in buffers.items():
@@ -425,6 +440,7 @@ class Trainer:
             return self._train()
 
     def _train(self) -> TrainResult:
+        refuse_mixing_runs(self.run_dir, self.resumed_from)  # before anything is written into the folder
         self._prepare_run_dir()
         accumulate = self.config.optim.accumulate
         if self.step == 0 and self.config.head.init == "class_mean":
@@ -445,7 +461,7 @@ class Trainer:
                 if batch.skipped:
                     self.on_event(SkipEvent(self.step, batch.skipped))
                 if len(batch.labels) != self.local_batch and self.ctx.world_size > 1:
-                    raise RuntimeError(f"step {self.step}: rank {self.ctx.rank} got {len(batch.labels)} of "
+                    raise RunFailed(f"step {self.step}: rank {self.ctx.rank} got {len(batch.labels)} of "
                                        f"{self.local_batch} samples; distributed batches must be equal")
                 if len(batch.labels) == 0:
                     continue

@@ -1,0 +1,335 @@
+"""`marginface verify`, `gallery ...`, `enroll` and `identify` over FaceRecognizer and Gallery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from marginface.cli.common import Progress, about, positive_int
+from marginface.errors import UsageError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """verify, gallery create/list/remove/rename/stats/check, enroll and identify."""
+    verify = commands.add_parser("verify", help="are two photos the same person? (exit 0 same, 1 different)")
+    verify.add_argument("image1")
+    verify.add_argument("image2")
+    _add_model_options(verify)
+    _add_threshold_options(verify, fpir=False)
+    verify.add_argument("--json", action="store_true", help="print the decision as JSON")
+    verify.set_defaults(handler=_run_verify)
+
+    gallery = commands.add_parser("gallery", help="a gallery of known people (SQLite file)")
+    sub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    create = sub.add_parser("create", help="new gallery bound to one model, detector and threshold")
+    create.add_argument("gallery", help="gallery file to create (e.g. people.db)")
+    _add_model_options(create)
+    _add_threshold_options(create, fpir=True)
+    create.set_defaults(handler=_run_gallery_create)
+    listing = sub.add_parser("list", help="identities and their template counts")
+    listing.add_argument("gallery")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_run_gallery_list)
+    remove = sub.add_parser("remove", help="delete an identity and its templates")
+    remove.add_argument("gallery")
+    remove.add_argument("name")
+    remove.set_defaults(handler=_run_gallery_remove)
+    rename = sub.add_parser("rename", help="rename an identity")
+    rename.add_argument("gallery")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    rename.set_defaults(handler=_run_gallery_rename)
+    stats = sub.add_parser("stats", help="counts, model, detector and threshold")
+    stats.add_argument("gallery")
+    stats.set_defaults(handler=_run_gallery_stats)
+    check = sub.add_parser("check", help="verify every template (exit 0 intact, 2 damaged ones listed)",
+                           description="Read every stored template and verify it: length, finite values, unit "
+                                       "norm, checksum. Exit status 0 when all are intact, 2 when damaged ones "
+                                       "were found (listed; with --drop also deleted).")
+    check.add_argument("gallery")
+    check.add_argument("--drop", action="store_true",
+                       help="delete the damaged templates (one transaction); enrol those people again after")
+    check.set_defaults(handler=_run_gallery_check)
+
+    enroll = commands.add_parser("enroll", help="add people to a gallery: FOLDER/<name>/<images> or --name NAME IMG...")
+    enroll.add_argument("gallery")
+    enroll.add_argument("inputs", nargs="+", metavar="FOLDER_OR_IMAGE",
+                        help="a folder with one sub-folder per person, or (with --name) images of one person")
+    enroll.add_argument("--name", help="enrol the given images (or folders of images) as this one person")
+    enroll.add_argument("--allow-shared-photo", action="store_true",
+                        help="enrol a photo already enrolled under another name too (refused by default: identify "
+                             "would answer whichever came first)")
+    enroll.set_defaults(handler=_run_enroll)
+
+    identify = commands.add_parser("identify", help="name every face in photos (or 'unknown'); exit 2 when an "
+                                                    "image cannot be read")
+    identify.add_argument("gallery")
+    identify.add_argument("inputs", nargs="+", metavar="IMG_OR_FOLDER")
+    identify.add_argument("--k", type=positive_int, default=1, help="candidates listed per face (default 1)")
+    identify.add_argument("--json", action="store_true",
+                          help='print [{"image": path, "faces": [{"name", "score", "box", ...}]}], main face first')
+    identify.add_argument("--annotate", metavar="OUT_DIR", help="write copies with boxes and names drawn")
+    identify.set_defaults(handler=_run_identify)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="auto",
+                        help="ONNX file, exported model or run directory; 'auto' (default): the published "
+                             "MobileFaceNet, downloaded once (sha256 pinned)")
+    parser.add_argument("--detector", default="auto", help="YuNet ONNX file; 'auto' (default): the published one")
+    parser.add_argument("--no-flip", action="store_true", help="disable flip-test embeddings")
+
+
+def _add_threshold_options(parser: argparse.ArgumentParser, fpir: bool) -> None:
+    group = parser.add_argument_group("threshold (required unless --model auto, which ships calibrated ones)")
+    group.add_argument("--threshold", type=float, help="fixed cosine threshold (score >= it accepts)")
+    group.add_argument("--report", help="report.json of `marginface eval --out` for this model")
+    group.add_argument("--far", type=float, help="with --report: the false accept rate to operate at")
+    if fpir:
+        group.add_argument("--fpir", type=float, help="with --report: the false positive identification rate")
+    group.add_argument("--set", dest="set_name", help="with --report: which evaluated set (when several)")
+
+
+def _threshold(args: argparse.Namespace, task: str):
+    """The Threshold the options ask for (Threshold.resolve decides; the shipped one for --model auto)."""
+    from marginface.infer.thresholds import Threshold
+
+    return Threshold.resolve(task, value=args.threshold, report=args.report, far=args.far,
+                             fpir=getattr(args, "fpir", None), set_name=args.set_name, model=args.model)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from marginface.infer.recognizer import FaceRecognizer
+
+    threshold = _threshold(args, "verify")
+    recognizer = FaceRecognizer(args.model, args.detector, threshold=threshold, flip=not args.no_flip)
+    result = recognizer.verify(args.image1, args.image2)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"score {result.score:.4f}: {'same person' if result.same else 'different people'} "
+              f"(threshold {result.threshold.value:.4f}, {result.threshold.source})")
+    return 0 if result.same else 1
+
+
+def _run_gallery_create(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.recognizer import FaceRecognizer
+
+    threshold = _threshold(args, "identify")
+    recognizer = FaceRecognizer(args.model, args.detector, threshold=threshold, flip=not args.no_flip)
+    with Gallery.create(args.gallery, recognizer.fingerprint, threshold, model=recognizer.model_path,
+                        detector=recognizer.detector_path, flip=not args.no_flip):
+        pass
+    print(f"created {args.gallery}: model {recognizer.model_path}, detector {recognizer.detector_path}, "
+          f"threshold {threshold.value:.4f} ({threshold.source})")
+    return 0
+
+
+def _run_gallery_list(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        people = gallery.identities()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in people]))
+    else:
+        for person in people:
+            print(f"{person.name}\t{person.templates}")
+        print(f"{len(people)} identities, {sum(p.templates for p in people)} templates", file=sys.stderr)
+    return 0
+
+
+def _run_gallery_remove(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        gallery.remove(args.name)
+    print(f"removed {args.name}")
+    return 0
+
+
+def _run_gallery_rename(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        gallery.rename(args.old, args.new)
+    print(f"renamed {args.old} -> {args.new}")
+    return 0
+
+
+def _run_gallery_stats(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        print(json.dumps(gallery.stats(), indent=2))
+    return 0
+
+
+def _run_gallery_check(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        damaged = gallery.check()
+        stats = gallery.stats()
+        checked = stats["templates"] + len(damaged)
+        print(f"{args.gallery}: {checked} templates of {stats['identities']} identities checked")
+        if not damaged:
+            print("OK: no damaged templates")
+            return 0
+        print(f"{len(damaged)} damaged templates (never used for a decision):")
+        for item in damaged:
+            print(f"  {item}")
+        if args.drop:
+            dropped = gallery.drop_templates([item.template_id for item in damaged])
+            people = sorted({item.identity for item in damaged})
+            print(f"dropped {dropped} damaged templates; enrol again: {', '.join(people)}")
+        else:
+            print(f"delete them with `marginface gallery check {args.gallery} --drop`, then enrol those people again")
+    return 2
+
+
+def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], list[Path]]:
+    """(person, image files) in enrolment order, every name checked before any work; and the images lying
+    loose at the top of an enrolment folder (not enrolled: whose are they?)."""
+    from marginface.infer.gallery import GalleryError, check_identity_name
+    from marginface.infer.recognizer import IMAGE_EXTENSIONS, image_files
+
+    if args.name is not None:
+        return [(check_identity_name(args.name), image_files(args.inputs))], []
+    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
+        raise UsageError("enroll FOLDER takes one folder with one sub-folder per person; "
+                         "to enrol images of one person use --name NAME IMG...")
+    root = Path(args.inputs[0])
+    people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not people:
+        raise UsageError(f"{root} has no sub-folders (one per person expected)")
+    plan = []
+    for person in people:
+        try:
+            plan.append((check_identity_name(person.name), image_files([person])))
+        except GalleryError as err:
+            raise GalleryError(f"{person}: {err}; rename the folder (nothing was enrolled)") from err
+    return plan, sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _run_enroll(args: argparse.Namespace) -> int:
+    from marginface.fileio import sha256_file
+    from marginface.infer.gallery import Gallery, GalleryError
+    from marginface.infer.recognizer import FaceRecognizer
+
+    plan, loose = _enrollment_plan(args)
+    total = sum(len(files) for _, files in plan)
+    skipped = [f"{path}: not in a person's sub-folder" for path in loose]
+    added = people = already = unreadable = 0
+    with Gallery.open(args.gallery) as gallery:
+        recognizer = FaceRecognizer.from_gallery(gallery)
+        progress, offset = Progress("enroll"), 0
+        for position, (name, files) in enumerate(plan):
+            if not files:
+                skipped.append(f"{name}: no images to enrol")
+                continue
+            faces, names = [], []
+            for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
+                if isinstance(found, Exception):
+                    skipped.append(about(path, found))
+                    unreadable += 1
+                elif not found:
+                    skipped.append(f"{path}: no face found")
+                else:
+                    faces.append((found[0], sha256_file(path)))
+                    names.append(str(path))
+            offset += len(files)
+            if faces:  # one transaction per person: a crash keeps every person committed before it
+                try:
+                    new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
+                                         allow_shared_photos=args.allow_shared_photo)
+                except (GalleryError, OSError) as err:
+                    progress.close()
+                    after = len(plan) - position - 1
+                    raise GalleryError(f"{err}; enroll stopped at {name!r}: {people} people ({added} new templates) "
+                                       f"were committed before it, {name!r} and the {after} after it were not"
+                                       ) from err
+                added, already, people = added + new, already + len(faces) - new, people + 1
+        progress.close()
+    repeats = f"; {already} already in the gallery from the same image" if already else ""
+    print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images{repeats})")
+    if skipped:
+        print(f"{len(skipped)} not enrolled:")
+        for line in skipped:
+            print(f"  {line}")
+    if unreadable:  # as identify: every readable image was enrolled, the status says some could not be read
+        print(f"marginface: error: {unreadable} of {total} images could not be read (listed above)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_identify(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.recognizer import FaceRecognizer, image_files
+
+    files = image_files(args.inputs)
+    if not files:
+        raise UsageError(f"no images in {' '.join(args.inputs)}")
+    results = []
+    with Gallery.open(args.gallery) as gallery:
+        recognizer = FaceRecognizer.from_gallery(gallery)
+        progress = Progress("identify")
+        for path, found in recognizer.scan(files, progress):
+            if isinstance(found, Exception):
+                results.append({"image": str(path), "faces": [], "error": str(found)})
+                continue
+            decisions = gallery.identify_faces(found, args.k, recognizer.fingerprint)
+            results.append({"image": str(path), "faces": [d.to_dict() for d in decisions]})
+            if args.annotate:
+                _annotate(path, decisions, Path(args.annotate))
+        progress.close()
+    failed = sum("error" in item for item in results)
+    status = 2 if failed else 0  # every readable image was still identified; the status says some were not
+    if args.json:
+        print(json.dumps(results))
+        if failed:
+            print(f"marginface: error: {failed} of {len(results)} images could not be read (see \"error\")",
+                  file=sys.stderr)
+        return status
+    for item in results:
+        if "error" in item:
+            print(f"{item['image']}: error: {item['error'].removeprefix(item['image'] + ': ')}")
+        elif not item["faces"]:
+            print(f"{item['image']}: no face found")
+        for face in item["faces"]:
+            score = "n/a" if face["score"] is None else f"{face['score']:.4f}"
+            box = ",".join(f"{v:.0f}" for v in face["box"])
+            print(f"{item['image']}: {face['name']} (score {score}, box {box})")
+    if failed:
+        print(f"marginface: error: {failed} of {len(results)} images could not be read (listed above)", file=sys.stderr)
+    return status
+
+
+def _annotate(path, decisions, out_dir) -> None:
+    """Write `path` with a box and 'name score' drawn for every face into out_dir (same file name, .jpg)."""
+    import cv2
+
+    from marginface.data.image import encode_image
+    from marginface.infer.images import load_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rgb = load_image(path).copy()  # drawn on
+    thickness = max(1, round(max(rgb.shape[:2]) / 400))
+    for decision in decisions:
+        x, y, w, h = (round(v) for v in decision.face.box)
+        colour = (0, 200, 0) if decision.name is not None else (230, 0, 0)  # RGB: known green, unknown red
+        cv2.rectangle(rgb, (x, y), (x + w, y + h), colour, thickness)
+        label = f"{decision.name or 'unknown'} {decision.score:.2f}"
+        cv2.putText(rgb, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)
+    target = out_dir / (path.stem + ".jpg")
+    counter = 1
+    while target.exists():
+        target = out_dir / f"{path.stem}_{counter}.jpg"
+        counter += 1
+    try:
+        target.write_bytes(encode_image(rgb, ".jpg"))
+    except OSError as err:
+        raise OSError(f"{target}: cannot write the annotated copy ({err.strerror or err})") from err
