@@ -71,10 +71,10 @@ def test_a_lost_peer_is_recognised_by_type_and_by_gloos_socket_words() -> None:
     assert user_error(RuntimeError("some other runtime failure")) is None
 
 
-def test_errors_of_modules_left_alone_are_recognised_by_type() -> None:
+def test_import_and_perturbation_errors_derive_from_the_root_and_keep_value_error() -> None:
     from marginface.backbones.onnx_import import OnnxImportError
     from marginface.data.perturb import PerturbationSpecError
 
     for err in (OnnxImportError("bad graph"), PerturbationSpecError("blur:x")):
-        known = user_error(err)
-        assert isinstance(known, InputError) and str(known) == str(err) and known.__cause__ is err
+        assert isinstance(err, MarginfaceError) and isinstance(err, ValueError)
+        assert user_error(err) is err and err.exit_status == 2

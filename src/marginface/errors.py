@@ -6,8 +6,8 @@ message is one line naming the file, record or value. The CLI (marginface.cli) a
 (marginface.serve.app) each map it in one place. Anything else that reaches them is a bug: the CLI prints its
 traceback and exits with EXIT_BUG, the service answers 500.
 
-Errors raised by other libraries (torch, gloo, SQLite) and by the few modules whose classes do not derive from
-the root yet are recognised by `user_error`, by exception type, and nowhere else.
+Errors raised by other libraries (torch, gloo, SQLite) are recognised by `user_error`, by exception type, and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -49,22 +49,6 @@ class RunFailed(MarginfaceError, RuntimeError):
 
 LOST_PEER = "lost contact with another process of this run: it stopped (its own error is printed) or was killed"
 
-# Classes of modules left as they are this round (their bases are ValueError): users' errors by type.
-_FOREIGN_USER_ERRORS = {
-    "marginface.data.perturb": ("PerturbationSpecError",),
-    "marginface.backbones.onnx_import": ("OnnxImportError",),
-}
-
-
-def _foreign_user_error_types() -> tuple[type[BaseException], ...]:
-    """The classes of _FOREIGN_USER_ERRORS whose modules are loaded (an unloaded module raised nothing)."""
-    found = []
-    for module_name, names in _FOREIGN_USER_ERRORS.items():
-        module = sys.modules.get(module_name)
-        found += [getattr(module, name) for name in names if module is not None and hasattr(module, name)]
-    return tuple(found)
-
-
 def _is_lost_peer(err: BaseException) -> bool:
     """True for a collective whose peer went away: torch's DistError types, or gloo's I/O error (which reaches
     Python as a plain RuntimeError, its one recognisable part being the socket's words)."""
@@ -81,7 +65,7 @@ def user_error(err: BaseException) -> MarginfaceError | OSError | None:
     """`err` as the user's error (a MarginfaceError, or an OSError naming its file) or None when it is a bug.
 
     MarginfaceError and OSError are users' errors as they are; a lost distributed peer becomes RunFailed
-    (LOST_PEER); the few foreign classes above become InputError with their message. Everything else is None.
+    (LOST_PEER). Everything else is None.
     """
     if isinstance(err, (MarginfaceError, OSError)):
         return err
@@ -89,9 +73,5 @@ def user_error(err: BaseException) -> MarginfaceError | OSError | None:
         lost = RunFailed(LOST_PEER if "by peer" in str(err) else str(err))
         lost.__cause__ = err
         return lost
-    if isinstance(err, _foreign_user_error_types()):
-        foreign = InputError(str(err))
-        foreign.__cause__ = err
-        return foreign
     return None
 

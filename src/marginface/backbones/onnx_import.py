@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from marginface.errors import InputError
+
 log = logging.getLogger(__name__)
 
 INPUT_SIZE = 112
@@ -50,7 +52,7 @@ PARAM_SLOTS: dict[str, dict[int, str]] = {
 STAT_SLOTS: dict[str, dict[int, str]] = {"BatchNormalization": {3: "running_mean", 4: "running_var"}}
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(InputError):
     """An ONNX file that cannot become a trainable image → embedding backbone; names the file and the op."""
 
 

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from marginface.data.image import decode_image, encode_image
+from marginface.errors import UsageError
 from marginface.seeding import item_seed
 
 REFERENCE_SIZE = 112
@@ -47,7 +48,7 @@ KINDS = ("blur", "downscale", "jpeg", "occlude", "gamma", "gray", "motion", "pix
 _USAGE = "blur:SIGMA, downscale:PX, jpeg:QUALITY, occlude:FRACTION, gamma:G, gray, motion:LENGTH or pixelate:PX"
 
 
-class PerturbationSpecError(ValueError):
+class PerturbationSpecError(UsageError):
     """A `KIND:LEVEL` spec that cannot be parsed; the message names the spec and what was expected."""
 
 
