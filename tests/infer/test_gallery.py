@@ -539,3 +539,13 @@ def test_a_gallery_whose_write_ahead_log_was_deleted_says_so(tmp_path: Path) -> 
     message = r"people\.db: not a marginface gallery: it holds no tables .*people\.db-wal is gone"
     with pytest.raises(GalleryError, match=message):
         Gallery.open(empty)
+
+
+def test_check_finds_a_damaged_index_that_listings_would_not(two_people: Path) -> None:
+    """A damaged index page can make listings show nothing without an error: `check` runs integrity_check."""
+    from marginface.infer.gallery import GalleryUnreadable
+
+    _damage_pages_of(two_people, "templates_identity")
+    with Gallery.open(two_people) as again:
+        with pytest.raises(GalleryUnreadable, match=rf"{two_people}: .*damaged"):
+            again.check()

@@ -521,8 +521,18 @@ class Gallery:
             self._damaged = [replace(d, identity=new) if d.identity_id == identity else d for d in self._damaged]
 
     def check(self) -> list[DamagedTemplate]:
-        """Read every template from the file again and return those that fail verification (empty: all intact)."""
+        """Check the whole file (SQLite's integrity_check: a damaged index page can hide rows from listings
+        without any read failing) and read every template again; returns those that fail verification
+        (empty: all intact), raising GalleryUnreadable when the file itself is damaged."""
         with self._lock:
+            try:
+                findings = [row[0] for row in self._db.execute("PRAGMA integrity_check(20)").fetchall()]
+            except sqlite3.DatabaseError as err:
+                raise _unreadable(self.path, err) from err
+            if findings != ["ok"]:
+                shown = "; ".join(findings[:3]) + (f"; and {len(findings) - 3} more" if len(findings) > 3 else "")
+                raise GalleryUnreadable(f"{self.path}: the file is damaged (SQLite integrity_check: {shown}); "
+                                        f"restore it from a backup, or create the gallery again and re-enrol")
             self._load()
             return list(self._damaged)
 
