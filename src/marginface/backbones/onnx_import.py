@@ -78,10 +78,6 @@ def _attrs(node: Any) -> dict[str, Any]:
     return out
 
 
-def _tensor_from_attr(value: dict) -> Tensor:
-    return torch.tensor(np.asarray(value["values"], dtype=value["dtype"]).reshape(value["shape"]))
-
-
 class NodeParams(nn.Module):
     """The trainable tensors (and BN statistics) of one graph node, by role: weight, bias, slope, ..."""
 
@@ -462,7 +458,7 @@ def import_onnx(path: str | Path, num_features: int | None = None, input_spec: d
         with torch.no_grad():
             out = probe.eval()(torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE))
     except OnnxImportError:
-        raise
+        raise  # already names the file and the node
     except (RuntimeError, KeyError, IndexError, ValueError) as err:
         raise OnnxImportError(f"{path.name}: the converted graph does not run on a (2, 3, {INPUT_SIZE}, "
                               f"{INPUT_SIZE}) batch: {type(err).__name__}: {err}") from None

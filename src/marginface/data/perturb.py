@@ -181,16 +181,19 @@ def _blur(rgb: np.ndarray, sigma: float | None, seed: int) -> np.ndarray:
     return cv2.GaussianBlur(rgb, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma), borderType=cv2.BORDER_REFLECT)
 
 
-def _downscale(rgb: np.ndarray, px: float | None, restore_size: bool = True) -> np.ndarray:
+def _resample(rgb: np.ndarray, px: float | None, shrink: int, enlarge: int | None) -> np.ndarray:
+    """Shrink by px/112 with `shrink` interpolation, then back to the original size with `enlarge` (None:
+    leave it small); px >= 112 is the identity. The one resampling of downscale and pixelate."""
     factor = float(px) / REFERENCE_SIZE
     if factor >= 1:
         return rgb.copy()
     height, width = rgb.shape[:2]
-    small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
-                       interpolation=cv2.INTER_AREA)
-    if not restore_size:
-        return small
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=shrink)
+    return small if enlarge is None else cv2.resize(small, (width, height), interpolation=enlarge)
+
+
+def _downscale(rgb: np.ndarray, px: float | None, restore_size: bool = True) -> np.ndarray:
+    return _resample(rgb, px, cv2.INTER_AREA, cv2.INTER_LINEAR if restore_size else None)
 
 
 def _jpeg(rgb: np.ndarray, quality: float | None, seed: int) -> np.ndarray:
@@ -242,13 +245,7 @@ def _motion(rgb: np.ndarray, length: float | None, seed: int) -> np.ndarray:
 
 
 def _pixelate(rgb: np.ndarray, px: float | None, seed: int) -> np.ndarray:
-    factor = float(px) / REFERENCE_SIZE
-    if factor >= 1:
-        return rgb.copy()
-    height, width = rgb.shape[:2]
-    small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
-                       interpolation=cv2.INTER_NEAREST)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+    return _resample(rgb, px, cv2.INTER_NEAREST, cv2.INTER_NEAREST)
 
 
 _APPLY = {"blur": _blur, "jpeg": _jpeg, "occlude": _occlude, "gamma": _gamma, "gray": _gray, "motion": _motion,

@@ -360,18 +360,22 @@ class Trainer:
             degraded = torch.from_numpy(self.augment.apply_batch(images.numpy().copy(), rng))
         else:
             degraded = images
-        pair = []
-        for batch in (clean, degraded) if degraded is not clean else (clean,):
-            inputs = to_model_input(batch)
-            if self.config.data.flip:
-                generator = torch.Generator().manual_seed(flip_seed(self.config.seed, self.step, self.ctx.rank))
-                mask = torch.rand(len(inputs), generator=generator) < 0.5
-                inputs[mask] = torch.flip(inputs[mask], dims=[3])
-            inputs = inputs.to(self.device, non_blocking=True)
-            if self.config.model.channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            pair.append(inputs)
+        mask = None
+        if self.config.data.flip:  # one mask for both, so the distillation target is the same view
+            generator = torch.Generator().manual_seed(flip_seed(self.config.seed, self.step, self.ctx.rank))
+            mask = torch.rand(len(images), generator=generator) < 0.5
+        pair = [self._model_input(batch, mask) for batch in ((clean, degraded) if degraded is not clean else (clean,))]
         return pair[0], pair[-1]
+
+    def _model_input(self, images: Tensor, flip_mask: Tensor | None) -> Tensor:
+        """uint8 batch → float input on the device, mirrored where `flip_mask` says."""
+        inputs = to_model_input(images)
+        if flip_mask is not None:
+            inputs[flip_mask] = torch.flip(inputs[flip_mask], dims=[3])
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.config.model.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     def _autocast(self):
         precision = self.config.optim.precision
