@@ -141,7 +141,7 @@ def test_naming_a_cluster_makes_it_searchable_and_later_runs_keep_it(three) -> N
     cluster = people.faces([faces[0][0]])[0].person
     named = people.name(cluster, "Ada")
     assert named.kind == "named" and named.ref == "Ada"
-    with pytest.raises(UnknownPerson, match=f"no cluster #{cluster.id}"):
+    with pytest.raises(UnknownPerson, match=f"no cluster @{cluster.id}"):
         people.show(cluster.ref)
     detail = people.show("Ada")
     assert sorted(f.id for f in detail.faces) == faces[0] and {f.assigned_by for f in detail.faces} == {"user"}
@@ -175,8 +175,8 @@ def test_merge_and_name_with_an_existing_name_merge_people(three) -> None:
     assert gallery_templates(people) == 9
     with pytest.raises(PeopleError, match="with itself"):
         people.merge("Bo", "Bo")
-    with pytest.raises(PeopleError, match="#ID addresses clusters"):
-        people.name("Bo", "#4")
+    with pytest.raises(PeopleError, match="@ID addresses clusters"):
+        people.name("Bo", "@4")
     run_clustering(people)
     assert len(members(people, "Bo")) == 9 and people.counts()["clusters"] == 0
 
@@ -248,7 +248,7 @@ def test_remove_deletes_faces_and_templates_and_a_rescan_adds_nothing(three) -> 
     assert people.add_faces("/photos/0.jpg", "sha0", [_face(np.eye(8)[0])]) == []  # the photo stays scanned
     cluster = people.faces([faces[1][0]])[0].person
     assert people.remove(cluster.ref)["faces"] == 3
-    with pytest.raises(UnknownPerson, match=rf"no cluster #{cluster.id}"):
+    with pytest.raises(UnknownPerson, match=rf"no cluster @{cluster.id}"):
         people.remove(cluster.ref)
 
 
@@ -260,7 +260,7 @@ def test_listing_names_first_then_clusters_largest_first(three) -> None:
     people.name(people.faces([faces[1][0]])[0].person, "Bo")
     listing = people.people()
     assert [(i.person.kind, i.faces) for i in listing] == [("named", 3), ("cluster", 4), ("cluster", 3)]
-    assert listing[0].to_dict()["ref"] == "Bo" and listing[1].to_dict()["ref"].startswith("#")
+    assert listing[0].to_dict()["ref"] == "Bo" and listing[1].to_dict()["ref"].startswith("@")
     assert listing[0].sample_face in faces[1] and listing[0].templates == 3
     json.dumps([i.to_dict() for i in listing]) and json.dumps(people.show("Bo").to_dict())
 

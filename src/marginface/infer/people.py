@@ -2,12 +2,12 @@
 (an enrolled identity) or an unnamed cluster, and the manual decisions (name, merge, split, not-this-person,
 remove) that later clustering runs respect.
 
-Person references: a named person is addressed by their name, a cluster by `#<id>` (`#12`); cluster ids are
-never reused. A face is placed by a run (`assigned_by` 'auto', which the next run may change) or by the user
-(`'user'`: naming, merging, splitting; never moved by a run). Only the user-placed faces of a named person
-are templates (`templates.face_id`), so identify and search answer from confirmed faces only, exactly as they
-answer from enrolled photos. Every change is one transaction of the gallery (see infer/gallery.py), and the
-in-memory search index is reloaded after it commits.
+Person references: a named person is addressed by their name, a cluster by `@<id>` (`@12`; not `#12`, which a
+shell reads as a comment); cluster ids are never reused. A face is placed by a run (`assigned_by` 'auto', which
+the next run may change) or by the user ('user': naming, merging, splitting; never moved by a run). Only the
+user-placed faces of a named person are templates (`templates.face_id`), so identify and search answer from
+confirmed faces only, exactly as they answer from enrolled photos. Every change is one transaction of the
+gallery (see infer/gallery.py), and the in-memory search index is reloaded after it commits.
 
 The clustering glue is: `snapshot = people.assignments()`, labels = `marginface.cluster.cluster_embeddings(
 snapshot.embeddings, fixed=snapshot.fixed, cannot_link=snapshot.cannot_link, ...)`, then
@@ -45,7 +45,7 @@ from marginface.infer.gallery import (
 )
 
 log = logging.getLogger(__name__)
-CLUSTER_REF = re.compile(r"#(\d+)")
+CLUSTER_REF = re.compile(r"@(\d+)")
 USER, AUTO = "user", "auto"
 _CHUNK = 500  # ids per `IN (...)` (SQLite allows 32766 parameters; small chunks keep statements short)
 
@@ -55,7 +55,7 @@ class PeopleError(GalleryError):
 
 
 class UnknownPerson(UnknownIdentity):
-    """A person reference (a name or `#id`) the gallery, as committed now, does not hold."""
+    """A person reference (a name or `@id`) the gallery, as committed now, does not hold."""
 
     http_status = 404
 
@@ -95,8 +95,8 @@ class Person:
 
     @property
     def ref(self) -> str:
-        """The name of a named person, `#<id>` for a cluster."""
-        return self.name if self.kind == "named" and self.name is not None else f"#{self.id}"
+        """The name of a named person, `@<id>` for a cluster."""
+        return self.name if self.kind == "named" and self.name is not None else f"@{self.id}"
 
     @property
     def column(self) -> str:
@@ -265,7 +265,7 @@ class People:
             gallery._load()
 
     def _resolve(self, db: sqlite3.Connection, ref: str | Person) -> Person:
-        """The person a reference names (`#id` a cluster, anything else a name), as committed now."""
+        """The person a reference names (`@id` a cluster, anything else a name), as committed now."""
         text = ref.ref if isinstance(ref, Person) else str(ref).strip()
         match = CLUSTER_REF.fullmatch(text)
         if match:
@@ -277,7 +277,7 @@ class People:
         try:
             identity = self.gallery._identity_id(text)
         except UnknownIdentity as err:
-            hint = "" if text.startswith("#") else " (clusters are addressed as #ID)"
+            hint = "" if text.startswith("@") else " (clusters are addressed as @ID)"
             raise UnknownPerson(f"{err}{hint}") from err
         return Person("named", identity, self.gallery._names[identity])
 
@@ -541,7 +541,7 @@ class People:
         person; when `name` is already someone's, the two are merged into that person."""
         name = check_identity_name(name)
         if CLUSTER_REF.fullmatch(name):
-            raise PeopleError(f"gallery {self.path}: {name!r} cannot be a name: #ID addresses clusters")
+            raise PeopleError(f"gallery {self.path}: {name!r} cannot be a name: @ID addresses clusters")
         with self._change() as db:
             person = self._resolve(db, ref)
             row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()

@@ -211,7 +211,7 @@ def _recompute(recognizer: FaceRecognizer, rows: list[tuple], report: ReembedRep
             kept = [r for r in faces if r[5] is not None]
             for row in faces:
                 if row[5] is None:
-                    person = row[8] if row[6] is not None else (f"#{row[7]}" if row[7] is not None else None)
+                    person = row[8] if row[6] is not None else (f"@{row[7]}" if row[7] is not None else None)
                     report.missing.append(MissingFace(row[0], path, person, f"{problem}; no thumbnail was kept"))
             if kept:
                 crops = np.stack([_decode_thumbnail(r[5], size) for r in kept])
