@@ -359,7 +359,8 @@ class People:
             shown = "; ".join(map(str, damaged[:10]))
             more = f"; and {len(damaged) - 10} more" if len(damaged) > 10 else ""
             raise FacesDamaged(f"gallery {self.path} holds {len(damaged)} damaged face embedding(s): {shown}{more} "
-                               f"(list them with `marginface people check {self.path}`, delete them with --drop)")
+                               f"(list them with `marginface people check {self.path}`; `marginface "
+                               f"gallery reembed` recomputes them from their photos, --drop deletes them)")
 
     def _drop_empty_clusters(self, db: sqlite3.Connection, clusters: set[int]) -> list[int]:
         """Delete those of `clusters` left without faces and without cannot-links; returns their ids."""
