@@ -135,6 +135,18 @@ def test_clustering_runs_keep_cluster_ids_stable(three) -> None:
     assert relabelled.moved == 0 and {p: people.faces([faces[p][0]])[0].person for p in faces} == refs
 
 
+def test_a_split_made_between_snapshot_and_apply_still_stands(three) -> None:
+    people, faces = three
+    snapshot = people.assignments()
+    labels = nn_cluster(snapshot.embeddings, threshold=0.8, fixed=snapshot.fixed)
+    moved = people.split([faces[0][0]])  # another process, while the run computed
+    applied = people.apply_clustering(snapshot.face_ids, labels)
+    assert applied.kept_user_placed == 1
+    face = people.faces([faces[0][0]])[0]
+    assert face.person == moved and face.assigned_by == "user"  # the run's group joins it there: same person
+    assert sorted(members(people, moved)) == faces[0]
+
+
 def test_naming_a_cluster_makes_it_searchable_and_later_runs_keep_it(three) -> None:
     people, faces = three
     run_clustering(people)
