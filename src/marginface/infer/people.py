@@ -254,15 +254,17 @@ class People:
                 raise _unreadable(self.path, err) from err
 
     @contextmanager
-    def _change(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (the gallery's checks included); the search index is reloaded after COMMIT."""
+    def _change(self, reload: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (the gallery's checks included); the search index is reloaded after COMMIT
+        unless the change cannot touch templates (`reload=False`: adding unassigned faces)."""
         self._require_schema()
         gallery = self.gallery
         with gallery._lock:
             with gallery._write() as db:
                 gallery._sync()
                 yield db
-            gallery._load()
+            if reload:
+                gallery._load()
 
     def _resolve(self, db: sqlite3.Connection, ref: str | Person) -> Person:
         """The person a reference names (`@id` a cluster, anything else a name), as committed now."""
@@ -403,7 +405,7 @@ class People:
         vectors = [self.gallery._unit(face.embedding) for face in faces]
         now = time.time()
         added: list[int] = []
-        with self._change() as db:
+        with self._change(reload=False) as db:
             if db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None:
                 return []
             photo = db.execute("INSERT INTO photos (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
