@@ -348,7 +348,7 @@ def test_a_version_1_gallery_gets_checksums_when_opened(two_people: Path) -> Non
         assert again.check() == []
         assert again.search(_unit(0, 1, 0, 0, 0, 0, 0, 0))[0][0].name == "bob"
     db = sqlite3.connect(two_people)
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     assert db.execute("SELECT COUNT(*) FROM templates WHERE checksum IS NULL").fetchone() == (0,)
     db.close()
     _flip_bit(two_people, 2, 0, 0)

@@ -1,5 +1,5 @@
 """The `marginface` command: one entry point; one module per command family (data, train, eval, export,
-recognition, serve), each registering its subcommands as thin shells over the library. Only this package prints.
+recognition, people, serve), each registering its subcommands as thin shells over the library. Only this package prints.
 
 Errors meet the user here, in `main`, once: a user's error (marginface.errors.user_error: a MarginfaceError or an
 OSError) is one `marginface: error: ...` line and its exit status (2; `-v` adds the traceback); anything else is
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from marginface import __version__
-from marginface.cli import data, export, recognition, serve, train
+from marginface.cli import data, export, people, recognition, serve, train
 from marginface.cli import eval as eval_
 from marginface.errors import EXIT_BUG, EXIT_USER_ERROR, MarginfaceError, user_error
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"marginface {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for family in (data, eval_, train, export, recognition, serve):
+    for family in (data, eval_, train, export, recognition, people, serve):
         family.register(commands)
     return parser
 

@@ -12,7 +12,7 @@ from marginface.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """verify, gallery create/list/remove/rename/stats/check, enroll and identify."""
+    """verify, gallery create/list/remove/rename/stats/check/reembed, enroll and identify."""
     verify = commands.add_parser("verify", help="are two photos the same person? (exit 0 same, 1 different)")
     verify.add_argument("image1")
     verify.add_argument("image2")
@@ -52,6 +52,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--drop", action="store_true",
                        help="delete the damaged templates (one transaction); enrol those people again after")
     check.set_defaults(handler=_run_gallery_check)
+    reembed = sub.add_parser("reembed", help="recompute every face record with a (new) model; people are kept",
+                             description="Recompute every stored face from its photo (or kept thumbnail) with "
+                                         "MODEL and bind the gallery to it, in one transaction; names, merges, "
+                                         "splits and 'not this person' marks are kept. Faces whose photo is gone "
+                                         "or changed are listed (exit status 2) and leave search until a later "
+                                         "reembed finds their photo.")
+    reembed.add_argument("gallery")
+    reembed.add_argument("--model", required=True, help="ONNX file, exported model or run directory ('auto': "
+                                                        "the published MobileFaceNet)")
+    reembed.add_argument("--detector", help="YuNet ONNX file (default: the gallery's detector)")
+    reembed.add_argument("--no-flip", action="store_true", help="disable flip-test embeddings")
+    _add_threshold_options(reembed, fpir=True)
+    reembed.add_argument("--drop-enrolled", action="store_true",
+                         help="with a new model: delete the templates enrolled with `enroll` (their photo paths "
+                              "are not stored, so they cannot be recomputed); enrol those people again after")
+    reembed.add_argument("--json", action="store_true", help="print the report as JSON")
+    reembed.set_defaults(handler=_run_gallery_reembed)
 
     enroll = commands.add_parser("enroll", help="add people to a gallery: FOLDER/<name>/<images> or --name NAME IMG...")
     enroll.add_argument("gallery")
@@ -189,6 +206,40 @@ def _run_gallery_check(args: argparse.Namespace) -> int:
         else:
             print(f"delete them with `marginface gallery check {args.gallery} --drop`, then enrol those people again")
     return 2
+
+
+def _run_gallery_reembed(args: argparse.Namespace) -> int:
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.people import People
+    from marginface.infer.people_scan import reembed
+    from marginface.infer.recognizer import FaceRecognizer
+
+    given = args.threshold is not None or args.report is not None or args.model == "auto"
+    threshold = _threshold(args, "identify") if given else None  # None: keep the gallery's (same model only)
+    with Gallery.open(args.gallery) as gallery:
+        detector = args.detector if args.detector is not None else gallery.detector_path
+        recognizer = FaceRecognizer(args.model, detector, flip=not args.no_flip)
+        with Progress("reembed") as progress:
+            report = reembed(People(gallery), recognizer, progress, threshold=threshold,
+                             drop_enrolled=args.drop_enrolled)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(f"re-embedded {report.faces} faces of {args.gallery} with {report.model} ({len(report.from_landmarks)} "
+              f"from their stored landmarks, {len(report.from_thumbnails)} from thumbnails); {report.templates} "
+              "templates")
+        for name, count in sorted(report.dropped_enrolled.items()):
+            print(f"  dropped {count} enrolled templates of {name!r}: enrol again")
+        if report.missing:
+            print(f"{len(report.missing)} faces could not be recomputed (kept with their people, out of search "
+                  "until their photo is back and reembed runs again):")
+            for face in report.missing:
+                print(f"  {face}")
+    if report.missing:
+        print(f"marginface: error: {len(report.missing)} faces could not be recomputed (listed above)",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], list[Path]]:

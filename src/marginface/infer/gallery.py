@@ -12,6 +12,10 @@ never enters the index, and while the gallery holds one every search raises Gall
 the identity and the template: a search without that person could name a stranger in their place.
 `check` lists the damaged templates, `drop_templates` deletes them.
 
+Schema 3 adds the face records and people management that `infer/people.py` works on: photos, faces (with
+their own checksummed embeddings), unnamed clusters and cannot-links; templates.face_id links the templates of
+a named person's confirmed faces to them. This module only creates and migrates those tables.
+
 Every read and change first sees what other processes committed (PRAGMA data_version) and checks that the
 file and its -wal are still the ones opened (device and inode): GalleryUnavailable, never a change
 acknowledged into a removed or replaced file.
@@ -40,7 +44,8 @@ from marginface.infer.search import TemplateIndex, unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold, check_score
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 2  # 2: templates.checksum (galleries of version 1 are migrated when opened)
+SCHEMA_VERSION = 3  # 2: templates.checksum; 3: photos, faces, clusters, cannot_link, templates.face_id
+# (galleries of older versions are migrated when opened writable)
 NORM_TOLERANCE = 1e-4  # a stored template is unit norm to float32 rounding (~1e-7); further off is damage
 
 _SCHEMA = """
@@ -58,6 +63,54 @@ CREATE TABLE IF NOT EXISTS templates (
     UNIQUE (identity_id, source_sha256));
 CREATE INDEX IF NOT EXISTS templates_identity ON templates(identity_id);
 """
+# Schema 3: face records and people management (infer/people.py). templates.face_id is added by the migration
+# (ALTER TABLE) and by _SCHEMA_TEMPLATE_FACE on a new file, so that both end with the same columns.
+_SCHEMA_PEOPLE = """
+CREATE TABLE IF NOT EXISTS photos (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, faces INTEGER NOT NULL,
+    added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS clusters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+    face_index INTEGER NOT NULL,
+    box TEXT NOT NULL,
+    landmarks TEXT NOT NULL,
+    detection_score REAL NOT NULL,
+    raw_norm REAL NOT NULL,
+    face_size REAL NOT NULL,
+    thumbnail BLOB,
+    embedding BLOB,
+    checksum INTEGER,
+    identity_id INTEGER REFERENCES identities(id) ON DELETE CASCADE,
+    cluster_id INTEGER REFERENCES clusters(id) ON DELETE CASCADE,
+    assigned_by TEXT NOT NULL DEFAULT 'auto' CHECK (assigned_by IN ('auto', 'user')),
+    created REAL NOT NULL,
+    CHECK (identity_id IS NULL OR cluster_id IS NULL),
+    UNIQUE (photo_id, face_index));
+CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
+CREATE INDEX IF NOT EXISTS faces_cluster ON faces(cluster_id);
+CREATE TABLE IF NOT EXISTS cannot_link (
+    face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    identity_id INTEGER REFERENCES identities(id) ON DELETE CASCADE,
+    cluster_id INTEGER REFERENCES clusters(id) ON DELETE CASCADE,
+    created REAL NOT NULL,
+    CHECK ((identity_id IS NULL) != (cluster_id IS NULL)));
+CREATE UNIQUE INDEX IF NOT EXISTS cannot_link_identity ON cannot_link(face_id, identity_id)
+    WHERE identity_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS cannot_link_cluster ON cannot_link(face_id, cluster_id)
+    WHERE cluster_id IS NOT NULL;
+"""
+_SCHEMA_TEMPLATE_FACE = """
+ALTER TABLE templates ADD COLUMN face_id INTEGER REFERENCES faces(id) ON DELETE CASCADE;
+CREATE INDEX IF NOT EXISTS templates_face ON templates(face_id);
+"""
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a schema script, one by one."""
+    return [statement for statement in script.split(";") if statement.strip()]
 
 
 class GalleryError(MarginfaceError, ValueError):
@@ -118,6 +171,37 @@ def template_checksum(template_id: int, identity_id: int, blob: bytes) -> int:
     """CRC-32 of (template id, identity id, embedding bytes): a changed bit, a blob moved to another row or a
     template moved to another person all change it."""
     return zlib.crc32(blob, zlib.crc32(struct.pack("<qq", int(template_id), int(identity_id))))
+
+
+def verify_embeddings(rows: list[tuple[int, object, int | None]], dim: int, checksum: Callable[[int, bytes], int],
+                      covers: str) -> tuple[dict[int, str], set[int], np.ndarray]:
+    """Verify stored (id, embedding blob, stored checksum) rows: 4·dim bytes, finite, unit norm, checksum.
+
+    Returns (id -> what is wrong, for the damaged rows; the ids of the right-sized rows; their (M, dim)
+    float32 matrix in row order). `covers` names what the checksum covers besides the bytes (for the message).
+    Lengths and checksums are checked row by row, finite values and norms over the whole matrix at once."""
+    reasons: dict[int, str] = {}
+    sized = [row for row in rows if isinstance(row[1], bytes) and len(row[1]) == 4 * dim]
+    for row_id, blob, _ in rows:
+        if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+            size = len(blob) if isinstance(blob, (bytes, str)) else 0
+            reasons[row_id] = f"holds {size} bytes, expected {4 * dim} ({dim} float32 values)"
+    matrix = (np.frombuffer(b"".join(row[1] for row in sized), "<f4").reshape(-1, dim) if sized
+              else np.zeros((0, dim), np.float32))
+    finite = np.isfinite(matrix)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+    for row, (row_id, blob, stored) in enumerate(sized):
+        if not finite[row].all():
+            reasons[row_id] = f"holds {int((~finite[row]).sum())} non-finite values (NaN or infinity)"
+        elif abs(norms[row] - 1.0) > NORM_TOLERANCE:
+            reasons[row_id] = f"has norm {norms[row]:.6g}, expected 1"
+        elif stored is None:
+            reasons[row_id] = "has no checksum"
+        elif stored != (computed := checksum(row_id, blob)):
+            reasons[row_id] = (f"checksum mismatch (stored {int(stored) & 0xFFFFFFFF:08x}, computed "
+                               f"{computed:08x}): its bytes, {covers} changed after it was written")
+    return reasons, {row[0] for row in sized}, matrix
 
 
 @dataclass(frozen=True)
@@ -182,21 +266,30 @@ class Gallery:
         self._db = connection
         self.read_only = read_only
         self._lock = threading.RLock()
-        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        try:
-            self.fingerprint = ModelFingerprint.from_dict(json.loads(meta["fingerprint"]))
-            self.threshold = Threshold.from_dict(json.loads(meta["threshold"]))
-            self.model_path: str = meta["model"]
-            self.detector_path: str | None = json.loads(meta["detector"])
-            self.flip: bool = json.loads(meta.get("flip", "true"))
-        except (KeyError, ValueError, TypeError) as err:
-            raise GalleryError(f"{path}: not a marginface gallery (meta table incomplete: {err})") from err
+        self._read_meta()
         self._names: dict[int, str] = {}
         self._damaged: list[DamagedTemplate] = []
         self._files: dict[str, tuple[int, int] | None] = {}
         self._failed_write: str | None = None  # the last change's write error, until a change succeeds
         self._check_files()  # records the (device, inode) of the file and its -wal
         self._load()
+
+    def _read_meta(self) -> None:
+        """The model binding (fingerprint, threshold, model, detector, flip) and schema version from `meta`:
+        read on open and on every reload, so a `reembed` by another process re-binds this connection too."""
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as err:
+            raise _unreadable(self.path, err) from err
+        try:
+            self.fingerprint = ModelFingerprint.from_dict(json.loads(meta["fingerprint"]))
+            self.threshold = Threshold.from_dict(json.loads(meta["threshold"]))
+            self.model_path: str = meta["model"]
+            self.detector_path: str | None = json.loads(meta["detector"])
+            self.flip: bool = json.loads(meta.get("flip", "true"))
+            self.schema_version = int(meta.get("schema_version", SCHEMA_VERSION))
+        except (KeyError, ValueError, TypeError) as err:
+            raise GalleryError(f"{self.path}: not a marginface gallery (meta table incomplete: {err})") from err
 
     # -- lifecycle --------------------------------------------------------------------------------------
     @staticmethod
@@ -220,7 +313,7 @@ class Gallery:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = cls._connect(path)
         with _transaction(db, path):
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            for statement in _statements(_SCHEMA + _SCHEMA_PEOPLE + _SCHEMA_TEMPLATE_FACE):
                 db.execute(statement)
             rows = {"schema_version": str(SCHEMA_VERSION), "fingerprint": json.dumps(fingerprint.to_dict()),
                     "threshold": json.dumps(threshold.to_dict()), "model": str(Path(model).resolve()),
@@ -251,7 +344,7 @@ class Gallery:
             if "no such table" in str(err):
                 raise GalleryError(_no_tables_message(path, err)) from err
             raise GalleryError(f"{path}: not a marginface gallery ({err})") from err
-        if version is None or version[0] not in ("1", str(SCHEMA_VERSION)):
+        if version is None or version[0] not in ("1", "2", str(SCHEMA_VERSION)):
             raise GalleryError(f"{path}: gallery schema version {version and version[0]}, expected {SCHEMA_VERSION}")
         reason = "opened with read_only=True" if read_only else _read_only_mount(path)
         if reason is None:
@@ -263,11 +356,15 @@ class Gallery:
             if version[0] == "1":
                 raise GalleryNotWritable(f"{path}: a schema-1 gallery must be migrated before it is read, which "
                                          f"needs write access ({reason})")
+            if version[0] != str(SCHEMA_VERSION):  # schema 2: identities and templates as ever, no face records
+                log.warning("gallery %s is schema %s and open read-only: it can be listed and searched; people "
+                            "and faces need schema %d (open it once with write access to migrate it)", path,
+                            version[0], SCHEMA_VERSION)
             log.warning("gallery %s is open read-only: %s", path, reason)
             return cls(path, _connect_read_only(path), read_only=reason)
-        if version[0] == "1":
+        if version[0] != str(SCHEMA_VERSION):
             try:
-                _migrate_to_checksums(db, path)
+                _migrate(db, path)
             except BaseException:
                 db.close()
                 raise
@@ -286,14 +383,15 @@ class Gallery:
 
     def _load(self) -> None:
         """Read identities and templates into memory; only templates that pass verification enter the index."""
-        self._index = TemplateIndex(self.fingerprint.embedding_dim)
         try:
             self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._read_meta()
             self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
             rows = self._db.execute(
                 "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
         except sqlite3.DatabaseError as err:
             raise _unreadable(self.path, err) from err
+        self._index = TemplateIndex(self.fingerprint.embedding_dim)
         ids, owners, vectors, self._damaged = self._verify(rows)
         for damaged in self._damaged:
             log.error("gallery %s: %s (not used)", self.path, damaged)
@@ -303,29 +401,13 @@ class Gallery:
     def _verify(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[DamagedTemplate]]:
         """(ids, owners, vectors) of the template rows that are intact, and what is wrong with the others
         (length and checksum row by row; finite values and unit norm over the whole matrix at once)."""
-        dim = self.fingerprint.embedding_dim
-        reasons: dict[int, str] = {}
-        sized = [row for row in rows if isinstance(row[2], bytes) and len(row[2]) == 4 * dim]
-        for template_id, _, blob, _ in rows:
-            if not isinstance(blob, bytes) or len(blob) != 4 * dim:
-                size = len(blob) if isinstance(blob, (bytes, str)) else 0
-                reasons[template_id] = f"holds {size} bytes, expected {4 * dim} ({dim} float32 values)"
-        matrix = (np.frombuffer(b"".join(row[2] for row in sized), "<f4").reshape(-1, dim) if sized
-                  else np.zeros((0, dim), np.float32))
-        finite = np.isfinite(matrix)
-        with np.errstate(over="ignore", invalid="ignore"):
-            norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-        for row, (template_id, identity_id, blob, checksum) in enumerate(sized):
-            if not finite[row].all():
-                reasons[template_id] = f"holds {int((~finite[row]).sum())} non-finite values (NaN or infinity)"
-            elif abs(norms[row] - 1.0) > NORM_TOLERANCE:
-                reasons[template_id] = f"has norm {norms[row]:.6g}, expected 1"
-            elif checksum is None:
-                reasons[template_id] = "has no checksum"
-            elif checksum != (computed := template_checksum(template_id, identity_id, blob)):
-                reasons[template_id] = (f"checksum mismatch (stored {int(checksum) & 0xFFFFFFFF:08x}, computed "
-                                        f"{computed:08x}): its bytes, id or owner changed after it was written")
-            elif identity_id not in self._names:
+        owner = {row[0]: row[1] for row in rows}
+        reasons, sized, matrix = verify_embeddings(
+            [(row[0], row[2], row[3]) for row in rows], self.fingerprint.embedding_dim,
+            lambda template_id, blob: template_checksum(template_id, owner[template_id], blob), "id or owner")
+        sized = [row for row in rows if row[0] in sized]
+        for template_id, identity_id, *_ in sized:
+            if template_id not in reasons and identity_id not in self._names:
                 reasons[template_id] = "belongs to no identity"
         damaged = [DamagedTemplate(int(t), int(i), self._names.get(i, f"<missing identity id {i}>"), reasons[t])
                    for t, i, *_ in rows if t in reasons]
@@ -714,22 +796,31 @@ def _no_tables_message(path: Path, err: Exception) -> str:
     return f"{path}: not a marginface gallery ({err})"
 
 
-def _migrate_to_checksums(db: sqlite3.Connection, path: Path) -> None:
-    """Schema 1 -> 2: add templates.checksum and compute it for every stored template, in one transaction.
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 or 2 -> 3 in one transaction (a crash leaves the old schema intact): 1 -> 2 adds
+    templates.checksum and computes it for every stored template; 2 -> 3 adds the people tables and
+    templates.face_id (NULL: every existing template stays an enrolled one, so identify answers as before).
 
-    Bytes damaged before this migration get a checksum of their damaged state; the finite and unit-norm
-    checks still catch most such damage."""
+    Bytes damaged before the checksum migration get a checksum of their damaged state; the finite and
+    unit-norm checks still catch most such damage."""
     with _transaction(db, path):
-        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version is not None and version[0] == str(SCHEMA_VERSION):
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = row[0] if row is not None else None
+        if version == str(SCHEMA_VERSION):
             return  # another process migrated it while this one waited for the lock
-        db.execute("ALTER TABLE templates ADD COLUMN checksum INTEGER")
-        rows = db.execute("SELECT id, identity_id, embedding FROM templates").fetchall()
-        db.executemany("UPDATE templates SET checksum = ? WHERE id = ?",
-                       [(template_checksum(t, i, blob), t) for t, i, blob in rows if isinstance(blob, bytes)])
+        columns = {row[1] for row in db.execute("PRAGMA table_info(templates)").fetchall()}
+        if version == "1":
+            if "checksum" not in columns:
+                db.execute("ALTER TABLE templates ADD COLUMN checksum INTEGER")
+            rows = db.execute("SELECT id, identity_id, embedding FROM templates").fetchall()
+            db.executemany("UPDATE templates SET checksum = ? WHERE id = ?",
+                           [(template_checksum(t, i, blob), t) for t, i, blob in rows if isinstance(blob, bytes)])
+            log.info("gallery %s: checksums computed for %d templates", path, len(rows))
+        for statement in _statements(_SCHEMA_PEOPLE + ("" if "face_id" in columns else _SCHEMA_TEMPLATE_FACE)):
+            db.execute(statement)
+        db.execute("CREATE INDEX IF NOT EXISTS templates_face ON templates(face_id)")
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-    log.info("gallery %s: migrated to schema %d (checksums computed for %d templates)", path, SCHEMA_VERSION,
-             len(rows))
+    log.info("gallery %s: migrated from schema %s to %d", path, version, SCHEMA_VERSION)
 
 
 def _read_only_mount(path: Path) -> str | None:

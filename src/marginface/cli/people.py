@@ -1,0 +1,180 @@
+"""`marginface people list|show|name|merge|split|not|remove|check GALLERY ...` over infer/people.People.
+
+A person is their name, or `@ID` for an unnamed cluster (`@12`; `#12` would be a comment to the shell)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from marginface.cli.common import positive_int
+
+PERSON_HELP = "a name, or @ID for an unnamed cluster (e.g. @12)"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """people list/show/name/merge/split/not/remove/check."""
+    people = commands.add_parser("people", help="named people and unnamed clusters of a gallery's faces",
+                                 description="People of a gallery's face records. " + PERSON_HELP[0].upper()
+                                 + PERSON_HELP[1:] + ". Every change is one transaction; clustering runs never "
+                                 "undo a decision made here.")
+    sub = people.add_subparsers(dest="people_command", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="named people, then clusters (largest first), with face counts")
+    listing.add_argument("gallery")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_run_list)
+    show = sub.add_parser("show", help="one person's faces (id, photo, box, who placed it)")
+    show.add_argument("gallery")
+    show.add_argument("person", help=PERSON_HELP)
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--annotate", metavar="OUT.jpg", help="write a contact sheet of the person's faces")
+    show.add_argument("--limit", type=positive_int, default=64, help="faces on the contact sheet (default 64)")
+    show.set_defaults(handler=_run_show)
+    name = sub.add_parser("name", help="name a cluster (or rename a person); an existing name merges into it")
+    name.add_argument("gallery")
+    name.add_argument("person", help=PERSON_HELP)
+    name.add_argument("name")
+    name.set_defaults(handler=_run_name)
+    merge = sub.add_parser("merge", help="merge two people (the named one is kept, else the first)")
+    merge.add_argument("gallery")
+    merge.add_argument("a", metavar="PERSON", help=PERSON_HELP)
+    merge.add_argument("b", metavar="OTHER", help=PERSON_HELP)
+    merge.set_defaults(handler=_run_merge)
+    split = sub.add_parser("split", help="move faces into a new cluster (or --to a person); runs leave them there")
+    split.add_argument("gallery")
+    split.add_argument("faces", nargs="+", type=int, metavar="FACE_ID")
+    split.add_argument("--to", metavar="PERSON", help="move them into this person instead of a new cluster")
+    split.set_defaults(handler=_run_split)
+    not_ = sub.add_parser("not", help="mark faces 'not this person' (taken out; no run puts them back)")
+    not_.add_argument("gallery")
+    not_.add_argument("person", help=PERSON_HELP)
+    not_.add_argument("faces", nargs="+", type=int, metavar="FACE_ID")
+    not_.set_defaults(handler=_run_not)
+    remove = sub.add_parser("remove", help="delete a person with their faces and templates")
+    remove.add_argument("gallery")
+    remove.add_argument("person", help=PERSON_HELP)
+    remove.set_defaults(handler=_run_remove)
+    check = sub.add_parser("check", help="verify every face embedding (exit 0 intact, 2 damaged ones listed)")
+    check.add_argument("gallery")
+    check.add_argument("--drop", action="store_true", help="delete the damaged faces (one transaction)")
+    check.set_defaults(handler=_run_check)
+
+
+def _open(path: str):
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.people import People
+
+    gallery = Gallery.open(path)
+    return gallery, People(gallery)
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        listing, counts = people.people(), people.counts()
+    if args.json:
+        print(json.dumps({"people": [p.to_dict() for p in listing], **counts}))
+        return 0
+    for info in listing:
+        print(f"{info.person.ref}\t{info.faces} faces\t{info.user_faces} placed by you\t{info.templates} templates")
+    print(f"{counts['named']} named, {counts['clusters']} clusters; {counts['faces']} faces in {counts['photos']} "
+          f"photos, {counts['unassigned']} unassigned, {counts['without_embedding']} without an embedding",
+          file=sys.stderr)
+    return 0
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        detail = people.show(args.person)
+        if args.annotate:
+            _write_sheet(people, detail.info.person, Path(args.annotate), args.limit)
+    if args.json:
+        print(json.dumps(detail.to_dict()))
+        return 0
+    info = detail.info
+    print(f"{info.person.ref}: {info.faces} faces ({info.user_faces} placed by you), {info.templates} templates")
+    for face in detail.faces:
+        box = ",".join(f"{v:.0f}" for v in face.box)
+        note = "" if face.has_embedding else "  (photo missing at the last reembed: not searched)"
+        print(f"  face {face.id}\t{face.assigned_by}\t{face.photo_path}\tbox {box}\tscore "
+              f"{face.detection_score:.2f}{note}")
+    if detail.not_faces:
+        print(f"  not this person: faces {', '.join(map(str, detail.not_faces))}")
+    return 0
+
+
+def _write_sheet(people, person, target: Path, limit: int) -> None:
+    from marginface.data.image import encode_image
+    from marginface.infer.contact_sheet import contact_sheet
+
+    sheet, left_out = contact_sheet(people, person, limit=limit)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(encode_image(sheet, target.suffix or ".jpg"))
+    except OSError as err:
+        raise OSError(f"{target}: cannot write the contact sheet ({err.strerror or err})") from err
+    more = f" ({left_out} more not shown; raise --limit)" if left_out else ""
+    print(f"wrote {target}{more}", file=sys.stderr)
+
+
+def _run_name(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        person = people.name(args.person, args.name)
+    print(f"{args.person} is now {person.ref}")
+    return 0
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        kept = people.merge(args.a, args.b)
+    print(f"merged {args.a} and {args.b} into {kept.ref}")
+    return 0
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        person = people.split(args.faces, into=args.to)
+    print(f"moved {len(set(args.faces))} faces to {person.ref}")
+    return 0
+
+
+def _run_not(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        out = people.not_this_person(args.faces, args.person)
+    print(f"marked {len(set(args.faces))} faces 'not {args.person}'; {len(out)} taken out of {args.person}")
+    return 0
+
+
+def _run_remove(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        removed = people.remove(args.person)
+    print(f"removed {removed['person']}: {removed['faces']} faces, {removed['templates']} templates")
+    return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    gallery, people = _open(args.gallery)
+    with gallery:
+        damaged = people.check()
+        faces = people.counts()["faces"]
+        print(f"{args.gallery}: {faces} faces checked")
+        if not damaged:
+            print("OK: no damaged face embeddings")
+            return 0
+        print(f"{len(damaged)} damaged face embeddings:")
+        for item in damaged:
+            print(f"  {item}")
+        if args.drop:
+            print(f"dropped {people.drop_faces([d.face_id for d in damaged])} damaged faces")
+        else:
+            print(f"recompute them from their photos with `marginface gallery reembed {args.gallery}`, or delete "
+                  f"them with `marginface people check {args.gallery} --drop`")
+    return 2

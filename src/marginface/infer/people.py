@@ -1,0 +1,745 @@
+"""People over a gallery's face records: every detected face of a scanned collection, linked to a named person
+(an enrolled identity) or an unnamed cluster, and the manual decisions (name, merge, split, not-this-person,
+remove) that later clustering runs respect.
+
+Person references: a named person is addressed by their name, a cluster by `@<id>` (`@12`; not `#12`, which a
+shell reads as a comment); cluster ids are never reused. A face is placed by a run (`assigned_by` 'auto', which
+the next run may change) or by the user ('user': naming, merging, splitting; never moved by a run). Only the
+user-placed faces of a named person are templates (`templates.face_id`), so identify and search answer from
+confirmed faces only, exactly as they answer from enrolled photos. Every change is one transaction of the
+gallery (see infer/gallery.py), and the in-memory search index is reloaded after it commits.
+
+The clustering glue is: `snapshot = people.assignments()`, labels = `marginface.cluster.cluster_embeddings(
+snapshot.embeddings, fixed=snapshot.fixed, cannot_link=snapshot.cannot_link, ...)`, then
+`people.apply_clustering(snapshot.face_ids, labels)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import struct
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from marginface.infer.faces import FaceResult, ModelFingerprint
+from marginface.infer.gallery import (
+    SCHEMA_VERSION,
+    Gallery,
+    GalleryDamaged,
+    GalleryError,
+    GalleryNotWritable,
+    UnknownIdentity,
+    _unreadable,
+    check_identity_name,
+    normalize_identity_name,
+    template_checksum,
+    verify_embeddings,
+)
+
+log = logging.getLogger(__name__)
+CLUSTER_REF = re.compile(r"@(\d+)")
+USER, AUTO = "user", "auto"
+_CHUNK = 500  # ids per `IN (...)` (SQLite allows 32766 parameters; small chunks keep statements short)
+
+
+class PeopleError(GalleryError):
+    """A people operation that cannot be done as asked; the message names the gallery and the person or face."""
+
+
+class UnknownPerson(UnknownIdentity):
+    """A person reference (a name or `@id`) the gallery, as committed now, does not hold."""
+
+    http_status = 404
+
+
+class UnknownFace(PeopleError):
+    """Face ids the gallery, as committed now, does not hold."""
+
+    http_status = 404
+
+
+class CannotLinkConflict(PeopleError):
+    """A change that would put a face into a person it was marked 'not this person' for."""
+
+    http_status = 409
+
+
+class FacesDamaged(GalleryDamaged):
+    """Stored face embeddings failed verification; the message names each of them."""
+
+
+class NeedsMigration(GalleryNotWritable):
+    """A gallery of an older schema opened read-only: it has no face records until it is migrated."""
+
+
+def face_checksum(face_id: int, blob: bytes) -> int:
+    """CRC-32 of (face id, embedding bytes): a changed bit or a blob moved to another face both change it."""
+    return zlib.crc32(blob, zlib.crc32(struct.pack("<q", int(face_id))))
+
+
+@dataclass(frozen=True)
+class Person:
+    """A named person (identity) or an unnamed cluster; `ref` is how commands and messages address it."""
+
+    kind: str  # "named" or "cluster"
+    id: int
+    name: str | None = field(default=None, compare=False)  # a person is its kind and id; the name is a label
+
+    @property
+    def ref(self) -> str:
+        """The name of a named person, `@<id>` for a cluster."""
+        return self.name if self.kind == "named" and self.name is not None else f"@{self.id}"
+
+    @property
+    def column(self) -> str:
+        """The faces/cannot_link column that points at this person."""
+        return "identity_id" if self.kind == "named" else "cluster_id"
+
+    def __str__(self) -> str:
+        return self.ref
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One stored face: its photo, where it is in it, how good it looks, and whose it is."""
+
+    id: int
+    photo_path: str
+    photo_sha256: str
+    face_index: int
+    box: tuple[float, float, float, float]
+    landmarks: list[list[float]]
+    detection_score: float
+    raw_norm: float
+    face_size: float
+    person: Person | None
+    assigned_by: str
+    has_thumbnail: bool
+    has_embedding: bool  # False: its photo was gone at the last reembed (out of search and clustering)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (the person as its reference, None when unassigned)."""
+        out = dict(vars(self))
+        out["person"] = self.person.ref if self.person is not None else None
+        out["box"] = list(self.box)
+        return out
+
+
+@dataclass(frozen=True)
+class PersonInfo:
+    """A person with counts: faces (of which user-placed), templates, and a sample face id (the largest)."""
+
+    person: Person
+    faces: int
+    user_faces: int
+    templates: int
+    sample_face: int | None
+    created: float
+    updated: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {"ref": self.person.ref, "kind": self.person.kind, "id": self.person.id, "name": self.person.name,
+                "faces": self.faces, "user_faces": self.user_faces, "templates": self.templates,
+                "sample_face": self.sample_face, "created": self.created, "updated": self.updated}
+
+
+@dataclass(frozen=True)
+class PersonDetail:
+    """A person, their faces, and the faces marked 'not this person' for them."""
+
+    info: PersonInfo
+    faces: list[FaceRecord]
+    not_faces: list[int]
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {**self.info.to_dict(), "face_records": [f.to_dict() for f in self.faces],
+                "not_faces": list(self.not_faces)}
+
+
+@dataclass(frozen=True)
+class DamagedFace:
+    """A stored face embedding that failed verification."""
+
+    face_id: int
+    photo_path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"face {self.face_id} ({self.photo_path}): {self.reason}"
+
+
+@dataclass
+class Assignments:
+    """What a clustering run starts from: every face with an embedding, its current person as a label
+    (an index into `persons`, −1 unassigned), `fixed` (the label of user-placed faces, −1 for the others)
+    and the cannot-links as (face index, label)."""
+
+    face_ids: np.ndarray  # (N,) int64
+    embeddings: np.ndarray  # (N, D) float32, unit rows
+    labels: np.ndarray  # (N,) int64
+    fixed: np.ndarray  # (N,) int64
+    persons: list[Person]
+    cannot_link: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def fixed_mask(self) -> np.ndarray:
+        """True for the user-placed faces (never moved by a run)."""
+        return self.fixed >= 0
+
+
+@dataclass(frozen=True)
+class ClusteringApplied:
+    """What `apply_clustering` changed: faces moved, clusters created and removed, and the faces a run put
+    into a person they are marked 'not' for (left unassigned instead) or that were user-placed (kept)."""
+
+    moved: int
+    new_clusters: list[int]
+    removed_clusters: list[int]
+    refused_by_cannot_link: list[int]
+    kept_user_placed: int
+    missing: list[int]
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return dict(vars(self))
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    ids = list(ids)
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
+def _marks(ids: Sequence[int]) -> str:
+    return ",".join("?" * len(ids))
+
+
+class People:
+    """Face records and people of one open Gallery (schema 3); each change is one transaction."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+
+    @property
+    def path(self):
+        """The gallery file."""
+        return self.gallery.path
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+    def _require_schema(self) -> None:
+        if self.gallery.schema_version < SCHEMA_VERSION:
+            raise NeedsMigration(f"gallery {self.path} is schema {self.gallery.schema_version}, open read-only "
+                                 f"({self.gallery.read_only}): it holds no face records until it is migrated to "
+                                 f"schema {SCHEMA_VERSION}, which needs write access (open it once writable)")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the gallery's lock, after seeing what other processes committed."""
+        self._require_schema()
+        with self.gallery._lock:
+            self.gallery._sync()
+            try:
+                yield self.gallery._db
+            except sqlite3.DatabaseError as err:
+                raise _unreadable(self.path, err) from err
+
+    @contextmanager
+    def _change(self, reload: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (the gallery's checks included); the search index is reloaded after COMMIT
+        unless the change cannot touch templates (`reload=False`: adding unassigned faces)."""
+        self._require_schema()
+        gallery = self.gallery
+        with gallery._lock:
+            with gallery._write() as db:
+                gallery._sync()
+                yield db
+            if reload:
+                gallery._load()
+
+    def _resolve(self, db: sqlite3.Connection, ref: str | Person) -> Person:
+        """The person a reference names (`@id` a cluster, anything else a name), as committed now."""
+        text = ref.ref if isinstance(ref, Person) else str(ref).strip()
+        match = CLUSTER_REF.fullmatch(text)
+        if match:
+            row = db.execute("SELECT id FROM clusters WHERE id = ?", (int(match.group(1)),)).fetchone()
+            if row is None:
+                raise UnknownPerson(f"gallery {self.path} has no cluster {text} (list the people with "
+                                    f"`marginface people list {self.path}`)")
+            return Person("cluster", int(row[0]))
+        try:
+            identity = self.gallery._identity_id(text)
+        except UnknownIdentity as err:
+            hint = "" if text.startswith("@") else " (clusters are addressed as @ID)"
+            raise UnknownPerson(f"{err}{hint}") from err
+        return Person("named", identity, self.gallery._names[identity])
+
+    def _existing_faces(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> list[int]:
+        """The ids, each once, in the order given; UnknownFace naming those the gallery does not hold."""
+        ids = list(dict.fromkeys(int(f) for f in face_ids))
+        if not ids:
+            raise PeopleError(f"gallery {self.path}: no face ids given")
+        found: set[int] = set()
+        for chunk in _chunks(ids):
+            found |= {r[0] for r in db.execute(f"SELECT id FROM faces WHERE id IN ({_marks(chunk)})", chunk)}
+        missing = [f for f in ids if f not in found]
+        if missing:
+            raise UnknownFace(f"gallery {self.path} has no face {', '.join(map(str, missing[:10]))}"
+                              f"{' ...' if len(missing) > 10 else ''} (see `marginface people show`)")
+        return ids
+
+    def _faces_of(self, db: sqlite3.Connection, person: Person) -> list[int]:
+        return [r[0] for r in db.execute(f"SELECT id FROM faces WHERE {person.column} = ? ORDER BY id", (person.id,))]
+
+    def _refuse_cannot_link(self, db: sqlite3.Connection, face_ids: Sequence[int], person: Person) -> None:
+        """CannotLinkConflict when one of the faces was marked 'not this person' for `person`."""
+        conflicts: list[int] = []
+        for chunk in _chunks(face_ids):
+            conflicts += [r[0] for r in db.execute(
+                f"SELECT face_id FROM cannot_link WHERE {person.column} = ? AND face_id IN ({_marks(chunk)})",
+                [person.id, *chunk])]
+        if conflicts:
+            raise CannotLinkConflict(
+                f"gallery {self.path}: face {', '.join(map(str, sorted(conflicts)[:10]))} was marked 'not "
+                f"{person.ref}'; nothing was changed (move such faces elsewhere with `people split` first)")
+
+    def _place(self, db: sqlite3.Connection, face_ids: Sequence[int], person: Person | None, by: str) -> None:
+        """Put faces into `person` (None: unassigned), placed `by` 'user' or 'auto'; templates follow."""
+        identity = person.id if person is not None and person.kind == "named" else None
+        cluster = person.id if person is not None and person.kind == "cluster" else None
+        for chunk in _chunks(face_ids):
+            db.execute(f"UPDATE faces SET identity_id = ?, cluster_id = ?, assigned_by = ? WHERE id IN "
+                       f"({_marks(chunk)})", [identity, cluster, by, *chunk])
+        self._sync_templates(db, face_ids)
+        if person is not None:
+            self._touch(db, person)
+
+    def _touch(self, db: sqlite3.Connection, person: Person) -> None:
+        table = "identities" if person.kind == "named" else "clusters"
+        db.execute(f"UPDATE {table} SET updated = ? WHERE id = ?", (time.time(), person.id))
+
+    def _sync_templates(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> None:
+        """Make the templates of these faces what their placement says: one per user-placed face of a named
+        person (its embedding, verified first), none otherwise."""
+        now = time.time()
+        for chunk in _chunks(face_ids):
+            marks = _marks(chunk)
+            db.execute(f"DELETE FROM templates WHERE face_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM faces f "
+                       "WHERE f.id = templates.face_id AND f.identity_id = templates.identity_id AND "
+                       "f.assigned_by = 'user' AND f.embedding IS NOT NULL)", chunk)
+            rows = db.execute(
+                f"SELECT f.id, f.identity_id, f.embedding, f.checksum, f.detection_score, p.path FROM faces f "
+                f"JOIN photos p ON p.id = f.photo_id WHERE f.id IN ({marks}) AND f.identity_id IS NOT NULL AND "
+                "f.assigned_by = 'user' AND f.embedding IS NOT NULL AND NOT EXISTS (SELECT 1 FROM templates t "
+                "WHERE t.face_id = f.id)", chunk).fetchall()
+            self._refuse_damaged([(r[0], r[2], r[3], r[5]) for r in rows])
+            for face_id, identity, blob, _, score, _ in rows:
+                template = db.execute(
+                    "INSERT INTO templates (identity_id, embedding, source_sha256, detection_score, created, "
+                    "face_id) VALUES (?, ?, NULL, ?, ?, ?)", (identity, blob, score, now, face_id)).lastrowid
+                db.execute("UPDATE templates SET checksum = ? WHERE id = ?",
+                           (template_checksum(template, identity, blob), template))
+
+    def _damaged(self, rows: list[tuple[int, object, int | None, str]]) -> list[DamagedFace]:
+        """The face rows (id, embedding, checksum, photo path) whose embedding fails verification."""
+        reasons, _, _ = verify_embeddings([(r[0], r[1], r[2]) for r in rows], self.gallery.fingerprint.embedding_dim,
+                                          face_checksum, "or face id")
+        return [DamagedFace(int(r[0]), r[3], reasons[r[0]]) for r in rows if r[0] in reasons]
+
+    def _refuse_damaged(self, rows: list[tuple[int, object, int | None, str]]) -> None:
+        damaged = self._damaged(rows)
+        if damaged:
+            shown = "; ".join(map(str, damaged[:10]))
+            more = f"; and {len(damaged) - 10} more" if len(damaged) > 10 else ""
+            raise FacesDamaged(f"gallery {self.path} holds {len(damaged)} damaged face embedding(s): {shown}{more} "
+                               f"(list them with `marginface people check {self.path}`; `marginface "
+                               f"gallery reembed` recomputes them from their photos, --drop deletes them)")
+
+    def _drop_empty_clusters(self, db: sqlite3.Connection, clusters: set[int]) -> list[int]:
+        """Delete those of `clusters` left without faces and without cannot-links; returns their ids."""
+        removed = []
+        for cluster in sorted(clusters):
+            if db.execute("SELECT 1 FROM faces WHERE cluster_id = ? UNION ALL SELECT 1 FROM cannot_link WHERE "
+                          "cluster_id = ? LIMIT 1", (cluster, cluster)).fetchone() is None:
+                db.execute("DELETE FROM clusters WHERE id = ?", (cluster,))
+                removed.append(cluster)
+        return removed
+
+    def _clusters_of(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> set[int]:
+        found: set[int] = set()
+        for chunk in _chunks(face_ids):
+            found |= {r[0] for r in db.execute(
+                f"SELECT DISTINCT cluster_id FROM faces WHERE cluster_id IS NOT NULL AND id IN ({_marks(chunk)})",
+                chunk)}
+        return found
+
+    def _new_cluster(self, db: sqlite3.Connection) -> Person:
+        now = time.time()
+        return Person("cluster", int(db.execute("INSERT INTO clusters (created, updated) VALUES (?, ?)",
+                                                (now, now)).lastrowid))
+
+    # -- adding faces -----------------------------------------------------------------------------------------
+    def known_photo(self, sha256: str) -> bool:
+        """Whether a photo of these bytes was already scanned (with or without faces)."""
+        with self._reading() as db:
+            return db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def add_faces(self, photo_path: str, sha256: str, faces: list[FaceResult],
+                  thumbnails: Sequence[bytes | None] | None = None, *,
+                  fingerprint: ModelFingerprint | None = None) -> list[int]:
+        """Store every face of one photo, unassigned, in one transaction; returns their ids ([] when a photo of
+        these bytes is already stored). A photo without faces is recorded too, so a rescan skips it.
+        `thumbnails` (encoded images, one per face, or None) are kept only when given."""
+        self.gallery.check_fingerprint(fingerprint)
+        if thumbnails is not None and len(thumbnails) != len(faces):
+            raise PeopleError(f"gallery {self.path}: {photo_path}: {len(thumbnails)} thumbnails for {len(faces)} faces")
+        vectors = [self.gallery._unit(face.embedding) for face in faces]
+        now = time.time()
+        added: list[int] = []
+        with self._change(reload=False) as db:
+            if db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None:
+                return []
+            photo = db.execute("INSERT INTO photos (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
+                               (str(photo_path), sha256, len(faces), now)).lastrowid
+            for index, (face, vector) in enumerate(zip(faces, vectors, strict=True)):
+                blob = vector.astype("<f4").tobytes()
+                thumbnail = thumbnails[index] if thumbnails is not None else None
+                face_id = db.execute(
+                    "INSERT INTO faces (photo_id, face_index, box, landmarks, detection_score, raw_norm, face_size, "
+                    "thumbnail, embedding, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (photo, index, json.dumps([float(v) for v in face.box]),
+                     json.dumps(np.asarray(face.landmarks, float).tolist()), float(face.detection_score),
+                     float(face.raw_norm), float(face.face_size), thumbnail, blob, now)).lastrowid
+                db.execute("UPDATE faces SET checksum = ? WHERE id = ?", (face_checksum(face_id, blob), face_id))
+                added.append(int(face_id))
+        return added
+
+    # -- clustering glue --------------------------------------------------------------------------------------
+    def persons(self) -> list[Person]:
+        """Every named person (by name) then every cluster (by id)."""
+        with self._reading() as db:
+            return self._persons(db)
+
+    def _persons(self, db: sqlite3.Connection) -> list[Person]:
+        named = [Person("named", int(i), n) for i, n in db.execute("SELECT id, name FROM identities ORDER BY name")]
+        return named + [Person("cluster", int(c)) for (c,) in db.execute("SELECT id FROM clusters ORDER BY id")]
+
+    def assignments(self) -> Assignments:
+        """Every face with an embedding, its current label, fixed label and cannot-links (for a clustering run);
+        FacesDamaged when any stored face embedding fails verification."""
+        with self._reading() as db:
+            rows = db.execute("SELECT f.id, f.embedding, f.checksum, p.path, f.identity_id, f.cluster_id, "
+                              "f.assigned_by FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.embedding IS "
+                              "NOT NULL ORDER BY f.id").fetchall()
+            persons = self._persons(db)
+            links = db.execute("SELECT face_id, identity_id, cluster_id FROM cannot_link").fetchall()
+        self._refuse_damaged([(r[0], r[1], r[2], r[3]) for r in rows])
+        dim = self.gallery.fingerprint.embedding_dim
+        label_of = {(p.kind, p.id): k for k, p in enumerate(persons)}
+        labels = np.array([label_of[("named", r[4])] if r[4] is not None else
+                           label_of[("cluster", r[5])] if r[5] is not None else -1 for r in rows], np.int64)
+        fixed = np.where(np.array([r[6] == USER for r in rows], bool), labels, -1).astype(np.int64)
+        index_of = {r[0]: i for i, r in enumerate(rows)}
+        cannot = sorted((index_of[f], label_of[("named", i)] if i is not None else label_of[("cluster", c)])
+                        for f, i, c in links if f in index_of)
+        embeddings = (np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(-1, dim).astype(np.float32)
+                      if rows else np.zeros((0, dim), np.float32))
+        return Assignments(np.array([r[0] for r in rows], np.int64), embeddings, labels, fixed, persons, cannot)
+
+    def unassigned(self) -> list[int]:
+        """Ids of the faces in no person (those a run has yet to place, or could not)."""
+        with self._reading() as db:
+            return [r[0] for r in db.execute("SELECT id FROM faces WHERE identity_id IS NULL AND cluster_id IS NULL "
+                                             "AND embedding IS NOT NULL ORDER BY id")]
+
+    def apply_clustering(self, face_ids: Sequence[int], labels: Sequence[int]) -> ClusteringApplied:
+        """Write a clustering run's labels (−1: unclustered) for the faces given, in one transaction.
+
+        Each group of equal labels is matched to the current person it overlaps most (user-placed faces
+        count first), one group per person, so cluster ids stay stable across runs; an unmatched group
+        becomes a new cluster. User-placed faces are never moved, a face is never put into a person it is
+        marked 'not' for (it is left unassigned), and clusters left empty are removed. Faces deleted since
+        the snapshot are skipped (listed in `missing`)."""
+        ids = [int(f) for f in face_ids]
+        labels = [int(v) for v in np.asarray(labels).reshape(-1)]
+        if len(ids) != len(labels):
+            raise PeopleError(f"gallery {self.path}: {len(labels)} labels for {len(ids)} faces")
+        with self._change() as db:
+            current: dict[int, tuple[Person | None, str]] = {}
+            for chunk in _chunks(ids):
+                for face, identity, cluster, by in db.execute(
+                        f"SELECT id, identity_id, cluster_id, assigned_by FROM faces WHERE id IN ({_marks(chunk)})",
+                        chunk):
+                    person = (Person("named", identity) if identity is not None else
+                              Person("cluster", cluster) if cluster is not None else None)
+                    current[face] = (person, by)
+            missing = [f for f in ids if f not in current]
+            groups: dict[int, list[int]] = {}
+            for face, label in zip(ids, labels, strict=True):
+                if face in current and label >= 0:
+                    groups.setdefault(label, []).append(face)
+            overlap: dict[tuple[int, Person], int] = {}
+            for label, members in groups.items():
+                for face in members:
+                    person, by = current[face]
+                    if person is not None:
+                        key = (label, person)
+                        overlap[key] = overlap.get(key, 0) + (1_000_000 if by == USER else 1)
+            target: dict[int, Person] = {}
+            taken: set[Person] = set()
+            for (label, person), _ in sorted(overlap.items(), key=lambda item: (-item[1], item[0][0],
+                                                                                 item[0][1].kind, item[0][1].id)):
+                if label not in target and person not in taken:
+                    target[label] = person
+                    taken.add(person)
+            new_clusters = []
+            for label in sorted(groups):
+                if label not in target and any(current[f][1] != USER for f in groups[label]):
+                    target[label] = self._new_cluster(db)
+                    new_clusters.append(target[label].id)
+            cannot = set()
+            for chunk in _chunks(ids):
+                for face, identity, cluster in db.execute(
+                        f"SELECT face_id, identity_id, cluster_id FROM cannot_link WHERE face_id IN "
+                        f"({_marks(chunk)})", chunk):
+                    cannot.add((face, Person("named", identity) if identity is not None
+                                else Person("cluster", cluster)))
+            moves: dict[Person | None, list[int]] = {}
+            refused, kept, left = [], 0, set()
+            for face, label in zip(ids, labels, strict=True):
+                if face not in current:
+                    continue
+                person, by = current[face]
+                if by == USER:
+                    kept += 1
+                    continue
+                goal = target.get(label) if label >= 0 else None
+                if goal is not None and (face, goal) in cannot:
+                    refused.append(face)
+                    goal = None
+                if goal != person:
+                    moves.setdefault(goal, []).append(face)
+                    if person is not None and person.kind == "cluster":
+                        left.add(person.id)
+            for goal, members in moves.items():
+                self._place(db, members, goal, AUTO)
+            removed = self._drop_empty_clusters(db, left)
+        applied = ClusteringApplied(sum(map(len, moves.values())), new_clusters, removed, refused, kept, missing)
+        log.info("gallery %s: clustering applied: %d faces moved, %d new clusters, %d removed, %d kept from a "
+                 "'not this person' mark", self.path, applied.moved, len(new_clusters), len(removed), len(refused))
+        return applied
+
+    # -- manual decisions -------------------------------------------------------------------------------------
+    def name(self, ref: str | Person, name: str) -> Person:
+        """Name a cluster (it becomes a named person, its faces user-placed and templates) or rename a named
+        person; when `name` is already someone's, the two are merged into that person."""
+        name = check_identity_name(name)
+        if CLUSTER_REF.fullmatch(name):
+            raise PeopleError(f"gallery {self.path}: {name!r} cannot be a name: @ID addresses clusters")
+        with self._change() as db:
+            person = self._resolve(db, ref)
+            row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+            if row is not None and (person.kind, person.id) != ("named", row[0]):
+                return self._merge(db, Person("named", int(row[0]), name), person)
+            if person.kind == "named":
+                db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?", (name, time.time(), person.id))
+                return Person("named", person.id, name)
+            now = time.time()
+            named = Person("named", int(db.execute("INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)",
+                                                   (name, now, now)).lastrowid), name)
+            return self._merge(db, named, person)
+
+    def merge(self, a: str | Person, b: str | Person) -> Person:
+        """Merge two people into one (their faces user-placed in it); returns the person kept: the named one
+        when one is named, `a` otherwise. CannotLinkConflict when a face of one was marked 'not' the other."""
+        with self._change() as db:
+            first, second = self._resolve(db, a), self._resolve(db, b)
+            if first == second:
+                raise PeopleError(f"gallery {self.path}: cannot merge {first.ref} with itself")
+            if first.kind == "cluster" and second.kind == "named":
+                first, second = second, first
+            return self._merge(db, first, second)
+
+    def _merge(self, db: sqlite3.Connection, keep: Person, gone: Person) -> Person:
+        moving = self._faces_of(db, gone)
+        self._refuse_cannot_link(db, moving, keep)
+        self._refuse_cannot_link(db, self._faces_of(db, keep), gone)
+        self._place(db, moving, keep, USER)
+        if gone.kind == "named":  # enrolled templates (photos, no face records) follow their person
+            db.execute("DELETE FROM templates WHERE identity_id = ? AND face_id IS NULL AND source_sha256 IN "
+                       "(SELECT source_sha256 FROM templates WHERE identity_id = ?)", (gone.id, keep.id))
+            for template, blob in db.execute("SELECT id, embedding FROM templates WHERE identity_id = ? AND "
+                                             "face_id IS NULL", (gone.id,)).fetchall():
+                db.execute("UPDATE templates SET identity_id = ?, checksum = ? WHERE id = ?",
+                           (keep.id, template_checksum(template, keep.id, blob), template))
+        db.execute(f"INSERT OR IGNORE INTO cannot_link (face_id, {keep.column}, created) SELECT face_id, ?, created "
+                   f"FROM cannot_link WHERE {gone.column} = ?", (keep.id, gone.id))
+        table = "identities" if gone.kind == "named" else "clusters"
+        db.execute(f"DELETE FROM {table} WHERE id = ?", (gone.id,))
+        log.info("gallery %s: merged %s into %s (%d faces)", self.path, gone.ref, keep.ref, len(moving))
+        return keep
+
+    def split(self, face_ids: Sequence[int], into: str | Person | None = None) -> Person:
+        """Move faces (user-placed) into a new cluster, or into the person `into`; returns that person."""
+        with self._change() as db:
+            ids = self._existing_faces(db, face_ids)
+            target = self._resolve(db, into) if into is not None else None
+            if target is not None:
+                self._refuse_cannot_link(db, ids, target)
+            left = self._clusters_of(db, ids)
+            target = target or self._new_cluster(db)
+            self._place(db, ids, target, USER)
+            self._drop_empty_clusters(db, left - {target.id if target.kind == "cluster" else -1})
+        return target
+
+    def not_this_person(self, face_ids: Sequence[int], ref: str | Person) -> list[int]:
+        """Mark faces 'not this person' (a cannot-link every later run honours) and take those in that person
+        out of it (unassigned); returns the ids taken out."""
+        now = time.time()
+        with self._change() as db:
+            ids = self._existing_faces(db, face_ids)
+            person = self._resolve(db, ref)
+            db.executemany(f"INSERT OR IGNORE INTO cannot_link (face_id, {person.column}, created) VALUES (?, ?, ?)",
+                           [(face, person.id, now) for face in ids])
+            members = set(self._faces_of(db, person))
+            out = [face for face in ids if face in members]
+            self._place(db, out, None, AUTO)
+            self._touch(db, person)
+        return out
+
+    def remove(self, ref: str | Person) -> dict:
+        """Delete a person with their faces and templates (biometric data); the photos stay recorded as scanned,
+        so a rescan does not bring those faces back. Returns what was deleted."""
+        with self._change() as db:
+            person = self._resolve(db, ref)
+            faces = self._faces_of(db, person)
+            templates = 0
+            if person.kind == "named":
+                templates = db.execute("DELETE FROM templates WHERE identity_id = ?", (person.id,)).rowcount
+            for chunk in _chunks(faces):
+                db.execute(f"DELETE FROM faces WHERE id IN ({_marks(chunk)})", chunk)
+            if person.kind == "named":
+                db.execute("DELETE FROM identities WHERE id = ?", (person.id,))
+            else:
+                db.execute("DELETE FROM clusters WHERE id = ?", (person.id,))
+        log.info("gallery %s: removed %s (%d faces, %d templates)", self.path, person.ref, len(faces), templates)
+        return {"person": person.ref, "faces": len(faces), "templates": templates}
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def people(self) -> list[PersonInfo]:
+        """Every named person (by name), then the clusters (largest first, then by id)."""
+        with self._reading() as db:
+            return self._infos(db, self._persons(db))
+
+    def _infos(self, db: sqlite3.Connection, persons: list[Person]) -> list[PersonInfo]:
+        counts = {(k, i): (n, u) for k, i, n, u in db.execute(
+            "SELECT CASE WHEN identity_id IS NOT NULL THEN 'named' ELSE 'cluster' END, "
+            "COALESCE(identity_id, cluster_id), COUNT(*), SUM(assigned_by = 'user') FROM faces "
+            "WHERE identity_id IS NOT NULL OR cluster_id IS NOT NULL GROUP BY 1, 2")}
+        samples = {(k, i): f for k, i, f in db.execute(
+            "SELECT CASE WHEN identity_id IS NOT NULL THEN 'named' ELSE 'cluster' END, "
+            "COALESCE(identity_id, cluster_id), id FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY identity_id, "
+            "cluster_id ORDER BY face_size DESC, id) AS rank FROM faces WHERE identity_id IS NOT NULL OR cluster_id "
+            "IS NOT NULL) WHERE rank = 1")}
+        templates = dict(db.execute("SELECT identity_id, COUNT(*) FROM templates GROUP BY identity_id").fetchall())
+        times = {("named", i): (c, u) for i, c, u in db.execute("SELECT id, created, updated FROM identities")}
+        times.update({("cluster", i): (c, u) for i, c, u in db.execute("SELECT id, created, updated FROM clusters")})
+        out = []
+        for person in persons:
+            key = (person.kind, person.id)
+            faces, user = counts.get(key, (0, 0))
+            created, updated = times[key]
+            out.append(PersonInfo(person, int(faces), int(user or 0),
+                                  int(templates.get(person.id, 0)) if person.kind == "named" else 0,
+                                  samples.get(key), float(created), float(updated)))
+        named = [i for i in out if i.person.kind == "named"]
+        clusters = sorted((i for i in out if i.person.kind == "cluster"), key=lambda i: (-i.faces, i.person.id))
+        return named + clusters
+
+    def show(self, ref: str | Person) -> PersonDetail:
+        """One person with every face record and the faces marked 'not' them."""
+        with self._reading() as db:
+            person = self._resolve(db, ref)
+            [info] = self._infos(db, [person])
+            faces = self._records(db, f"f.{person.column} = ?", [person.id])
+            not_faces = [r[0] for r in db.execute(f"SELECT face_id FROM cannot_link WHERE {person.column} = ? "
+                                                   "ORDER BY face_id", (person.id,))]
+        return PersonDetail(info, faces, not_faces)
+
+    def faces(self, face_ids: Sequence[int] | None = None) -> list[FaceRecord]:
+        """The face records of these ids (every face when None), by id; UnknownFace for ids not held."""
+        with self._reading() as db:
+            if face_ids is None:
+                return self._records(db, "1", [])
+            ids = self._existing_faces(db, face_ids)
+            out: list[FaceRecord] = []
+            for chunk in _chunks(ids):
+                out += self._records(db, f"f.id IN ({_marks(chunk)})", chunk)
+        return sorted(out, key=lambda f: f.id)
+
+    def _records(self, db: sqlite3.Connection, where: str, args: list) -> list[FaceRecord]:
+        names = dict(db.execute("SELECT id, name FROM identities").fetchall())
+        rows = db.execute(
+            "SELECT f.id, p.path, p.sha256, f.face_index, f.box, f.landmarks, f.detection_score, f.raw_norm, "
+            "f.face_size, f.identity_id, f.cluster_id, f.assigned_by, f.thumbnail IS NOT NULL, "
+            f"f.embedding IS NOT NULL FROM faces f JOIN photos p ON p.id = f.photo_id WHERE {where} ORDER BY f.id",
+            args).fetchall()
+        out = []
+        for (face, path, sha, index, box, marks, score, norm, size, identity, cluster, by, thumb, embedded) in rows:
+            person = (Person("named", identity, names.get(identity)) if identity is not None else
+                      Person("cluster", cluster) if cluster is not None else None)
+            out.append(FaceRecord(int(face), path, sha, int(index), tuple(json.loads(box)), json.loads(marks),
+                                  float(score), float(norm), float(size), person, by, bool(thumb), bool(embedded)))
+        return out
+
+    def thumbnail(self, face_id: int) -> bytes | None:
+        """The stored thumbnail of a face (an encoded aligned crop), or None when none was kept."""
+        with self._reading() as db:
+            row = db.execute("SELECT thumbnail FROM faces WHERE id = ?", (int(face_id),)).fetchone()
+        if row is None:
+            raise UnknownFace(f"gallery {self.path} has no face {face_id}")
+        return row[0]
+
+    def counts(self) -> dict:
+        """Photos, faces, unassigned faces, faces without an embedding, named people and clusters."""
+        with self._reading() as db:
+            photos, faces, unassigned, stale = db.execute(
+                "SELECT (SELECT COUNT(*) FROM photos), COUNT(*), SUM(identity_id IS NULL AND cluster_id IS NULL), "
+                "SUM(embedding IS NULL) FROM faces").fetchone()
+            named = db.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
+            clusters = db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0]
+        return {"photos": int(photos), "faces": int(faces), "unassigned": int(unassigned or 0),
+                "without_embedding": int(stale or 0), "named": int(named), "clusters": int(clusters)}
+
+    # -- damage -----------------------------------------------------------------------------------------------
+    def check(self) -> list[DamagedFace]:
+        """Every stored face embedding that fails verification (empty: all intact)."""
+        with self._reading() as db:
+            rows = db.execute("SELECT f.id, f.embedding, f.checksum, p.path FROM faces f JOIN photos p ON "
+                              "p.id = f.photo_id WHERE f.embedding IS NOT NULL ORDER BY f.id").fetchall()
+        return self._damaged(rows)
+
+    def drop_faces(self, face_ids: Sequence[int]) -> int:
+        """Delete faces (e.g. the damaged ones `check` found) with their templates; returns how many."""
+        with self._change() as db:
+            ids = self._existing_faces(db, face_ids)
+            left = self._clusters_of(db, ids)
+            dropped = 0
+            for chunk in _chunks(ids):
+                dropped += db.execute(f"DELETE FROM faces WHERE id IN ({_marks(chunk)})", chunk).rowcount
+            self._drop_empty_clusters(db, left)
+        return dropped
+
+
+def person_ref(text: str) -> str:
+    """A person reference as typed, normalised like names (NFC, no surrounding spaces)."""
+    return normalize_identity_name(text)
