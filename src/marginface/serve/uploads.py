@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from fastapi import HTTPException, Request, status
@@ -42,28 +42,25 @@ class TextFieldNotDecodable(InputError):
     """A multipart text field whose bytes are not valid in the form's charset (raised while parsing)."""
 
 
-def form_reader(max_bytes: int) -> Callable[[Request], AsyncIterator[FormData]]:
-    """A FastAPI dependency yielding the request's multipart form (closed after the response)."""
-
-    async def read_form(request: Request) -> AsyncIterator[FormData]:
-        content_type, _ = parse_options_header(request.headers.get("content-type", ""))
-        if content_type != b"multipart/form-data":
-            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                                "send photos as multipart/form-data (e.g. curl -F image=@photo.jpg), got content "
-                                f"type {content_type.decode('latin-1') or 'none'!r}")
-        try:
-            async with aclosing(request.stream()) as stream:
-                form = await InMemoryMultiPartParser(request, stream, max_bytes).parse()
-        except MultiPartException as err:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {err.message}") from err
-        except TextFieldNotDecodable as err:
-            raise HTTPException(422, str(err)) from err
-        try:
-            yield form
-        finally:
-            await form.close()
-
-    return read_form
+async def read_form(request: Request) -> AsyncIterator[FormData]:
+    """A FastAPI dependency yielding the request's multipart form, file parts held in memory up to the app's
+    upload limit (`app.state.upload_limit_bytes`); closed after the response."""
+    content_type, _ = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            "send photos as multipart/form-data (e.g. curl -F image=@photo.jpg), got content "
+                            f"type {content_type.decode('latin-1') or 'none'!r}")
+    try:
+        async with aclosing(request.stream()) as stream:
+            form = await InMemoryMultiPartParser(request, stream, request.app.state.upload_limit_bytes).parse()
+    except MultiPartException as err:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {err.message}") from err
+    except TextFieldNotDecodable as err:
+        raise HTTPException(422, str(err)) from err
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 def _missing(field: str, what: str) -> HTTPException:
