@@ -52,9 +52,11 @@ class FakeRecognizer(FaceRecognizer):
             return []
         colours, counts = np.unique(rgb[mask].reshape(-1, 3), axis=0, return_counts=True)
         found = []
-        for colour, count in sorted(zip(map(tuple, colours), counts, strict=True), key=lambda item: -item[1])[:8]:
+        for index in np.argsort(-counts, kind="stable")[:8]:
+            colour = tuple(int(c) for c in colours[index])
             ys, xs = np.nonzero(np.all(rgb == np.asarray(colour, rgb.dtype), axis=2))
-            x, y, w, h = float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
+            x, y = float(xs.min()), float(ys.min())
+            w, h = float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
             landmarks = np.asarray(ARCFACE_TEMPLATE, np.float64) / 112.0 * [w, h] + [x, y]
             found.append(FaceResult((x, y, w, h), landmarks, 0.9, colour_embedding(colour), 20.0, min(w, h)))
         return found

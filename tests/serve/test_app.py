@@ -177,7 +177,8 @@ def test_enrol_identify_delete(client, lfw):
     assert enrolled.status_code == 201, enrolled.text
     assert enrolled.json() == {"name": "Colin Powell", "added": 2, "duplicates": 0, "skipped": []}
     again = _enrol(client, "Colin Powell", lfw(COLIN, 2))
-    assert again.json() == {"name": "Colin Powell", "added": 0, "duplicates": 1, "skipped": []}  # same photo hash: no new template
+    # the same photo hash: no new template
+    assert again.json() == {"name": "Colin Powell", "added": 0, "duplicates": 1, "skipped": []}
 
     listed = client.get("/v1/identities").json()
     assert listed["count"] == 1

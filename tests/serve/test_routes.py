@@ -124,7 +124,8 @@ def test_the_enrolment_policy_for_photos_without_a_face(client):
                            "skipped": [{"photo": "wall1.png", "reason": "no face found"}]}
     group = _enrol(client, "Green", _png("group.png", photo((GREEN, 5, 5, 50), (BLUE, 70, 60, 20))))
     assert group.json()["added"] == 1  # the main face only: the bystander is not enrolled
-    assert client.post("/v1/identify", files={"image": _png("b.png", face(BLUE))}).json()["faces"][0]["name"] == "unknown"
+    blue = client.post("/v1/identify", files={"image": _png("b.png", face(BLUE))}).json()["faces"][0]
+    assert blue["name"] == "unknown"
 
 
 def test_the_same_photo_under_another_name_is_409(client):
@@ -139,7 +140,8 @@ def test_parameters_and_fields_are_checked(client):
     assert client.post("/v1/identify?k=0", files={"image": _png("r.png", face(RED))}).status_code == 422
     assert client.post("/v1/identify?k=101", files={"image": _png("r.png", face(RED))}).status_code == 422
     missing = client.post("/v1/identities", files=[("images", _png("r.png", face(RED)))])
-    assert missing.status_code == 422 and missing.json() == {"detail": "missing text field 'name' in the multipart form"}
+    assert missing.status_code == 422
+    assert missing.json() == {"detail": "missing text field 'name' in the multipart form"}
     no_photo = client.post("/v1/identities", data={"name": "Red"}, files={"other": _png("r.png", face(RED))})
     assert no_photo.status_code == 422 and "'images'" in no_photo.json()["detail"]
     assert client.post("/v1/detect", json={"image": "x"}).status_code == 415
@@ -172,3 +174,12 @@ def test_routes_read_the_service_through_a_dependency():
                      ("/v1/identities/{name:path}", "DELETE")}
     for route in router.routes:
         assert any(dep.call is get_service for dep in route.dependant.dependencies), route.path
+
+
+def test_a_method_the_path_does_not_serve_is_405_listing_every_method_it_does(client):
+    """Found by the fuzzer (test_fuzz.py): OPTIONS /v1/identities answered `Allow: GET` though POST is served."""
+    answer = client.options("/v1/identities")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET, POST"
+    assert answer.json() == {"detail": "Method Not Allowed"}
+    assert client.put("/v1/identities/Red").headers["allow"] == "DELETE"
+    assert client.get("/nowhere").status_code == 404

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from marginface import __version__
 from marginface.errors import MarginfaceError, UsageError
@@ -29,6 +31,7 @@ __all__ = ["STATUS_MEANING", "ErrorBody", "answer_error", "create_app", "errors"
 
 log = logging.getLogger(__name__)
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 STATIC_DIR = Path(str(resources.files("marginface.serve") / "static"))
 
 
@@ -47,6 +50,18 @@ async def invalid_parameter(_: Request, err: RequestValidationError) -> JSONResp
     problems = "; ".join(f"{' '.join(str(part) for part in e.get('loc', ()))}: {e.get('msg')}"
                          for e in err.errors())
     return JSONResponse({"detail": problems}, status_code=422)
+
+
+async def method_not_allowed(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """HTTP errors raised by routing, as {"detail": str}; a 405's Allow lists every method the path has (Starlette
+    lists only the first route's, so OPTIONS /v1/identities said `Allow: GET` though POST is served too)."""
+    headers = dict(err.headers or {})
+    if err.status_code == 405:
+        served = [method for method in HTTP_METHODS
+                  if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                         for route in request.app.router.routes)]
+        headers["Allow"] = ", ".join(served)
+    return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=headers or None)
 
 
 def _declared(guard: ApiKeyGuard) -> Callable[..., None]:
@@ -112,6 +127,7 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
                        allowed_origins=allowed_origins)  # added last: runs first, before any body is read
     app.add_exception_handler(MarginfaceError, answer_error)
     app.add_exception_handler(RequestValidationError, invalid_parameter)
+    app.add_exception_handler(StarletteHTTPException, method_not_allowed)
     app.include_router(router, dependencies=[Depends(_declared(guard))],
                        responses=errors(401) if guard.enabled else None)
 

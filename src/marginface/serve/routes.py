@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from marginface import __version__
-from marginface.infer.gallery import GalleryError, check_identity_name
+from marginface.infer.gallery import MAX_NAME_LENGTH, GalleryError, check_identity_name
 from marginface.serve import schemas
 from marginface.serve.deps import ServiceDep, UploadForm
 from marginface.serve.service import Photo, RecognitionService, Upload
@@ -47,6 +47,9 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 BASE = (400,)  # every route: a Host that is not served (401 for the key is added where the app has one)
 PHOTO = (*BASE, 408, 413, 415, 422, 503)  # a multipart photo upload: body limits, image checks, no face, busy
 PHOTO_BODY = multipart_body({"image": "a photo (JPEG, PNG, WebP, ...)"})
+NAME_FIELD = {"description": "the person's name: stored as Unicode NFC without surrounding spaces; no control "
+                             "characters, not '.', '..' or anything reading as 'unknown'",
+              "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"\S"}
 
 router = APIRouter()
 
@@ -145,7 +148,7 @@ async def list_identities(service: ServiceDep) -> dict:
 @router.post("/v1/identities", tags=["gallery"], status_code=status.HTTP_201_CREATED, response_model=schemas.Enrolled,
              responses=errors(*PHOTO, 403, 409, 507),
              openapi_extra=multipart_body({"images": "one or more photos of the person"}, repeated=("images",),
-                                          texts={"name": "the person's name"}))
+                                          texts={"name": NAME_FIELD}))
 async def enrol(service: ServiceDep, form: UploadForm, allow_shared_photo: Annotated[bool, Query(
         description="enrol photos already enrolled under another name too (identify then answers whichever "
                     "came first)")] = False) -> dict:

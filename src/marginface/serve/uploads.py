@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 from python_multipart.multipart import parse_options_header
@@ -91,15 +92,17 @@ def text(form: FormData, field: str) -> str:
     return value
 
 
-def multipart_body(files: dict[str, str], *, repeated: tuple[str, ...] = (), texts: dict[str, str] | None = None
-                   ) -> dict:
-    """OpenAPI `openapi_extra` describing a required multipart body: file fields (some repeatable) and text fields."""
+def multipart_body(files: dict[str, str], *, repeated: tuple[str, ...] = (),
+                   texts: dict[str, dict[str, Any]] | None = None) -> dict:
+    """OpenAPI `openapi_extra` describing a required multipart body: file fields (a repeated one takes at least
+    one file) and text fields (each a JSON schema of a string: description, lengths)."""
     binary = {"type": "string", "format": "binary"}
     properties: dict[str, dict] = {}
-    for name, description in (texts or {}).items():
-        properties[name] = {"type": "string", "description": description}
+    for name, schema in (texts or {}).items():
+        properties[name] = {"type": "string", **schema}
     for name, description in files.items():
-        properties[name] = ({"type": "array", "items": binary, "description": description} if name in repeated
+        properties[name] = ({"type": "array", "items": binary, "minItems": 1, "maxItems": MAX_FILES,
+                             "description": description} if name in repeated
                             else {**binary, "description": description})
     schema = {"type": "object", "required": list(properties), "properties": properties}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
