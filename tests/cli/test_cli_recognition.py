@@ -241,3 +241,22 @@ def test_a_damaged_template_stops_identify_and_gallery_check_finds_and_drops_it(
     assert "1 templates of 1 identities checked" in capsys.readouterr().out
     assert main(["identify", db, "--json", stranger]) == 0
     assert json.loads(capsys.readouterr().out)[0]["faces"][0]["name"] == "unknown"
+
+
+def test_enrol_follows_the_one_policy_for_photos_without_a_face(tmp_path: Path, shared_data: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/recognition.md, as POST /v1/identities: a faceless photo is skipped and listed, the person enrolled from
+    the others; a person none of whose photos shows a face is not enrolled. `enroll` is the same command."""
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, *models(shared_data), "--threshold", "0.4"]) == 0
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((120, 160, 3), 200, np.uint8))
+    capsys.readouterr()
+    assert main(["enrol", db, "--name", "Nobody", str(wall)]) == 0
+    out = capsys.readouterr().out
+    assert "enrolled 0 new templates for 0 people" in out and f"{wall}: no face found" in out
+    assert main(["enroll", db, "--name", "Colin", str(wall), str(lfw(shared_data, "Colin_Powell", 1))]) == 0
+    out = capsys.readouterr().out
+    assert "enrolled 1 new templates for 1 people" in out and "1 not enrolled" in out and f"{wall}: no face" in out
+    assert main(["gallery", "list", db, "--json"]) == 0
+    assert [(p["name"], p["templates"]) for p in json.loads(capsys.readouterr().out)] == [("Colin", 1)]

@@ -76,3 +76,22 @@ def running_server(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
+
+
+@pytest.fixture
+def fake_recognizer():
+    """A FakeRecognizer (tests/serve/fakes.py): coloured squares are faces; no model, no shared data."""
+    from .fakes import FakeRecognizer
+
+    return FakeRecognizer()
+
+
+@pytest.fixture
+def fake_gallery_path(tmp_path: Path, fake_recognizer) -> Path:
+    """A new, empty gallery recorded with the fake recognizer's fingerprint and threshold."""
+    from marginface.infer.gallery import Gallery
+
+    path = tmp_path / "fake.db"
+    Gallery.create(path, fake_recognizer.fingerprint, fake_recognizer.threshold,
+                   model=fake_recognizer.model_path, detector=fake_recognizer.detector_path).close()
+    return path

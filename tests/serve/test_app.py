@@ -175,9 +175,10 @@ def test_detect_embed_verify_on_lfw(client, lfw):
 def test_enrol_identify_delete(client, lfw):
     enrolled = _enrol(client, "Colin Powell", lfw(COLIN, 1), lfw(COLIN, 2))
     assert enrolled.status_code == 201, enrolled.text
-    assert enrolled.json() == {"name": "Colin Powell", "added": 2, "duplicates": 0}
+    assert enrolled.json() == {"name": "Colin Powell", "added": 2, "duplicates": 0, "skipped": []}
     again = _enrol(client, "Colin Powell", lfw(COLIN, 2))
-    assert again.json() == {"name": "Colin Powell", "added": 0, "duplicates": 1}  # same photo hash: no new template
+    # the same photo hash: no new template
+    assert again.json() == {"name": "Colin Powell", "added": 0, "duplicates": 1, "skipped": []}
 
     listed = client.get("/v1/identities").json()
     assert listed["count"] == 1
@@ -203,12 +204,20 @@ def test_enrol_identify_delete(client, lfw):
     assert client.delete("/v1/identities/AC%2FDC").json() == {"removed": "AC/DC"}
 
 
-def test_enrolment_with_a_faceless_photo_enrols_nothing(client, lfw, tmp_path):
+def test_enrolment_skips_a_faceless_photo_and_enrols_nothing_when_no_photo_has_a_face(client, lfw, tmp_path):
+    """The enrolment policy (docs/recognition.md), the same as the CLI's: a photo without a face is skipped and
+    listed; a person none of whose photos shows a face is not enrolled (422)."""
     wall = tmp_path / "wall.png"
     wall.write_bytes(_png(200, 200))
-    response = _enrol(client, "Colin", lfw(COLIN, 1), wall)
-    assert response.status_code == 422 and "wall.png" in response.json()["detail"]
+    only_wall = _enrol(client, "Colin", wall)
+    assert only_wall.status_code == 422 and "wall.png: no face found" in only_wall.json()["detail"]
     assert client.get("/v1/identities").json()["count"] == 0
+    response = _enrol(client, "Colin", lfw(COLIN, 1), wall)
+    assert response.status_code == 201, response.text
+    assert response.json() == {"name": "Colin", "added": 1, "duplicates": 0,
+                               "skipped": [{"photo": "wall.png", "reason": "no face found"}]}
+    assert [(p["name"], p["templates"]) for p in client.get("/v1/identities").json()["identities"]] == [("Colin", 1)]
+    assert client.delete("/v1/identities/Colin").status_code == 200
     blank = client.post("/v1/identities", data={"name": "   "}, files=[("images", _file(lfw(COLIN, 1)))])
     assert blank.status_code == 422 and "must not be empty" in blank.json()["detail"]
     for bad, why in [("a\tb", "control characters"), ("Unknown", "matches nobody"), ("x" * 201, "at most 200")]:

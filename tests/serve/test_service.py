@@ -57,7 +57,7 @@ def test_changes_a_cli_committed_are_seen_before_every_answer(client, gallery_pa
     assert client.delete("/v1/identities/Tony%20Blair").status_code == 404
     assert client.post("/v1/identities", data={"name": "Tony Blair"},
                        files=[("images", _file(lfw(BLAIR, 1)))]).json() == {"name": "Tony Blair", "added": 1,
-                                                                            "duplicates": 0}
+                                                                            "duplicates": 0, "skipped": []}
     assert client.get("/healthz").json()["templates"] == 1
 
 

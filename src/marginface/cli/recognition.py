@@ -1,4 +1,4 @@
-"""`marginface verify`, `gallery ...`, `enroll` and `identify` over FaceRecognizer and Gallery."""
+"""`marginface verify`, `gallery ...`, `enrol` and `identify` over FaceRecognizer, Gallery and infer.enrolment."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from marginface.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """verify, gallery create/list/remove/rename/stats/check/reembed, enroll and identify."""
+    """verify, gallery create/list/remove/rename/stats/check/reembed, enrol (alias enroll) and identify."""
     verify = commands.add_parser("verify", help="are two photos the same person? (exit 0 same, 1 different)")
     verify.add_argument("image1")
     verify.add_argument("image2")
@@ -65,20 +65,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     reembed.add_argument("--no-flip", action="store_true", help="disable flip-test embeddings")
     _add_threshold_options(reembed, fpir=True)
     reembed.add_argument("--drop-enrolled", action="store_true",
-                         help="with a new model: delete the templates enrolled with `enroll` (their photo paths "
+                         help="with a new model: delete the templates enrolled with `enrol` (their photo paths "
                               "are not stored, so they cannot be recomputed); enrol those people again after")
     reembed.add_argument("--json", action="store_true", help="print the report as JSON")
     reembed.set_defaults(handler=_run_gallery_reembed)
 
-    enroll = commands.add_parser("enroll", help="add people to a gallery: FOLDER/<name>/<images> or --name NAME IMG...")
-    enroll.add_argument("gallery")
-    enroll.add_argument("inputs", nargs="+", metavar="FOLDER_OR_IMAGE",
-                        help="a folder with one sub-folder per person, or (with --name) images of one person")
-    enroll.add_argument("--name", help="enrol the given images (or folders of images) as this one person")
-    enroll.add_argument("--allow-shared-photo", action="store_true",
-                        help="enrol a photo already enrolled under another name too (refused by default: identify "
-                             "would answer whichever came first)")
-    enroll.set_defaults(handler=_run_enroll)
+    enrol = commands.add_parser("enrol", aliases=["enroll"],
+                                help="add people to a gallery: FOLDER/<name>/<images> or --name NAME IMG...",
+                                description="Enrol the main face of each photo. A photo without a face is skipped "
+                                            "and listed; a person none of whose photos shows a face is not "
+                                            "enrolled (docs/recognition.md). 'enroll' is the same command.")
+    enrol.add_argument("gallery")
+    enrol.add_argument("inputs", nargs="+", metavar="FOLDER_OR_IMAGE",
+                       help="a folder with one sub-folder per person, or (with --name) images of one person")
+    enrol.add_argument("--name", help="enrol the given images (or folders of images) as this one person")
+    enrol.add_argument("--allow-shared-photo", action="store_true",
+                       help="enrol a photo already enrolled under another name too (refused by default: identify "
+                            "would answer whichever came first)")
+    enrol.set_defaults(handler=_run_enrol)
 
     identify = commands.add_parser("identify", help="name every face in photos (or 'unknown'); exit 2 when an "
                                                     "image cannot be read")
@@ -242,68 +246,47 @@ def _run_gallery_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _enrollment_plan(args: argparse.Namespace) -> tuple[list[tuple[str, list]], list[Path]]:
-    """(person, image files) in enrolment order, every name checked before any work; and the images lying
-    loose at the top of an enrolment folder (not enrolled: whose are they?)."""
-    from marginface.infer.gallery import GalleryError, check_identity_name
-    from marginface.infer.recognizer import IMAGE_EXTENSIONS, image_files
-
-    if args.name is not None:
-        return [(check_identity_name(args.name), image_files(args.inputs))], []
-    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
-        raise UsageError("enroll FOLDER takes one folder with one sub-folder per person; "
-                         "to enrol images of one person use --name NAME IMG...")
-    root = Path(args.inputs[0])
-    people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not people:
-        raise UsageError(f"{root} has no sub-folders (one per person expected)")
-    plan = []
-    for person in people:
-        try:
-            plan.append((check_identity_name(person.name), image_files([person])))
-        except GalleryError as err:
-            raise GalleryError(f"{person}: {err}; rename the folder (nothing was enrolled)") from err
-    return plan, sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _run_enroll(args: argparse.Namespace) -> int:
+def _run_enrol(args: argparse.Namespace) -> int:
     from marginface.fileio import sha256_file
+    from marginface.infer.enrolment import FoundPhoto, NoUsablePhoto, enrol, plan_enrolment
     from marginface.infer.gallery import Gallery, GalleryError
     from marginface.infer.recognizer import FaceRecognizer
 
-    plan, loose = _enrollment_plan(args)
-    total = sum(len(files) for _, files in plan)
-    skipped = [f"{path}: not in a person's sub-folder" for path in loose]
+    plan = plan_enrolment(args.inputs, args.name)
+    total = plan.total
+    skipped = [f"{path}: not in a person's sub-folder" for path in plan.loose]
     added = people = already = unreadable = 0
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
-        progress, offset = Progress("enroll"), 0
-        for position, (name, files) in enumerate(plan):
-            if not files:
-                skipped.append(f"{name}: no images to enrol")
+        progress, offset = Progress("enrol"), 0
+        for position, person in enumerate(plan.people):
+            if not person.files:
+                skipped.append(f"{person.name}: no images to enrol")
                 continue
-            faces, names = [], []
-            for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
+            photos = []
+            for path, found in recognizer.scan(person.files, lambda done, _, o=offset: progress(o + done, total)):
                 if isinstance(found, Exception):
                     skipped.append(about(path, found))
                     unreadable += 1
-                elif not found:
-                    skipped.append(f"{path}: no face found")
                 else:
-                    faces.append((found[0], sha256_file(path)))
-                    names.append(str(path))
-            offset += len(files)
-            if faces:  # one transaction per person: a crash keeps every person committed before it
-                try:
-                    new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
-                                         allow_shared_photos=args.allow_shared_photo)
-                except (GalleryError, OSError) as err:
-                    progress.close()
-                    after = len(plan) - position - 1
-                    raise GalleryError(f"{err}; enroll stopped at {name!r}: {people} people ({added} new templates) "
-                                       f"were committed before it, {name!r} and the {after} after it were not"
-                                       ) from err
-                added, already, people = added + new, already + len(faces) - new, people + 1
+                    photos.append(FoundPhoto(str(path), sha256_file(path) if found else "", found))
+            offset += len(person.files)
+            if not photos:
+                continue
+            try:  # one transaction per person: a crash keeps every person committed before it
+                result = enrol(gallery, person.name, photos, recognizer.fingerprint,
+                               allow_shared_photos=args.allow_shared_photo)
+            except NoUsablePhoto as err:  # the policy: nobody enrolled from faceless photos; each one listed
+                skipped.extend(str(item) for item in err.skipped)
+                continue
+            except (GalleryError, OSError) as err:
+                progress.close()
+                after = len(plan.people) - position - 1
+                raise GalleryError(f"{err}; {args.command} stopped at {person.name!r}: {people} people ({added} new "
+                                   f"templates) were committed before it, {person.name!r} and the {after} after it "
+                                   "were not") from err
+            skipped.extend(str(item) for item in result.skipped)
+            added, already, people = added + result.added, already + result.duplicates, people + 1
         progress.close()
     repeats = f"; {already} already in the gallery from the same image" if already else ""
     print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images{repeats})")

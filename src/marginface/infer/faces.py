@@ -4,6 +4,7 @@ it, neither imports the other at load time."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,3 +80,10 @@ class Verification:
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return {"score": self.score, "same": self.same, "threshold": self.threshold.to_dict()}
+
+
+def main_face(faces: Sequence[FaceResult], label: str) -> FaceResult:
+    """The face a photo is of, from its faces as found (main face first); NoFaceError naming `label` when none."""
+    if not faces:
+        raise NoFaceError(f"{label}: no face found")
+    return faces[0]

@@ -27,7 +27,13 @@ from marginface.infer.embedder import (
     load_embedder,
     model_folder,
 )
-from marginface.infer.faces import FaceResult, ModelFingerprint, NoFaceError, Verification
+from marginface.infer.faces import (
+    FaceResult,
+    ModelFingerprint,
+    NoFaceError,  # noqa: F401  (re-exported: callers import it from here)
+    Verification,
+    main_face,
+)
 from marginface.infer.images import load_image
 from marginface.infer.search import exact_scores, unit_rows
 from marginface.infer.thresholds import Threshold, ThresholdError
@@ -159,11 +165,8 @@ class FaceRecognizer:
 
     def main_face(self, image, *, name: str | None = None) -> FaceResult:
         """The face the photo is of; raises NoFaceError naming the image when there is none."""
-        faces = self.faces(image, name=name)
-        if not faces:
-            label = name or (str(image) if isinstance(image, (str, Path)) else f"<{type(image).__name__}>")
-            raise NoFaceError(f"{label}: no face found")
-        return faces[0]
+        label = name or (str(image) if isinstance(image, (str, Path)) else f"<{type(image).__name__}>")
+        return main_face(self.faces(image, name=name), label)
 
     def compare(self, a: FaceResult | np.ndarray, b: FaceResult | np.ndarray) -> float:
         """Cosine score of two faces (or unit embeddings), computed exactly as gallery search does."""
@@ -173,17 +176,31 @@ class FaceRecognizer:
 
     def verify(self, a, b, *, threshold: Threshold | None = None) -> Verification:
         """Are the main faces of images `a` and `b` the same person? Needs a threshold (given or the model's)."""
+        threshold = self._verification_threshold(threshold)
+        return self.decide(self.main_face(a, name=_label(a, "first image")),
+                           self.main_face(b, name=_label(b, "second image")), threshold=threshold)
+
+    def decide(self, a: FaceResult, b: FaceResult, *, threshold: Threshold | None = None) -> Verification:
+        """The 1:1 decision for two faces already found (verify's last step, also the service's)."""
+        threshold = self._verification_threshold(threshold)
+        score = self.compare(a, b)
+        return Verification(score, threshold.accepts(score), threshold)
+
+    def _verification_threshold(self, threshold: Threshold | None) -> Threshold:
+        """`threshold`, else the recognizer's own; ThresholdError when there is neither."""
         threshold = threshold or self.threshold
         if threshold is None:
             raise ThresholdError("no verification threshold: give threshold=Threshold.from_report(report.json, "
                                  "far=...) or Threshold.fixed(value); only model='auto' ships a calibrated one")
-        score = self.compare(self.main_face(a, name=_label(a, "first image")),
-                             self.main_face(b, name=_label(b, "second image")))
-        return Verification(score, threshold.accepts(score), threshold)
+        return threshold
 
     def identify(self, image, gallery: Gallery, k: int = 1, *, name: str | None = None) -> list[Identified]:
         """Every face of `image` with its decision against `gallery` (main face first)."""
-        return gallery.identify_faces(self.faces(image, name=name), k=k, fingerprint=self.fingerprint)
+        return self.identify_faces(self.faces(image, name=name), gallery, k)
+
+    def identify_faces(self, faces: list[FaceResult], gallery: Gallery, k: int = 1) -> list[Identified]:
+        """Decisions against `gallery` for faces already found (identify's last step, also the service's)."""
+        return gallery.identify_faces(faces, k=k, fingerprint=self.fingerprint)
 
     def scan(self, paths: Iterable[str | Path], progress: Progress | None = None,
              ) -> Iterator[tuple[Path, list[FaceResult] | Exception]]:

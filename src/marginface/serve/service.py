@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marginface.errors import Unavailable, UsageError
-from marginface.infer.faces import FaceResult, NoFaceError, Verification
+from marginface.infer.enrolment import Enrolled, enrol
+from marginface.infer.faces import FaceResult, Verification, main_face
 from marginface.infer.gallery import Gallery, Identified, UnknownIdentity
 from marginface.infer.images import DEFAULT_MAX_PIXELS, image_size, load_image
 from marginface.infer.recognizer import FaceRecognizer
@@ -150,36 +151,26 @@ class RecognitionService:
 
     @staticmethod
     def main_face(photo: Photo) -> FaceResult:
-        """The face the photo is of; NoFaceError naming the upload when there is none."""
-        if not photo.faces:
-            raise NoFaceError(f"{photo.name}: no face found")
-        return photo.faces[0]
+        """The face the photo is of (faces.main_face); NoFaceError naming the upload when there is none."""
+        return main_face(photo.faces, photo.name)
 
     def verify(self, first: Photo, second: Photo) -> Verification:
-        """Score and decision for the main faces of two photos."""
-        a, b = self.main_face(first), self.main_face(second)
-        threshold = self.threshold
-        score = self.recognizer.compare(a, b)
-        return Verification(score, threshold.accepts(score), threshold)
+        """Score and decision for the main faces of two photos, at the gallery's threshold (FaceRecognizer.decide)."""
+        return self.recognizer.decide(self.main_face(first), self.main_face(second), threshold=self.threshold)
 
     def identify(self, photo: Photo, k: int = 1) -> list[Identified]:
-        """Every face in the photo with its decision (name or unknown), main face first."""
+        """Every face in the photo with its decision (name or unknown), main face first; NoFaceError when none."""
         self.main_face(photo)
-        return self.gallery.identify_faces(photo.faces, k=k, fingerprint=self.recognizer.fingerprint)
+        return self.recognizer.identify_faces(photo.faces, self.gallery, k)
 
-    def enrol(self, name: str, photos: list[Photo], *, allow_shared_photos: bool = False) -> tuple[int, int]:
-        """Add the main face of every photo to `name` in one transaction; returns (added, already enrolled).
-
-        Every photo is checked for a face before anything is written, so a bad photo enrols nothing; a photo
-        already enrolled under another name is refused (SharedPhoto) unless `allow_shared_photos`.
-        """
-        faces = [(self.main_face(photo), photo.sha256) for photo in photos]
+    def enrol(self, name: str, photos: list[Photo], *, allow_shared_photos: bool = False) -> Enrolled:
+        """Enrol `name` from the photos by infer.enrolment's policy: the main face of every photo that shows
+        one, in one transaction; photos without a face skipped and reported; NoUsablePhoto (422) when none
+        shows a face. A photo already enrolled under another name is refused (SharedPhoto) unless
+        `allow_shared_photos`."""
         with self._write_lock:
-            added = self.gallery.enroll(name, faces, self.recognizer.fingerprint,
-                                        allow_shared_photos=allow_shared_photos,
-                                        photo_names=[photo.name for photo in photos])
-        log.info("enrolled %r: %d new templates, %d already enrolled", name, added, len(faces) - added)
-        return added, len(faces) - added
+            return enrol(self.gallery, name, photos, self.recognizer.fingerprint,
+                         allow_shared_photos=allow_shared_photos)
 
     def identities(self) -> list[dict]:
         """Every enrolled identity as a dict (name, templates, created, updated)."""

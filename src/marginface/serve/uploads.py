@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 from python_multipart.multipart import parse_options_header
@@ -42,28 +43,25 @@ class TextFieldNotDecodable(InputError):
     """A multipart text field whose bytes are not valid in the form's charset (raised while parsing)."""
 
 
-def form_reader(max_bytes: int) -> Callable[[Request], AsyncIterator[FormData]]:
-    """A FastAPI dependency yielding the request's multipart form (closed after the response)."""
-
-    async def read_form(request: Request) -> AsyncIterator[FormData]:
-        content_type, _ = parse_options_header(request.headers.get("content-type", ""))
-        if content_type != b"multipart/form-data":
-            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                                "send photos as multipart/form-data (e.g. curl -F image=@photo.jpg), got content "
-                                f"type {content_type.decode('latin-1') or 'none'!r}")
-        try:
-            async with aclosing(request.stream()) as stream:
-                form = await InMemoryMultiPartParser(request, stream, max_bytes).parse()
-        except MultiPartException as err:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {err.message}") from err
-        except TextFieldNotDecodable as err:
-            raise HTTPException(422, str(err)) from err
-        try:
-            yield form
-        finally:
-            await form.close()
-
-    return read_form
+async def read_form(request: Request) -> AsyncIterator[FormData]:
+    """A FastAPI dependency yielding the request's multipart form, file parts held in memory up to the app's
+    upload limit (`app.state.upload_limit_bytes`); closed after the response."""
+    content_type, _ = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            "send photos as multipart/form-data (e.g. curl -F image=@photo.jpg), got content "
+                            f"type {content_type.decode('latin-1') or 'none'!r}")
+    try:
+        async with aclosing(request.stream()) as stream:
+            form = await InMemoryMultiPartParser(request, stream, request.app.state.upload_limit_bytes).parse()
+    except MultiPartException as err:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {err.message}") from err
+    except TextFieldNotDecodable as err:
+        raise HTTPException(422, str(err)) from err
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 def _missing(field: str, what: str) -> HTTPException:
@@ -94,15 +92,17 @@ def text(form: FormData, field: str) -> str:
     return value
 
 
-def multipart_body(files: dict[str, str], *, repeated: tuple[str, ...] = (), texts: dict[str, str] | None = None
-                   ) -> dict:
-    """OpenAPI `openapi_extra` describing a required multipart body: file fields (some repeatable) and text fields."""
+def multipart_body(files: dict[str, str], *, repeated: tuple[str, ...] = (),
+                   texts: dict[str, dict[str, Any]] | None = None) -> dict:
+    """OpenAPI `openapi_extra` describing a required multipart body: file fields (a repeated one takes at least
+    one file) and text fields (each a JSON schema of a string: description, lengths)."""
     binary = {"type": "string", "format": "binary"}
     properties: dict[str, dict] = {}
-    for name, description in (texts or {}).items():
-        properties[name] = {"type": "string", "description": description}
+    for name, schema in (texts or {}).items():
+        properties[name] = {"type": "string", **schema}
     for name, description in files.items():
-        properties[name] = ({"type": "array", "items": binary, "description": description} if name in repeated
+        properties[name] = ({"type": "array", "items": binary, "minItems": 1, "maxItems": MAX_FILES,
+                             "description": description} if name in repeated
                             else {**binary, "description": description})
     schema = {"type": "object", "required": list(properties), "properties": properties}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}

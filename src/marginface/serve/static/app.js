@@ -195,7 +195,9 @@ async function enrol(event) {
   try {
     const result = await api("POST", "v1/identities", form);
     setStatus("enrol-status", `enrolled ${result.name}: ${result.added} new template${result.added === 1 ? "" : "s"}` +
-      (result.duplicates ? `, ${result.duplicates} already enrolled` : ""), "ok");
+      (result.duplicates ? `, ${result.duplicates} already enrolled` : "") +
+      (result.skipped.length ? `; skipped ${result.skipped.map((s) => `${s.photo} (${s.reason})`).join(", ")}` : ""),
+      result.skipped.length ? "error" : "ok");
     $("enrol-files").value = "";
     await Promise.all([loadPeople(), loadInfo()]);
     if (state.photo) identify();
