@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -78,6 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     enroll.add_argument("--allow-shared-photo", action="store_true",
                         help="enrol a photo already enrolled under another name too (refused by default: identify "
                              "would answer whichever came first)")
+    _add_workers_option(enroll)
     enroll.set_defaults(handler=_run_enroll)
 
     identify = commands.add_parser("identify", help="name every face in photos (or 'unknown'); exit 2 when an "
@@ -88,6 +91,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     identify.add_argument("--json", action="store_true",
                           help='print [{"image": path, "faces": [{"name", "score", "box", ...}]}], main face first')
     identify.add_argument("--annotate", metavar="OUT_DIR", help="write copies with boxes and names drawn")
+    _add_workers_option(identify)
     identify.set_defaults(handler=_run_identify)
 
 
@@ -97,6 +101,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                              "MobileFaceNet, downloaded once (sha256 pinned)")
     parser.add_argument("--detector", default="auto", help="YuNet ONNX file; 'auto' (default): the published one")
     parser.add_argument("--no-flip", action="store_true", help="disable flip-test embeddings")
+
+
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="images decoded, detected and embedded at once (default: one per usable CPU core; "
+                             "1: one after another)")
 
 
 def _add_threshold_options(parser: argparse.ArgumentParser, fpir: bool) -> None:
@@ -277,34 +287,34 @@ def _run_enroll(args: argparse.Namespace) -> int:
     added = people = already = unreadable = 0
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
-        progress, offset = Progress("enroll"), 0
-        for position, (name, files) in enumerate(plan):
-            if not files:
-                skipped.append(f"{name}: no images to enrol")
-                continue
-            faces, names = [], []
-            for path, found in recognizer.scan(files, lambda done, _, o=offset: progress(o + done, total)):
-                if isinstance(found, Exception):
-                    skipped.append(about(path, found))
-                    unreadable += 1
-                elif not found:
-                    skipped.append(f"{path}: no face found")
-                else:
-                    faces.append((found[0], sha256_file(path)))
-                    names.append(str(path))
-            offset += len(files)
-            if faces:  # one transaction per person: a crash keeps every person committed before it
-                try:
-                    new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
-                                         allow_shared_photos=args.allow_shared_photo)
-                except (GalleryError, OSError) as err:
-                    progress.close()
-                    after = len(plan) - position - 1
-                    raise GalleryError(f"{err}; enroll stopped at {name!r}: {people} people ({added} new templates) "
-                                       f"were committed before it, {name!r} and the {after} after it were not"
-                                       ) from err
-                added, already, people = added + new, already + len(faces) - new, people + 1
-        progress.close()
+        progress = Progress("enroll")
+        # one scan over everyone's images (the workers stay busy across people), taken person by person
+        results = recognizer.scan([path for _, files in plan for path in files], progress, workers=args.workers)
+        with progress, contextlib.closing(results):
+            for position, (name, files) in enumerate(plan):
+                if not files:
+                    skipped.append(f"{name}: no images to enrol")
+                    continue
+                faces, names = [], []
+                for path, found in itertools.islice(results, len(files)):
+                    if isinstance(found, Exception):
+                        skipped.append(about(path, found))
+                        unreadable += 1
+                    elif not found:
+                        skipped.append(f"{path}: no face found")
+                    else:
+                        faces.append((found[0], sha256_file(path)))
+                        names.append(str(path))
+                if faces:  # one transaction per person: a crash keeps every person committed before it
+                    try:
+                        new = gallery.enroll(name, faces, recognizer.fingerprint, photo_names=names,
+                                             allow_shared_photos=args.allow_shared_photo)
+                    except (GalleryError, OSError) as err:
+                        after = len(plan) - position - 1
+                        raise GalleryError(f"{err}; enroll stopped at {name!r}: {people} people ({added} new "
+                                           f"templates) were committed before it, {name!r} and the {after} after "
+                                           "it were not") from err
+                    added, already, people = added + new, already + len(faces) - new, people + 1
     repeats = f"; {already} already in the gallery from the same image" if already else ""
     print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images{repeats})")
     if skipped:
@@ -328,7 +338,7 @@ def _run_identify(args: argparse.Namespace) -> int:
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress = Progress("identify")
-        for path, found in recognizer.scan(files, progress):
+        for path, found in recognizer.scan(files, progress, workers=args.workers):
             if isinstance(found, Exception):
                 results.append({"image": str(path), "faces": [], "error": str(found)})
                 continue
