@@ -200,14 +200,12 @@ def test_workers_give_the_same_enrolment_and_answers(tmp_path: Path, shared_data
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from marginface.infer.recognizer import FaceRecognizer
 
-    from_gallery, scan_parallel = FaceRecognizer.from_gallery.__func__, FaceRecognizer._scan_parallel
+    scan_parallel = FaceRecognizer._scan_parallel
     parallel_runs: list[int] = []
-    monkeypatch.setattr(FaceRecognizer, "from_gallery",  # batches of 2 photos: a few images fill several workers
-                        classmethod(lambda cls, gallery, **kw: from_gallery(cls, gallery, batch_size=2, **kw)))
 
-    def counted(self, files, progress, workers):
+    def counted(self, files, progress, workers, *rest):
         parallel_runs.append(workers)
-        yield from scan_parallel(self, files, progress, workers)
+        yield from scan_parallel(self, files, progress, workers, *rest)
 
     monkeypatch.setattr(FaceRecognizer, "_scan_parallel", counted)
     answers = []

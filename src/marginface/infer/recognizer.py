@@ -229,10 +229,12 @@ class FaceRecognizer:
         """(path, faces or the error that image raised) for image files and folders, in input order.
 
         Photos are embedded in batches of `batch_size` faces. With several workers, each takes `batch_size`
-        photos at a time and decodes, detects, aligns and embeds them with its own detector and a one-thread
-        embedding session, so the cores overlap all three steps; at most 2 x workers batches are in flight
-        (memory stays bounded however many files), results come back in input order, and an image's error is
-        reported for that image while the scan goes on. Closing the generator early stops the workers.
+        photos at a time (fewer for short lists, so that every worker gets several) and decodes, detects,
+        aligns and embeds them with its own detector and a one-thread embedding session, so the cores overlap
+        all three steps; at most 2 x workers tasks are in flight (memory stays bounded however many files),
+        results come back in input order, and an image's error is reported for that image while the scan goes
+        on. Closing the generator early stops the workers; their detectors and sessions are kept for the next
+        scan.
 
         Args:
             paths: image files, and folders whose image files (recursive, sorted) are scanned.
@@ -242,12 +244,14 @@ class FaceRecognizer:
                 serial path's to float tolerance (batches and thread counts differ), faces and order exactly.
         """
         files = image_files(paths)
-        chunks = max(1, -(-len(files) // self.batch_size))
-        workers = min(scan_workers(workers), chunks)  # a worker with no batch to take would only cost a session
-        if workers == 1:
+        wanted = scan_workers(workers)
+        # batch_size photos a task, fewer when a short list would give each worker under 4 (a long idle tail)
+        per_task = max(1, min(self.batch_size, -(-len(files) // (4 * wanted))))
+        workers = min(wanted, -(-len(files) // per_task))  # a worker with no task would only cost a session
+        if workers <= 1:
             yield from self._scan_serial(files, progress)
         else:
-            yield from self._scan_parallel(files, progress, workers)
+            yield from self._scan_parallel(files, progress, workers, per_task)
 
     def _prepare(self, path: Path, detector: YuNetDetector | None = None) -> _Prepared:
         """Decode, detect and align one file; an unreadable image is its error, for that file alone."""
@@ -316,9 +320,10 @@ class FaceRecognizer:
         finally:
             self._release_slot(slot)
 
-    def _scan_parallel(self, files: list[Path], progress: Progress | None, workers: int) -> Iterator[ScanItem]:
-        """`workers` threads on batches of `batch_size` photos, 2 x workers batches in flight, results in order."""
-        chunks = (files[i:i + self.batch_size] for i in range(0, len(files), self.batch_size))
+    def _scan_parallel(self, files: list[Path], progress: Progress | None, workers: int,
+                       per_task: int) -> Iterator[ScanItem]:
+        """`workers` threads on tasks of `per_task` photos, 2 x workers tasks in flight, results in order."""
+        chunks = (files[i:i + per_task] for i in range(0, len(files), per_task))
         stop = threading.Event()
         pool = ThreadPoolExecutor(workers, thread_name_prefix="marginface-scan")
         in_flight: deque[Future[list[ScanItem]]] = deque()
