@@ -8,9 +8,10 @@ thread) and interleaved round by round to share the machine's noise:
 - parallel:         the default workers (one per usable CPU) on every CPU.
 
 Each process loads the recognizer, warms up (sessions, worker slots) on 2 x workers x 32 photos, then
-times one scan(paths) over all of them: decode + detect + align + embed with the flip test,
-files read from the page cache (read once first). photos/s is the median over rounds; "cores busy" is the process's
-user + system CPU time over the wall time. ratio = parallel photos/s / serial-1-core photos/s.
+times one scan(paths) over all of them: decode + detect + align + embed with the flip test, files read
+from the page cache (read once first). photos/s is the median over rounds; "cores busy" is the process's
+user + system CPU time over the wall time, and CPU ms per photo the work itself, whatever the machine's
+load lets through. ratio = parallel photos/s / serial-1-core photos/s.
 
     python bench/scan.py                        # 400 photos, 3 rounds; writes bench/results/infer/scan.json
     python bench/scan.py --photos 60 --rounds 1 --out /tmp/scan.json    # a smoke run
@@ -69,7 +70,7 @@ def measure(config: dict, photos: int) -> dict:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"cpus": sorted(os.sched_getaffinity(0)), "workers": workers, "photos": len(paths), "faces": faces,
             "errors": errors, "wall_s": wall, "photos_per_s": len(paths) / wall, "cpu_s": cpu,
-            "cores_busy": cpu / wall}
+            "cpu_ms_per_photo": 1000 * cpu / len(paths), "cores_busy": cpu / wall}
 
 
 def run_child(config: dict, photos: int) -> dict:
@@ -94,13 +95,15 @@ def bench_scan(photos: int, rounds: int) -> dict:
             runs[name].append(result)
             print(f"round {round_index + 1}/{rounds} {name:18s}: {result['photos_per_s']:6.1f} photos/s, "
                   f"{result['workers']} workers on CPUs {result['cpus']}, cores busy {result['cores_busy']:.2f}, "
+                  f"{result['cpu_ms_per_photo']:.1f} CPU ms/photo, "
                   f"{result['faces']} faces", flush=True)
     pps = {name: statistics.median(r["photos_per_s"] for r in results) for name, results in runs.items()}
     busy = {name: statistics.median(r["cores_busy"] for r in results) for name, results in runs.items()}
+    cpu_ms = {name: statistics.median(r["cpu_ms_per_photo"] for r in results) for name, results in runs.items()}
     faces = {name: sorted({r["faces"] for r in results}) for name, results in runs.items()}
     ratio = pps["parallel_all_cores"] / pps["serial_1_core"]
     result = {"photos": photos, "rounds": rounds, "cpus": cpus, "workers": runs["parallel_all_cores"][0]["workers"],
-              "photos_per_s": pps, "cores_busy": busy, "faces": faces,
+              "photos_per_s": pps, "cores_busy": busy, "cpu_ms_per_photo": cpu_ms, "faces": faces,
               "ratio_parallel_to_serial_1_core": ratio,
               "ratio_parallel_to_serial_all_cores": pps["parallel_all_cores"] / pps["serial_all_cores"],
               "ratio_serial_all_cores_to_1_core": pps["serial_all_cores"] / pps["serial_1_core"],
