@@ -3,7 +3,7 @@
 1. pipeline: LFW photos/s through FaceRecognizer (decode + detect + align + embed, flip test) beside the
    floor: the same YuNet and MobileFaceNet called directly on ready inputs (pre-decoded BGR arrays at the
    detector's input size, then one batch of pre-aligned faces and their mirror images). overhead = ours /
-   floor − 1.
+   floor − 1. scan runs serially here (workers=1); bench/scan.py measures its workers against one core.
 2. search: galleries of 10⁴, 10⁵, 10⁶ templates (real LFW MobileFaceNet templates plus random unit
    vectors): single-query p50/p99 latency, index memory and build time for exact search (ExactIndex, the
    gallery's own exact path search.TemplateIndex, and IdentityIndex over ExactIndex) and FAISS HNSW /
@@ -126,7 +126,8 @@ def bench_pipeline(data: Path, count: int, repeats: int) -> dict:
         counts["faces"] = sum(len(recognizer.faces(photo)) for photo in photos)
 
     def scan() -> None:
-        counts["scan"] = sum(len(found) for _, found in recognizer.scan(paths) if not isinstance(found, Exception))
+        scanned = recognizer.scan(paths, workers=1)  # the serial path against the floor; workers: bench/scan.py
+        counts["scan"] = sum(len(found) for _, found in scanned if not isinstance(found, Exception))
 
     runs: dict[str, list[float]] = {"faces": [], "scan": [], "detect": [], "embed": []}
     steps = {"faces": faces, "scan": scan, "detect": floor.detect, "embed": floor.embed}

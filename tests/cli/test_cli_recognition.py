@@ -116,8 +116,10 @@ def test_no_guessed_threshold_for_other_models(shared_data: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_kill_9_during_enrolment_keeps_every_committed_identity(tmp_path: Path, shared_data: Path) -> None:
-    names = ["Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "George_W_Bush", "Gerhard_Schroeder",
-             "Hugo_Chavez", "Jacques_Chirac", "Jean_Chretien", "John_Ashcroft", "Junichiro_Koizumi"]
+    # 40 people: enroll scans everyone's images in batches of 32 and commits people as their images come back,
+    # so the kill lands in a burst of commits with later batches still to come
+    folders = sorted((shared_data / "lfw" / "lfw-deepfunneled").iterdir())
+    names = [folder.name for folder in folders if (folder / f"{folder.name}_0003.jpg").is_file()][:40]
     root = tmp_path / "people"
     for name in names:
         (root / name).mkdir(parents=True)
@@ -191,6 +193,39 @@ def test_unreadable_inputs_and_bad_options_are_reported(tmp_path: Path, shared_d
     monkeypatch.setattr(Path, "write_bytes", full_disk)
     assert main(["identify", db, photo, "--annotate", str(tmp_path / "ann")]) == 2
     assert "cannot write the annotated copy" in capsys.readouterr().err
+
+
+def test_workers_give_the_same_enrolment_and_answers(tmp_path: Path, shared_data: Path, people: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from marginface.infer.recognizer import FaceRecognizer
+
+    scan_parallel = FaceRecognizer._scan_parallel
+    parallel_runs: list[int] = []
+
+    def counted(self, files, progress, workers, *rest):
+        parallel_runs.append(workers)
+        yield from scan_parallel(self, files, progress, workers, *rest)
+
+    monkeypatch.setattr(FaceRecognizer, "_scan_parallel", counted)
+    answers = []
+    for workers in ("1", "3"):
+        db = str(tmp_path / f"g{workers}.db")
+        assert main(["gallery", "create", db, *models(shared_data), "--threshold", "0.4"]) == 0
+        assert main(["enroll", db, str(people), "--workers", workers]) == 0
+        assert "enrolled 6 new templates for 3 people" in capsys.readouterr().out
+        photos = [str(lfw(shared_data, name, 3)) for name in PEOPLE] + [str(people / "Tony_Blair")]
+        assert main(["identify", db, *photos, "--json", "--workers", workers]) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert [[f["name"] for f in item["faces"]] for item in answers[1]] == \
+        [[f["name"] for f in item["faces"]] for item in answers[0]]
+    assert [item["image"] for item in answers[1]] == [item["image"] for item in answers[0]]
+    assert parallel_runs == [3, 3]  # enroll and identify with --workers 3 ran three workers; --workers 1 none
+    for a, b in zip(answers[0], answers[1], strict=True):
+        assert [f["score"] for f in b["faces"]] == pytest.approx([f["score"] for f in a["faces"]], abs=1e-6)
+    with pytest.raises(SystemExit) as exc:
+        main(["identify", str(tmp_path / "g1.db"), photos[0], "--workers", "0"])
+    assert exc.value.code == 2 and "expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_enroll_checks_every_name_first_lists_loose_photos_and_fails_on_unreadable_images(

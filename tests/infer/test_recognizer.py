@@ -119,6 +119,33 @@ def test_scan_reports_every_file_with_progress(recognizer: FaceRecognizer, share
     np.testing.assert_array_equal(results[folder / "a.jpg"][0].embedding, direct)
 
 
+def test_parallel_scan_equals_serial_on_real_photos(recognizer: FaceRecognizer, shared_data: Path,
+                                                    tmp_path: Path) -> None:
+    names = ["Aaron_Eckhart", "Colin_Powell", "George_W_Bush", "Tony_Blair"]
+    files = [lfw(shared_data, name, i) for name in names for i in (1, 2, 3) if lfw(shared_data, name, i).is_file()]
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8\xff damaged")
+    files.insert(5, junk)
+    cv2.imwrite(str(blank := tmp_path / "blank.png"), np.full((100, 100, 3), 90, np.uint8))
+    files.insert(8, blank)
+    recognizer.batch_size = 3  # several batches per worker
+    try:
+        serial = list(recognizer.scan(files, workers=1))
+        parallel = list(recognizer.scan(files, workers=3))
+    finally:
+        recognizer.batch_size = 32
+    assert [path for path, _ in serial] == [path for path, _ in parallel] == files
+    assert isinstance(parallel[5][1], Exception) and "junk.jpg" in str(parallel[5][1]) and parallel[8][1] == []
+    assert str(parallel[5][1]) == str(serial[5][1])
+    for (_, a), (_, b) in zip(serial, parallel, strict=True):
+        if isinstance(a, Exception):
+            continue
+        assert [f.box for f in a] == [f.box for f in b]
+        for fa, fb in zip(a, b, strict=True):
+            np.testing.assert_allclose(fb.embedding, fa.embedding, rtol=0, atol=1e-6)
+    assert sum(len(found) for _, found in parallel if isinstance(found, list)) >= len(files) - 2  # a face each
+
+
 def test_from_gallery_checks_the_model(recognizer: FaceRecognizer, shared_data: Path, tmp_path: Path) -> None:
     with Gallery.create(tmp_path / "g.db", recognizer.fingerprint, Threshold.fixed(0.4),
                         model=recognizer.model_path, detector=recognizer.detector_path) as gallery:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -82,6 +84,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     enrol.add_argument("--allow-shared-photo", action="store_true",
                        help="enrol a photo already enrolled under another name too (refused by default: identify "
                             "would answer whichever came first)")
+    _add_workers_option(enrol)
     enrol.set_defaults(handler=_run_enrol)
 
     identify = commands.add_parser("identify", help="name every face in photos (or 'unknown'); exit 2 when an "
@@ -92,6 +95,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     identify.add_argument("--json", action="store_true",
                           help='print [{"image": path, "faces": [{"name", "score", "box", ...}]}], main face first')
     identify.add_argument("--annotate", metavar="OUT_DIR", help="write copies with boxes and names drawn")
+    _add_workers_option(identify)
     identify.set_defaults(handler=_run_identify)
 
 
@@ -101,6 +105,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                              "MobileFaceNet, downloaded once (sha256 pinned)")
     parser.add_argument("--detector", default="auto", help="YuNet ONNX file; 'auto' (default): the published one")
     parser.add_argument("--no-flip", action="store_true", help="disable flip-test embeddings")
+
+
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="images decoded, detected and embedded at once (default: one per usable CPU core; "
+                             "1: one after another)")
 
 
 def _add_threshold_options(parser: argparse.ArgumentParser, fpir: bool) -> None:
@@ -258,36 +268,37 @@ def _run_enrol(args: argparse.Namespace) -> int:
     added = people = already = unreadable = 0
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
-        progress, offset = Progress("enrol"), 0
-        for position, person in enumerate(plan.people):
-            if not person.files:
-                skipped.append(f"{person.name}: no images to enrol")
-                continue
-            photos = []
-            for path, found in recognizer.scan(person.files, lambda done, _, o=offset: progress(o + done, total)):
-                if isinstance(found, Exception):
-                    skipped.append(about(path, found))
-                    unreadable += 1
-                else:
-                    photos.append(FoundPhoto(str(path), sha256_file(path) if found else "", found))
-            offset += len(person.files)
-            if not photos:
-                continue
-            try:  # one transaction per person: a crash keeps every person committed before it
-                result = enrol(gallery, person.name, photos, recognizer.fingerprint,
-                               allow_shared_photos=args.allow_shared_photo)
-            except NoUsablePhoto as err:  # the policy: nobody enrolled from faceless photos; each one listed
-                skipped.extend(str(item) for item in err.skipped)
-                continue
-            except (GalleryError, OSError) as err:
-                progress.close()
-                after = len(plan.people) - position - 1
-                raise GalleryError(f"{err}; {args.command} stopped at {person.name!r}: {people} people ({added} new "
-                                   f"templates) were committed before it, {person.name!r} and the {after} after it "
-                                   "were not") from err
-            skipped.extend(str(item) for item in result.skipped)
-            added, already, people = added + result.added, already + result.duplicates, people + 1
-        progress.close()
+        progress = Progress("enrol")
+        # one scan over everyone's images (the workers stay busy across people), taken person by person
+        results = recognizer.scan([path for person in plan.people for path in person.files], progress,
+                                  workers=args.workers)
+        with progress, contextlib.closing(results):
+            for position, person in enumerate(plan.people):
+                if not person.files:
+                    skipped.append(f"{person.name}: no images to enrol")
+                    continue
+                photos = []
+                for path, found in itertools.islice(results, len(person.files)):
+                    if isinstance(found, Exception):
+                        skipped.append(about(path, found))
+                        unreadable += 1
+                    else:
+                        photos.append(FoundPhoto(str(path), sha256_file(path) if found else "", found))
+                if not photos:
+                    continue
+                try:  # one transaction per person: a crash keeps every person committed before it
+                    result = enrol(gallery, person.name, photos, recognizer.fingerprint,
+                                   allow_shared_photos=args.allow_shared_photo)
+                except NoUsablePhoto as err:  # the policy: nobody enrolled from faceless photos; each one listed
+                    skipped.extend(str(item) for item in err.skipped)
+                    continue
+                except (GalleryError, OSError) as err:
+                    after = len(plan.people) - position - 1
+                    raise GalleryError(f"{err}; {args.command} stopped at {person.name!r}: {people} people "
+                                       f"({added} new templates) were committed before it, {person.name!r} and the "
+                                       f"{after} after it were not") from err
+                skipped.extend(str(item) for item in result.skipped)
+                added, already, people = added + result.added, already + result.duplicates, people + 1
     repeats = f"; {already} already in the gallery from the same image" if already else ""
     print(f"enrolled {added} new templates for {people} people into {args.gallery} ({total} images{repeats})")
     if skipped:
@@ -311,7 +322,7 @@ def _run_identify(args: argparse.Namespace) -> int:
     with Gallery.open(args.gallery) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress = Progress("identify")
-        for path, found in recognizer.scan(files, progress):
+        for path, found in recognizer.scan(files, progress, workers=args.workers):
             if isinstance(found, Exception):
                 results.append({"image": str(path), "faces": [], "error": str(found)})
                 continue

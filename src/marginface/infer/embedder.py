@@ -7,6 +7,7 @@ since released models differ.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -119,6 +120,30 @@ class OnnxEmbedder:
             outs = [self.session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
             return np.concatenate(outs).astype(np.float32)
         return self.session.run([self.output_name], {self.input_name: x})[0].astype(np.float32)
+
+
+class SerialisedEmbedder:
+    """Another embedder whose calls run one at a time (`lock` shared by every copy): for a model whose own
+    thread pool already uses every core, where concurrent calls would only oversubscribe them."""
+
+    def __init__(self, embedder: Embedder, lock: threading.Lock) -> None:
+        self.embedder = embedder
+        self.lock = lock
+        self.input_size = embedder.input_size
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        """Raw embeddings, computed under the shared lock."""
+        with self.lock:
+            return self.embedder.embed(faces)
+
+
+def worker_embedder(embedder: Embedder, lock: threading.Lock) -> Embedder:
+    """An embedder for one of several workers running at once: a one-thread onnxruntime session on the same
+    model (N sessions fill N cores without oversubscribing them); any other embedder (a PyTorch backbone,
+    whose intra-op threads are process-wide) shared and serialised under `lock`."""
+    if isinstance(embedder, OnnxEmbedder):
+        return OnnxEmbedder(embedder.path, embedder.spec, embedder.input_name, threads=1)
+    return SerialisedEmbedder(embedder, lock)
 
 
 def load_embedder(model: str | Path, spec: OnnxInputSpec | None = None, input_name: str | None = None,
