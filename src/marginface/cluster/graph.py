@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 AUTO_EXACT_MAX = 50_000  # 'auto' searches exactly up to this many faces, with HNSW beyond
 DEFAULT_BLOCK_BYTES = 64 * 2**20
+HNSW_GRAPH_EF = 64  # efSearch for graph building (the gallery's 256 buys top-1 recall a graph does not need)
 
 
 def pick_index(n: int, index: str) -> str:
@@ -65,6 +66,8 @@ def knn_graph(embeddings: np.ndarray, k: int, *, index: str = "auto", block_byte
         return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
     if searcher is None:
         kind = pick_index(n, index)
+        if kind == "hnsw":  # a graph needs its k best, not the gallery's top-1 recall: a smaller beam
+            index_params.setdefault("ef_search", max(HNSW_GRAPH_EF, 2 * (k + 1)))
         searcher = build_index(kind, x, **index_params)
     rows_per_block = max(1, min(n, block_bytes // (4 * 3 * n)))  # scores, argpartition indices, copies
     ids, scores = search_blocks(searcher, x, k + 1, rows_per_block)

@@ -2,8 +2,8 @@
 
 Every free face starts as its own label (or, next to a face a user fixed, as that person); in random
 order, each takes the label with the largest summed edge weight among its neighbours, until no label
-changes (or `iterations` rounds). Faces a user fixed hold their person's label throughout, and a face never takes a person it must not be, so the decisions are
-honoured while it runs, not after.
+changes (or `iterations` rounds). Faces a user fixed hold their person's label throughout, and a face
+never takes a person it must not be, so the decisions are honoured while it runs, not after.
 """
 
 from __future__ import annotations
