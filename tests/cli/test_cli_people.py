@@ -141,3 +141,40 @@ def test_gallery_reembed_keeps_people_and_lists_a_deleted_photo(tmp_path: Path, 
     assert "photo missing at the last reembed" in capsys.readouterr().out
     assert main(["identify", gallery, str(photos / "1.jpg"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["faces"][0]["name"] == "Colin"
+
+
+def test_cluster_scans_lfw_photos_into_one_cluster_per_person_then_names_new_photos(
+        tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lfw = shared_data / "lfw" / "lfw-deepfunneled"
+    names = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder"]
+    first, later = tmp_path / "first", tmp_path / "later"
+    for folder, numbers in ((first, range(1, 6)), (later, range(6, 8))):
+        for name in names:
+            (folder / name).mkdir(parents=True)
+            for i in numbers:
+                (folder / name / f"{i}.jpg").write_bytes((lfw / name / f"{name}_{i:04d}.jpg").read_bytes())
+    gallery = str(tmp_path / "g.db")
+    models = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR)]
+    assert main(["gallery", "create", gallery, *models, "--threshold", "0.45"]) == 0
+    capsys.readouterr()
+    assert main(["cluster", gallery, str(first), "--threshold", "0.45", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scan"]["photos"] == 20 and report["mode"] == "incremental"
+    with Gallery.open(gallery) as opened:
+        people = People(opened)
+        biggest: dict[str, object] = {}  # photo -> its largest face (the person the photo is of)
+        for face in people.faces():
+            if face.photo_path not in biggest or face.face_size > biggest[face.photo_path].face_size:
+                biggest[face.photo_path] = face
+    clusters: dict[str, set[str]] = {}
+    for face in biggest.values():
+        clusters.setdefault(Path(face.photo_path).parent.name, set()).add(face.person.ref)
+    assert all(len(refs) == 1 for refs in clusters.values()), clusters  # each person's photos in one cluster
+    assert len(set().union(*clusters.values())) == 4  # and four different clusters
+    assert main(["people", "name", gallery, next(iter(clusters["Tony_Blair"])), "Tony"]) == 0
+    capsys.readouterr()
+    assert main(["cluster", gallery, str(later / "Tony_Blair"), "--json"]) == 0  # the stored cut
+    report = json.loads(capsys.readouterr().out)
+    assert report["to_named"] >= 2 and report["settings"]["threshold"]["value"] == pytest.approx(0.45)
+    assert main(["identify", gallery, str(later / "Tony_Blair" / "7.jpg"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["faces"][0]["name"] == "Tony"

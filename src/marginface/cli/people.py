@@ -21,6 +21,30 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  + PERSON_HELP[1:] + ". Every change is one transaction; clustering runs never "
                                  "undo a decision made here.")
     sub = people.add_subparsers(dest="people_command", metavar="ACTION", required=True)
+    cluster = commands.add_parser(
+        "cluster", help="scan photos into a gallery's face records and organise them into people",
+        description="Scan PHOTOS (files or folders; photos scanned before are skipped by their bytes) into face "
+                    "records of GALLERY, then place every face in no person yet: to a named person when identify "
+                    "would name them, else into an existing cluster or a new one (incremental; --full clusters "
+                    "every face a user did not place again). Decisions made with `marginface people` are never "
+                    "undone. The cut is stored in the gallery on the first run and reused after.")
+    cluster.add_argument("gallery", help="gallery file (create it with `marginface gallery create`)")
+    cluster.add_argument("photos", nargs="*", metavar="PHOTO_OR_FOLDER", help="photos to scan first (none: only "
+                                                                              "organise the faces already stored)")
+    cut = cluster.add_argument_group("clustering cut (default: the gallery's stored one, else the auto model's)")
+    cut.add_argument("--threshold", type=float, help="fixed cosine cut (faces and groups below it stay apart)")
+    cut.add_argument("--report", help="report.json of `marginface eval --out` for the gallery's model")
+    cut.add_argument("--far", type=float, help="with --report: the false accept rate the cut operates at")
+    cut.add_argument("--set", dest="set_name", help="with --report: which evaluated set (when several)")
+    cluster.add_argument("--method", help="clustering method (default: the stored one, else 'average'; see "
+                                          "docs/clustering.md)")
+    cluster.add_argument("--min-size", type=positive_int, help="smallest cluster kept (default 1)")
+    cluster.add_argument("--full", action="store_true", help="re-cluster every face a user did not place")
+    cluster.add_argument("--keep-thumbnails", action="store_true",
+                         help="also store each face's aligned 112x112 crop (biometric data: off by default)")
+    cluster.add_argument("--workers", type=positive_int, help="photos scanned at once (default: one per core)")
+    cluster.add_argument("--json", action="store_true", help="print the report as JSON")
+    cluster.set_defaults(handler=_run_cluster)
     listing = sub.add_parser("list", help="named people, then clusters (largest first), with face counts")
     listing.add_argument("gallery")
     listing.add_argument("--json", action="store_true")
@@ -68,6 +92,48 @@ def _open(path: str):
 
     gallery = Gallery.open(path)
     return gallery, People(gallery)
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    from marginface.cli.common import Progress
+    from marginface.infer.organise import organise
+    from marginface.infer.people_scan import add_photos
+    from marginface.infer.recognizer import FaceRecognizer
+    from marginface.infer.thresholds import Threshold
+
+    given = args.threshold is not None or args.report is not None or args.far is not None
+    threshold = (Threshold.resolve("cluster", value=args.threshold, report=args.report, far=args.far,
+                                   set_name=args.set_name) if given else None)
+    gallery, people = _open(args.gallery)
+    with gallery:
+        scan = None
+        if args.photos:
+            recognizer = FaceRecognizer.from_gallery(gallery)
+            with Progress("scan") as progress:
+                scan = add_photos(people, recognizer, args.photos, progress, keep_thumbnails=args.keep_thumbnails,
+                                  workers=args.workers)
+        report = organise(people, threshold=threshold, method=args.method, min_size=args.min_size, full=args.full)
+    if args.json:
+        print(json.dumps({"scan": scan.to_dict() if scan is not None else None, **report.to_dict()}))
+    else:
+        if scan is not None:
+            print(f"scanned {scan.photos} photos into {scan.faces} faces ({scan.known} known before, "
+                  f"{len(scan.without_face)} without a face, {len(scan.unreadable)} unreadable)")
+            for path, why in scan.unreadable:
+                print(f"  {path}: {why}")
+        applied, counts = report.applied, report.people
+        print(f"{report.mode} clustering ({report.settings.method} at {report.settings.threshold.value:.4f}): "
+              f"{report.considered} faces placed ({report.to_named} to named people), {applied.moved} moved, "
+              f"{len(applied.new_clusters)} new clusters; now {_counts_line(counts)}")
+    if scan is not None and scan.unreadable:
+        print(f"marginface: error: {len(scan.unreadable)} photos could not be read (listed above)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _counts_line(counts: dict) -> str:
+    """'3 named people, 12 clusters, 240 faces (5 unplaced)' from People.counts()."""
+    return ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items())
 
 
 def _run_list(args: argparse.Namespace) -> int:

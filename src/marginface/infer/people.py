@@ -23,7 +23,7 @@ import sqlite3
 import struct
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -297,8 +297,21 @@ class People:
                               f"{' ...' if len(missing) > 10 else ''} (see `marginface people show`)")
         return ids
 
-    def _faces_of(self, db: sqlite3.Connection, person: Person) -> list[int]:
-        return [r[0] for r in db.execute(f"SELECT id FROM faces WHERE {person.column} = ? ORDER BY id", (person.id,))]
+    def _faces_of(self, db: sqlite3.Connection, person: Person, by: str | None = None) -> list[int]:
+        """The ids of a person's faces (only those placed `by` 'user' or 'auto', when given)."""
+        where = "" if by is None else " AND assigned_by = ?"
+        return [r[0] for r in db.execute(f"SELECT id FROM faces WHERE {person.column} = ?{where} ORDER BY id",
+                                         (person.id,) if by is None else (person.id, by))]
+
+    def _persons_of(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> set[Person]:
+        """The people these faces are in now."""
+        out: set[Person] = set()
+        for chunk in _chunks(face_ids):
+            for identity, cluster in db.execute(f"SELECT identity_id, cluster_id FROM faces WHERE id IN "
+                                                f"({_marks(chunk)})", chunk):
+                if identity is not None or cluster is not None:
+                    out.add(Person("named", identity) if identity is not None else Person("cluster", cluster))
+        return out
 
     def _refuse_cannot_link(self, db: sqlite3.Connection, face_ids: Sequence[int], person: Person) -> None:
         """CannotLinkConflict when one of the faces was marked 'not this person' for `person`."""
@@ -388,6 +401,12 @@ class People:
                                                 (now, now)).lastrowid))
 
     # -- adding faces -----------------------------------------------------------------------------------------
+    def setting(self, key: str) -> str | None:
+        """A value stored in the gallery's meta table (e.g. the clustering settings), or None."""
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     def known_photo(self, sha256: str) -> bool:
         """Whether a photo of these bytes was already scanned (with or without faces)."""
         with self._reading() as db:
@@ -461,12 +480,16 @@ class People:
             return [r[0] for r in db.execute("SELECT id FROM faces WHERE identity_id IS NULL AND cluster_id IS NULL "
                                              "AND embedding IS NOT NULL ORDER BY id")]
 
-    def apply_clustering(self, face_ids: Sequence[int], labels: Sequence[int]) -> ClusteringApplied:
+    def apply_clustering(self, face_ids: Sequence[int], labels: Sequence[int], *,
+                         targets: Mapping[int, Person] | None = None,
+                         meta: Mapping[str, str] | None = None) -> ClusteringApplied:
         """Write a clustering run's labels (−1: unclustered) for the faces given, in one transaction.
 
-        Each group of equal labels is matched to the current person it overlaps most (user-placed faces
-        count first), one group per person, so cluster ids stay stable across runs; an unmatched group
-        becomes a new cluster. User-placed faces are never moved, a face is never put into a person it is
+        `targets` names the person some labels stand for (e.g. a named person new faces were matched to);
+        every other group of equal labels is matched to the current person it overlaps most (user-placed
+        faces count first), one group per person, so cluster ids stay stable across runs; an unmatched group
+        becomes a new cluster. `meta` rows (e.g. the run's settings) are written in the same transaction.
+        User-placed faces are never moved, a face is never put into a person it is
         marked 'not' for (it is left unassigned), and clusters left empty are removed. Faces deleted since
         the snapshot are skipped (listed in `missing`)."""
         ids = [int(f) for f in face_ids]
@@ -495,7 +518,10 @@ class People:
                         key = (label, person)
                         overlap[key] = overlap.get(key, 0) + (1_000_000 if by == USER else 1)
             target: dict[int, Person] = {}
-            taken: set[Person] = set()
+            for label, person in (targets or {}).items():
+                self._resolve(db, person)  # UnknownPerson when it is gone since the snapshot
+                target[int(label)] = person
+            taken: set[Person] = set(target.values())
             for (label, person), _ in sorted(overlap.items(), key=lambda item: (-item[1], item[0][0],
                                                                                  item[0][1].kind, item[0][1].id)):
                 if label not in target and person not in taken:
@@ -532,6 +558,8 @@ class People:
                         left.add(person.id)
             for goal, members in moves.items():
                 self._place(db, members, goal, AUTO)
+            if meta:
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
             removed = self._drop_empty_clusters(db, left)
         applied = ClusteringApplied(sum(map(len, moves.values())), new_clusters, removed, refused, kept, missing)
         log.info("gallery %s: clustering applied: %d faces moved, %d new clusters, %d removed, %d kept from a "
@@ -589,15 +617,22 @@ class People:
         return keep
 
     def split(self, face_ids: Sequence[int], into: str | Person | None = None) -> Person:
-        """Move faces (user-placed) into a new cluster, or into the person `into`; returns that person."""
+        """Move faces (user-placed) into a new cluster, or into the person `into`; returns that person.
+
+        The faces a run placed in the people they came from stay there, marked 'not' the target (the user
+        separated the two groups, so no later run joins them again)."""
         with self._change() as db:
             ids = self._existing_faces(db, face_ids)
             target = self._resolve(db, into) if into is not None else None
             if target is not None:
                 self._refuse_cannot_link(db, ids, target)
             left = self._clusters_of(db, ids)
+            sources = self._persons_of(db, ids)
             target = target or self._new_cluster(db)
             self._place(db, ids, target, USER)
+            rest = [face for person in sources - {target} for face in self._faces_of(db, person, by=AUTO)]
+            db.executemany(f"INSERT OR IGNORE INTO cannot_link (face_id, {target.column}, created) VALUES (?, ?, ?)",
+                           [(face, target.id, time.time()) for face in rest])
             self._drop_empty_clusters(db, left - {target.id if target.kind == "cluster" else -1})
         return target
 

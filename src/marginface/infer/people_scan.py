@@ -60,11 +60,13 @@ class ScanReport:
 
 
 def add_photos(people: People, recognizer: FaceRecognizer, paths: Iterable[str | Path],
-               progress: Progress | None = None, *, keep_thumbnails: bool = False) -> ScanReport:
+               progress: Progress | None = None, *, keep_thumbnails: bool = False,
+               workers: int | None = None) -> ScanReport:
     """Scan image files and folders into face records, one transaction per photo; photos whose bytes were
     scanned before (sha256) are skipped without detection. `keep_thumbnails` also stores each face's aligned
     112x112 crop (JPEG), which lets `reembed` and contact sheets work without the photo: faces are biometric
-    data, so it is off by default."""
+    data, so it is off by default. `workers`: photos scanned at once (FaceRecognizer.scan's default: one per
+    core)."""
     from marginface.infer.recognizer import image_files
 
     people.gallery.check_fingerprint(recognizer.fingerprint)
@@ -82,7 +84,7 @@ def add_photos(people: People, recognizer: FaceRecognizer, paths: Iterable[str |
         else:
             hashes[path] = sha
             todo.append(path)
-    for path, found in recognizer.scan(todo, progress):
+    for path, found in recognizer.scan(todo, progress, workers=workers):
         if isinstance(found, Exception):
             report.unreadable.append((str(path), str(found)))
             continue

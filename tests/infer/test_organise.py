@@ -1,0 +1,147 @@
+"""organise: new faces go to named people first, then join clusters or form new ones; manual decisions and the
+stored cut survive later runs; incremental and full runs agree on well-separated people."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from marginface.cluster.metrics import bcubed_prf
+from marginface.infer.faces import FaceResult, ModelFingerprint
+from marginface.infer.gallery import Gallery
+from marginface.infer.organise import organise, stored_settings
+from marginface.infer.people import People
+from marginface.infer.search import unit_rows
+from marginface.infer.thresholds import Threshold, ThresholdError
+
+DIM = 16
+FP = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, DIM)
+CUT = Threshold.fixed(0.6)
+
+
+def _face(vector: np.ndarray) -> FaceResult:
+    return FaceResult((0.0, 0.0, 10.0, 10.0), np.zeros((5, 2)), 0.9, unit_rows(vector[None])[0], 20.0, 10.0)
+
+
+def _vector(person: int, rng: np.random.Generator) -> np.ndarray:
+    base = np.zeros(DIM, np.float32)
+    base[person] = 1.0
+    return base + 0.08 * rng.normal(size=DIM).astype(np.float32)
+
+
+class Photos:
+    """One-face photos of synthetic people (person p lies along axis p), added to a People store."""
+
+    def __init__(self, people: People, seed: int = 0) -> None:
+        self.people, self.rng, self.count = people, np.random.default_rng(seed), 0
+        self.truth: dict[int, int] = {}  # face id -> person
+
+    def add(self, person: int, n: int = 1) -> list[int]:
+        ids = []
+        for _ in range(n):
+            self.count += 1
+            ids += self.people.add_faces(f"/photos/{self.count}.jpg", f"sha{self.count}",
+                                         [_face(_vector(person, self.rng))])
+        self.truth.update({i: person for i in ids})
+        return ids
+
+
+@pytest.fixture()
+def people(tmp_path: Path) -> People:
+    gallery = Gallery.create(tmp_path / "g.db", FP, Threshold.fixed(0.5), model=tmp_path / "m.onnx", detector=None)
+    yield People(gallery)
+    gallery.close()
+
+
+def _person_of(people: People) -> dict[int, str]:
+    """face id -> the ref of its person (every face must have one)."""
+    return {face.id: info.person.ref for info in people.people() for face in people.show(info.person).faces}
+
+
+def test_first_run_puts_each_person_in_one_cluster_and_stores_the_cut(people: People) -> None:
+    photos = Photos(people)
+    for person in range(3):
+        photos.add(person, 4)
+    report = organise(people, threshold=CUT)
+    assert report.mode == "incremental" and report.considered == 12 and report.to_named == 0
+    groups: dict[str, set[int]] = {}
+    for face, ref in _person_of(people).items():
+        groups.setdefault(ref, set()).add(photos.truth[face])
+    assert len(groups) == 3 and all(len(truth) == 1 for truth in groups.values())
+    assert stored_settings(people).threshold.value == pytest.approx(0.6)
+    assert people.counts()["unassigned"] == 0
+
+
+def test_later_runs_reuse_the_stored_cut_and_only_place_new_faces(people: People) -> None:
+    photos = Photos(people)
+    for person in range(3):
+        photos.add(person, 4)
+    organise(people, threshold=CUT)
+    before = _person_of(people)
+    new = photos.add(1, 2) + photos.add(5, 2)
+    report = organise(people)  # no cut given: the stored one
+    assert report.settings.threshold.value == pytest.approx(0.6) and report.considered == 4
+    after = _person_of(people)
+    assert {f: after[f] for f in before} == before  # nobody placed before moved, cluster ids kept
+    old_person_1 = {before[f] for f, p in photos.truth.items() if p == 1 and f in before}
+    assert {after[f] for f in new[:2]} == old_person_1  # joined the existing cluster
+    assert len({after[f] for f in new[2:]}) == 1 and after[new[2]] not in set(before.values())  # a new one
+
+
+def test_new_faces_go_to_named_people_first_even_enrolled_only_ones(people: People) -> None:
+    photos = Photos(people)
+    photos.add(0, 4)
+    organise(people, threshold=CUT)
+    cluster = _person_of(people)[next(iter(photos.truth))]
+    people.name(cluster, "Ada")
+    rng = np.random.default_rng(7)  # Bob exists only as enrolled templates: no face records at all
+    people.gallery.enroll("Bob", [(_face(_vector(3, rng)), f"bob{i}") for i in range(3)], FP)
+    new_ada, new_bob = photos.add(0, 2), photos.add(3, 2)
+    report = organise(people)
+    assert report.to_named == 4
+    after = _person_of(people)
+    assert {after[f] for f in new_ada} == {"Ada"} and {after[f] for f in new_bob} == {"Bob"}
+
+
+def test_not_this_person_and_splits_survive_incremental_and_full_runs(people: People) -> None:
+    photos = Photos(people)
+    faces = photos.add(0, 5)
+    organise(people, threshold=CUT)
+    cluster = _person_of(people)[faces[0]]
+    people.not_this_person([faces[0]], cluster)
+    moved = people.split([faces[1]])
+    for full in (False, True, False):
+        organise(people, full=full)
+        after = _person_of(people)
+        assert after.get(faces[0]) != cluster and after[faces[1]] == moved.ref
+        assert {after[f] for f in faces[2:]} == {cluster}
+
+
+def test_full_run_agrees_with_incremental_batches(people: People) -> None:
+    photos = Photos(people, seed=3)
+    order = np.random.default_rng(4).permutation(np.repeat(np.arange(6), 5))
+    for batch in np.array_split(order, 5):
+        for person in batch:
+            photos.add(int(person))
+        organise(people, threshold=CUT)
+    faces = sorted(photos.truth)
+    truth = np.array([photos.truth[f] for f in faces])
+
+    def labels() -> np.ndarray:
+        refs = _person_of(people)
+        names = {ref: k for k, ref in enumerate(sorted(set(refs.values())))}
+        return np.array([names[refs[f]] for f in faces])
+
+    incremental = labels()
+    organise(people, full=True)
+    assert bcubed_prf(truth, incremental).f == pytest.approx(1.0)
+    assert bcubed_prf(truth, labels()).f == pytest.approx(1.0)
+
+
+def test_a_first_run_without_a_cut_names_the_options(people: People) -> None:
+    Photos(people).add(0, 2)
+    with pytest.raises(ThresholdError, match="--threshold T, or --report"):
+        organise(people)
+    assert people.counts()["unassigned"] == 2  # nothing written
