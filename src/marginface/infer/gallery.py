@@ -527,6 +527,8 @@ class Gallery:
         items = [(self._unit(face.embedding), sha, face.detection_score) for face, sha in faces]
         return len(self._insert(name, items, fingerprint, allow_shared_photos, photo_names))
 
+    enrol = enroll  # the project's spelling (docs, CLI); `enroll` stays, as it was published first
+
     def _insert(self, name: str, items: list[tuple[np.ndarray, str | None, float | None]],
                 fingerprint: ModelFingerprint | None, allow_shared_photos: bool,
                 photo_names: list[str] | None) -> list[int]:

@@ -111,6 +111,22 @@ class FaceRecognizer:
                  input_name: str | None = None, detector_score: float = 0.6, max_side: int = DEFAULT_MAX_SIDE,
                  batch_size: int = 32, cache_dir: str | Path | None = None, mirror: str | None = None,
                  threads: int | None = None) -> None:
+        """Load the detector and the embedding model.
+
+        Args:
+            model: ONNX file, exported model folder or training run; 'auto' fetches the published MobileFaceNet.
+            detector: YuNet ONNX file; 'auto' the published one; None when every image is an aligned 112x112 face.
+            threshold: verify's operating threshold (a number or a Threshold); None: the shipped one for 'auto',
+                else verify needs one passed per call (see Threshold.resolve).
+            flip: average each embedding with its horizontal flip's (what galleries and reports assume).
+            spec: how the model wants its input (size, layout, channels, mean, std); None: read from the model.
+            input_name: the ONNX input to feed, when the model has several.
+            detector_score: the detector's confidence cut (0-1).
+            max_side: images are downscaled to this longest side before detection (pixels).
+            batch_size: faces embedded per model call (and photos per scan task).
+            cache_dir, mirror: where 'auto' models are cached, and a local mirror to fetch them from.
+            threads: the embedding model's intra-op threads (None: the runtime's default).
+        """
         from marginface.infer.published import resolve_model
 
         auto = str(model) == "auto"
