@@ -166,10 +166,9 @@ def test_identity_index_factory_uses_the_gallery_exact_path_for_exact() -> None:
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
-def test_gallery_search_matches_the_gallery(kind: str, tmp_path) -> None:
+def test_a_gallery_searched_through_an_index_matches_the_exact_gallery(kind: str, tmp_path) -> None:
     pytest.importorskip("faiss")
     from marginface.infer.gallery import Gallery, GalleryModelMismatch
-    from marginface.infer.index import GallerySearch
     from marginface.infer.recognizer import ModelFingerprint
     from marginface.infer.thresholds import Threshold
 
@@ -178,19 +177,18 @@ def test_gallery_search_matches_the_gallery(kind: str, tmp_path) -> None:
     with Gallery.create(tmp_path / "g.db", fingerprint, Threshold.fixed(0.3), model="m.onnx", detector=None) as g:
         for vector, owner in zip(vectors[:60], owners[:60], strict=True):
             g.add(f"person {owner}", vector, fingerprint=fingerprint)
-        search = GallerySearch(g, kind)
-        queries = _unit(vectors[::2] + 0.5 * _unit(np.random.default_rng(6).standard_normal((40, 64))))
-        assert len(search) == 60
-        want, got = g.search(queries, 2), search.search(queries, 2, fingerprint)
-        assert [w[0] for w in want] == [h[0] for h in got]  # name and exact score
-        for vector, owner in zip(vectors[60:], owners[60:], strict=True):
-            g.add(f"person {owner}", vector, fingerprint=fingerprint)
-        search.refresh()
-        assert len(search) == len(vectors)
-        assert [row[0].name for row in search.search(queries[-10:], 1)] == [f"person {o}" for o in owners[-20::2]]
-        other = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 64)
-        with pytest.raises(GalleryModelMismatch):
-            search.search(queries[:1], 1, other)
+        with Gallery.open(tmp_path / "g.db", index=kind) as search:
+            queries = _unit(vectors[::2] + 0.5 * _unit(np.random.default_rng(6).standard_normal((40, 64))))
+            assert search.stats()["templates"] == 60
+            want, got = g.search(queries, 2), search.search(queries, 2, fingerprint)
+            assert [w[0] for w in want] == [h[0] for h in got]  # name and exact score
+            for vector, owner in zip(vectors[60:], owners[60:], strict=True):
+                g.add(f"person {owner}", vector, fingerprint=fingerprint)  # another connection's enrolments
+            assert [row[0].name for row in search.search(queries[-10:], 1)] == [f"person {o}" for o in owners[-20::2]]
+            assert search.stats()["templates"] == len(vectors)
+            other = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 64)
+            with pytest.raises(GalleryModelMismatch):
+                search.search(queries[:1], 1, other)
 
 
 def test_ivf_retrains_when_it_outgrows_its_cells(templates: np.ndarray) -> None:

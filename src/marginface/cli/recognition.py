@@ -95,6 +95,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     identify.add_argument("--json", action="store_true",
                           help='print [{"image": path, "faces": [{"name", "score", "box", ...}]}], main face first')
     identify.add_argument("--annotate", metavar="OUT_DIR", help="write copies with boxes and names drawn")
+    identify.add_argument("--index", choices=("exact", "hnsw", "ivf"), default="exact",
+                          help="how the gallery is searched (default exact; hnsw/ivf for 10^5+ templates, "
+                               "needs faiss-cpu)")
     _add_workers_option(identify)
     identify.set_defaults(handler=_run_identify)
 
@@ -319,7 +322,7 @@ def _run_identify(args: argparse.Namespace) -> int:
     if not files:
         raise UsageError(f"no images in {' '.join(args.inputs)}")
     results = []
-    with Gallery.open(args.gallery) as gallery:
+    with Gallery.open(args.gallery, index=args.index) as gallery:
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress = Progress("identify")
         for path, found in recognizer.scan(files, progress, workers=args.workers):

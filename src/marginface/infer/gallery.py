@@ -40,6 +40,7 @@ import numpy as np
 
 from marginface.errors import MarginfaceError
 from marginface.infer.faces import FaceResult, ModelFingerprint
+from marginface.infer.index import INDEX_KINDS, identity_index
 from marginface.infer.search import TemplateIndex, unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold, check_score
 
@@ -258,11 +259,20 @@ class IdentityInfo:
 
 
 class Gallery:
-    """Identities with several templates each, stored in SQLite; exact top-k search by identity."""
+    """Identities with several templates each, stored in SQLite; top-k search by identity through an index
+    of the kind asked for (exact by default; 'hnsw' or 'ivf' for galleries of 10^5+ templates)."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, read_only: str | None = None) -> None:
-        """Use Gallery.create or Gallery.open (`read_only`: why the connection cannot write, when it cannot)."""
+    def __init__(self, path: Path, connection: sqlite3.Connection, read_only: str | None = None, *,
+                 index: str = "exact", index_params: dict | None = None) -> None:
+        """Use Gallery.create or Gallery.open (`read_only`: why the connection cannot write, when it cannot;
+        `index`, `index_params`: the search index, see infer/index.py)."""
+        if index not in INDEX_KINDS:
+            connection.close()
+            raise GalleryError(f"gallery {path}: unknown index kind {index!r}; expected one of "
+                               f"{', '.join(INDEX_KINDS)}")
         self.path = path
+        self.index_kind = index
+        self._index_params = dict(index_params or {})
         self._db = connection
         self.read_only = read_only
         self._lock = threading.RLock()
@@ -305,7 +315,8 @@ class Gallery:
 
     @classmethod
     def create(cls, path: str | Path, fingerprint: ModelFingerprint, threshold: Threshold, *, model: str | Path,
-               detector: str | Path | None, flip: bool = True) -> Gallery:
+               detector: str | Path | None, flip: bool = True, index: str = "exact",
+               index_params: dict | None = None) -> Gallery:
         """A new, empty gallery file bound to one model (fingerprint), detector, flip test and threshold."""
         path = Path(path)
         if path.exists():
@@ -321,12 +332,14 @@ class Gallery:
                     "flip": json.dumps(bool(flip)), "created": str(time.time())}
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
         log.info("created gallery %s (threshold %.4f from %s)", path, threshold.value, threshold.source)
-        return cls(path, db)
+        return cls(path, db, index=index, index_params=index_params)
 
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False) -> Gallery:
+    def open(cls, path: str | Path, *, read_only: bool = False, index: str = "exact",
+             index_params: dict | None = None) -> Gallery:
         """An existing gallery file; read-only (listing and search, every change refused with
-        GalleryNotWritable) when asked, or when the file or its folder cannot be written (a read-only mount)."""
+        GalleryNotWritable) when asked, or when the file or its folder cannot be written (a read-only mount).
+        `index`: how it is searched ('exact', 'hnsw', 'ivf'; `index_params` as infer/index.make_index)."""
         path = Path(path)
         if path.is_dir():
             raise GalleryError(f"{path} is a folder, not a gallery file (a gallery is one SQLite file, e.g. people.db)")
@@ -361,14 +374,14 @@ class Gallery:
                             "and faces need schema %d (open it once with write access to migrate it)", path,
                             version[0], SCHEMA_VERSION)
             log.warning("gallery %s is open read-only: %s", path, reason)
-            return cls(path, _connect_read_only(path), read_only=reason)
+            return cls(path, _connect_read_only(path), read_only=reason, index=index, index_params=index_params)
         if version[0] != str(SCHEMA_VERSION):
             try:
                 _migrate(db, path)
             except BaseException:
                 db.close()
                 raise
-        return cls(path, db)
+        return cls(path, db, index=index, index_params=index_params)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -391,7 +404,7 @@ class Gallery:
                 "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
         except sqlite3.DatabaseError as err:
             raise _unreadable(self.path, err) from err
-        self._index = TemplateIndex(self.fingerprint.embedding_dim)
+        self._index = identity_index(self.index_kind, self.fingerprint.embedding_dim, **self._index_params)
         ids, owners, vectors, self._damaged = self._verify(rows)
         for damaged in self._damaged:
             log.error("gallery %s: %s (not used)", self.path, damaged)
@@ -676,14 +689,15 @@ class Gallery:
             self._sync()
             templates = len(self._index)
             identities = len(self._names)
-        return {"path": str(self.path), "identities": identities, "templates": templates,
+        return {"path": str(self.path), "identities": identities, "templates": templates, "index": self.index_kind,
                 "file_bytes": self.path.stat().st_size, "model": self.model_path, "detector": self.detector_path,
                 "flip": self.flip,
                 "threshold": self.threshold.to_dict(), "fingerprint": self.fingerprint.to_dict()}
 
     def search(self, embeddings: np.ndarray, k: int = 5, fingerprint: ModelFingerprint | None = None,
                ) -> list[list[Match]]:
-        """Top-k identities per query embedding, by best template score (exact; see infer/search.py)."""
+        """Top-k identities per query embedding, by best template score (exact, or through the gallery's
+        approximate index: see infer/search.py and infer/index.py)."""
         self.check_fingerprint(fingerprint)
         queries = self.check_queries(embeddings)
         with self._lock:
@@ -711,12 +725,23 @@ class Gallery:
 
     def verified_templates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
         """(template ids, owner ids, (M, D) unit vectors, owner id -> name) of every template, all verified;
-        GalleryDamaged when any is damaged. What other indexes (index.GallerySearch) are built from."""
+        GalleryDamaged when any is damaged. What other indexes and stores are built from."""
         with self._lock:
             self._sync()
             self._refuse_damaged()
             index = self._index
-            return (index.ids.copy(), index.owners.copy(), index.matrix.copy(), dict(self._names))
+            if isinstance(index, TemplateIndex):
+                return (index.ids.copy(), index.owners.copy(), index.matrix.copy(), dict(self._names))
+            try:  # an approximate index keeps no plain copy: read them again (verified as when loaded)
+                rows = self._db.execute(
+                    "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
+            except sqlite3.DatabaseError as err:
+                raise _unreadable(self.path, err) from err
+            ids, owners, vectors, damaged = self._verify(rows)
+            if damaged:
+                self._damaged = damaged
+                self._refuse_damaged()
+            return ids, owners, vectors, dict(self._names)
 
     def identify_faces(self, faces: list[FaceResult], k: int = 1,
                        fingerprint: ModelFingerprint | None = None) -> list[Identified]:

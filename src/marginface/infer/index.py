@@ -404,36 +404,3 @@ def identity_index(kind: str, dim: int, **params: Any) -> TemplateIndex | Identi
     if kind == "exact" and not params:
         return TemplateIndex(dim)
     return IdentityIndex(kind, dim, **params)
-
-
-class GallerySearch:
-    """Approximate (or exact) identity search over a Gallery's templates, for galleries too large for the
-    gallery's built-in exact search; answers like `Gallery.search` (Match lists, best first).
-
-    It holds a snapshot: templates come from `Gallery.verified_templates` (every one verified, GalleryDamaged
-    when any is damaged) and `refresh()` takes them again after enrolments.
-    """
-
-    def __init__(self, gallery: Any, kind: str = "hnsw", **params: Any) -> None:
-        self.gallery, self.kind, self.params = gallery, kind, params
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Rebuild the index from the gallery's templates as they are now."""
-        ids, owners, vectors, self._names = self.gallery.verified_templates()
-        self._index = identity_index(self.kind, self.gallery.fingerprint.embedding_dim, **self.params)
-        if len(ids):
-            self._index.add(ids, owners, vectors)
-        log.info("%s index over %d templates of %d identities in %s", self.kind, len(ids), len(set(owners.tolist())),
-                 self.gallery.path)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def search(self, embeddings: np.ndarray, k: int = 5, fingerprint: Any = None) -> list[list[Any]]:
-        """Top-k identities per query embedding (gallery.Match lists); refuses another model's embeddings."""
-        from marginface.infer.gallery import Match
-
-        self.gallery.check_fingerprint(fingerprint)
-        queries = self.gallery.check_queries(embeddings)
-        return [[Match(self._names[hit.identity], hit.score) for hit in row] for row in self._index.search(queries, k)]
