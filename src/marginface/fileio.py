@@ -1,4 +1,4 @@
-"""File helpers shared across the package (no dependencies on the rest of marginface)."""
+"""File helpers shared across the package (no dependencies on the rest of marginface but its errors)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from marginface.errors import InputError
 
 
 def sha256_file(path: str | Path) -> str:
@@ -50,15 +52,26 @@ def set_default_mode(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~current_umask())
 
 
+class OutputError(InputError):
+    """An output location cannot be written (read-only, not a directory, disk full); names the path."""
+
+
 def ensure_writable_dir(path: str | Path, what: str = "output directory") -> Path:
-    """Create `path` if needed and prove that files can be created in it, before any work is done;
-    raises PermissionError / OSError naming the directory otherwise."""
+    """Create `path` if needed and prove a file can be created in it, before any work is done; OutputError
+    naming `what` and the directory otherwise. The one writable-folder probe (training, eval, data outputs)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+    except FileExistsError as err:
+        raise OutputError(f"{what} {path} exists and is not a directory") from err
     except OSError as err:
-        raise type(err)(err.errno, f"{what} {path} is not writable: {err.strerror or err}") from err
+        raise OutputError(f"cannot create {what} {path}: {err.strerror or err}; {path} is not writable") from err
+    if not path.is_dir():
+        raise OutputError(f"{what} {path} exists and is not a directory")
+    try:  # os.access says yes to root on a read-only mount: try the real thing
+        fd, probe = tempfile.mkstemp(prefix=".marginface-write-test-", dir=path)
+    except OSError as err:
+        raise OutputError(f"{what} {path} is not writable: {err.strerror or err}") from err
+    os.close(fd)
+    os.unlink(probe)
     return path

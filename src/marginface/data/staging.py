@@ -10,37 +10,19 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from marginface.errors import InputError
+from marginface.fileio import OutputError, ensure_writable_dir
+
+__all__ = ["OutputError", "StagedOutputs", "ensure_writable"]
 
 log = logging.getLogger(__name__)
 
 
-class OutputError(InputError):
-    """An output location cannot be written (read-only, not a directory, disk full); names the path."""
-
-
 def ensure_writable(directory: str | Path) -> Path:
     """Create `directory` if needed and prove a file can be created in it; raises OutputError otherwise."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as err:
-        raise OutputError(f"output location {directory} exists and is not a directory") from err
-    except OSError as err:
-        raise OutputError(f"cannot create output directory {directory}: {err.strerror or err}") from err
-    if not directory.is_dir():
-        raise OutputError(f"output location {directory} exists and is not a directory")
-    try:  # os.access says yes to root on a read-only mount: try the real thing
-        fd, probe = tempfile.mkstemp(prefix=".marginface-write-test-", dir=directory)
-    except OSError as err:
-        raise OutputError(f"output directory {directory} is not writable: {err.strerror or err}") from err
-    os.close(fd)
-    os.unlink(probe)
-    return directory
+    return ensure_writable_dir(directory)
 
 
 class StagedOutputs:
