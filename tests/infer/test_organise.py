@@ -145,3 +145,19 @@ def test_a_first_run_without_a_cut_names_the_options(people: People) -> None:
     with pytest.raises(ThresholdError, match="--threshold T, or --report"):
         organise(people)
     assert people.counts()["unassigned"] == 2  # nothing written
+
+
+def test_a_split_keeps_the_rest_apart_until_the_user_moves_one_across(people: People) -> None:
+    from marginface.infer.people import CannotLinkConflict
+
+    photos = Photos(people)
+    faces = photos.add(0, 4)
+    organise(people, threshold=CUT)
+    moved = people.split([faces[0]])
+    organise(people, full=True)
+    assert _person_of(people)[faces[1]] != moved.ref  # the split's implied mark holds in a full run
+    people.split([faces[1]], into=moved.ref)  # the user moving one across is no conflict: the mark gives way
+    assert _person_of(people)[faces[1]] == moved.ref and people.show(moved.ref).not_faces == []
+    people.not_this_person([faces[2]], moved.ref)  # an explicit mark is refused instead
+    with pytest.raises(CannotLinkConflict, match=f"face {faces[2]} was marked 'not {moved.ref}'"):
+        people.split([faces[2]], into=moved.ref)

@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS cannot_link (
     identity_id INTEGER REFERENCES identities(id) ON DELETE CASCADE,
     cluster_id INTEGER REFERENCES clusters(id) ON DELETE CASCADE,
     created REAL NOT NULL,
+    implied INTEGER NOT NULL DEFAULT 0,  -- 1: left by a split (the faces left behind), 0: the user's "not"
     CHECK ((identity_id IS NULL) != (cluster_id IS NULL)));
 CREATE UNIQUE INDEX IF NOT EXISTS cannot_link_identity ON cannot_link(face_id, identity_id)
     WHERE identity_id IS NOT NULL;

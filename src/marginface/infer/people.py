@@ -318,7 +318,8 @@ class People:
         conflicts: list[int] = []
         for chunk in _chunks(face_ids):
             conflicts += [r[0] for r in db.execute(
-                f"SELECT face_id FROM cannot_link WHERE {person.column} = ? AND face_id IN ({_marks(chunk)})",
+                f"SELECT face_id FROM cannot_link WHERE {person.column} = ? AND implied = 0 AND face_id IN "
+                f"({_marks(chunk)})",
                 [person.id, *chunk])]
         if conflicts:
             raise CannotLinkConflict(
@@ -333,6 +334,10 @@ class People:
             db.execute(f"UPDATE faces SET identity_id = ?, cluster_id = ?, assigned_by = ? WHERE id IN "
                        f"({_marks(chunk)})", [identity, cluster, by, *chunk])
         self._sync_templates(db, face_ids)
+        if person is not None and by == USER:  # the user put them here: what a split implied gives way
+            for chunk in _chunks(face_ids):
+                db.execute(f"DELETE FROM cannot_link WHERE implied = 1 AND {person.column} = ? AND face_id IN "
+                           f"({_marks(chunk)})", [person.id, *chunk])
         if person is not None:
             self._touch(db, person)
 
@@ -382,7 +387,7 @@ class People:
         removed = []
         for cluster in sorted(clusters):
             if db.execute("SELECT 1 FROM faces WHERE cluster_id = ? UNION ALL SELECT 1 FROM cannot_link WHERE "
-                          "cluster_id = ? LIMIT 1", (cluster, cluster)).fetchone() is None:
+                          "cluster_id = ? AND implied = 0 LIMIT 1", (cluster, cluster)).fetchone() is None:
                 db.execute("DELETE FROM clusters WHERE id = ?", (cluster,))
                 removed.append(cluster)
         return removed
@@ -609,8 +614,8 @@ class People:
                                              "face_id IS NULL", (gone.id,)).fetchall():
                 db.execute("UPDATE templates SET identity_id = ?, checksum = ? WHERE id = ?",
                            (keep.id, template_checksum(template, keep.id, blob), template))
-        db.execute(f"INSERT OR IGNORE INTO cannot_link (face_id, {keep.column}, created) SELECT face_id, ?, created "
-                   f"FROM cannot_link WHERE {gone.column} = ?", (keep.id, gone.id))
+        db.execute(f"INSERT OR IGNORE INTO cannot_link (face_id, {keep.column}, created, implied) SELECT face_id, ?, "
+                   f"created, implied FROM cannot_link WHERE {gone.column} = ?", (keep.id, gone.id))
         table = "identities" if gone.kind == "named" else "clusters"
         db.execute(f"DELETE FROM {table} WHERE id = ?", (gone.id,))
         log.info("gallery %s: merged %s into %s (%d faces)", self.path, gone.ref, keep.ref, len(moving))
@@ -620,7 +625,8 @@ class People:
         """Move faces (user-placed) into a new cluster, or into the person `into`; returns that person.
 
         The faces a run placed in the people they came from stay there, marked 'not' the target (the user
-        separated the two groups, so no later run joins them again)."""
+        separated the two groups, so no later run joins them again); such an implied mark gives way when the
+        user later puts one of those faces into the target, where an explicit 'not' is refused."""
         with self._change() as db:
             ids = self._existing_faces(db, face_ids)
             target = self._resolve(db, into) if into is not None else None
@@ -631,8 +637,8 @@ class People:
             target = target or self._new_cluster(db)
             self._place(db, ids, target, USER)
             rest = [face for person in sources - {target} for face in self._faces_of(db, person, by=AUTO)]
-            db.executemany(f"INSERT OR IGNORE INTO cannot_link (face_id, {target.column}, created) VALUES (?, ?, ?)",
-                           [(face, target.id, time.time()) for face in rest])
+            db.executemany(f"INSERT OR IGNORE INTO cannot_link (face_id, {target.column}, created, implied) VALUES "
+                           "(?, ?, ?, 1)", [(face, target.id, time.time()) for face in rest])
             self._drop_empty_clusters(db, left - {target.id if target.kind == "cluster" else -1})
         return target
 
@@ -643,6 +649,8 @@ class People:
         with self._change() as db:
             ids = self._existing_faces(db, face_ids)
             person = self._resolve(db, ref)
+            db.executemany(f"DELETE FROM cannot_link WHERE face_id = ? AND {person.column} = ? AND implied = 1",
+                           [(face, person.id) for face in ids])
             db.executemany(f"INSERT OR IGNORE INTO cannot_link (face_id, {person.column}, created) VALUES (?, ?, ?)",
                            [(face, person.id, now) for face in ids])
             members = set(self._faces_of(db, person))
@@ -706,8 +714,8 @@ class People:
             person = self._resolve(db, ref)
             [info] = self._infos(db, [person])
             faces = self._records(db, f"f.{person.column} = ?", [person.id])
-            not_faces = [r[0] for r in db.execute(f"SELECT face_id FROM cannot_link WHERE {person.column} = ? "
-                                                   "ORDER BY face_id", (person.id,))]
+            not_faces = [r[0] for r in db.execute(f"SELECT face_id FROM cannot_link WHERE {person.column} = ? AND "
+                                                   "implied = 0 ORDER BY face_id", (person.id,))]
         return PersonDetail(info, faces, not_faces)
 
     def faces(self, face_ids: Sequence[int] | None = None) -> list[FaceRecord]:
