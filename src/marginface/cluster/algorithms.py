@@ -105,8 +105,7 @@ def _hdbscan(graph: Graph, threshold: float, min_size: int, constraints: Constra
                                                                   np.concatenate([heads[1:], heads[:-1]]))),
                                   shape=distances.shape)
         distances = (distances + chain).tocsr()
-    raw = HDBSCAN(min_cluster_size=max(2, min_size), min_samples=max(1, min_size - 1),
-                  metric="precomputed", allow_single_cluster=True, copy=True).fit_predict(distances)
+    raw = HDBSCAN(min_cluster_size=max(2, min_size), metric="precomputed", copy=True).fit_predict(distances)
     return enforce(raw, constraints)
 
 
