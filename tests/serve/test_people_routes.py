@@ -99,7 +99,7 @@ def test_thumbnails_are_jpeg_and_404_when_not_kept(client, clustered):
 def test_name_a_cluster_then_identify_answers_with_the_name(client, clustered):
     before = client.post("/v1/identify", files={"image": _png("new.png", face(RED, 47))}).json()["faces"][0]
     assert before["name"] == "unknown"  # faces of unnamed clusters are never searched
-    named = client.post(_path(clustered["red"]) + "/name", json={"name": " Ruby Red "})
+    named = client.post("/v1/people:name", json={"ref": clustered["red"], "name": " Ruby Red "})
     assert named.status_code == 200
     assert named.json()["person"] == {"ref": "Ruby Red", "kind": "named", "id": named.json()["person"]["id"],
                                       "name": "Ruby Red"}
@@ -110,70 +110,80 @@ def test_name_a_cluster_then_identify_answers_with_the_name(client, clustered):
     assert shown["kind"] == "named" and shown["user_faces"] == 5 and shown["templates"] == 5
     assert "Ruby Red" in [i["name"] for i in client.get("/v1/identities").json()["identities"]]
     # rename; a name with a space and a slash is addressed URL-encoded
-    renamed = client.post(_path("Ruby Red") + "/name", json={"name": "Ruby/Red II"}).json()["person"]
+    renamed = client.post("/v1/people:name", json={"ref": "Ruby Red", "name": "Ruby/Red II"}).json()["person"]
     assert renamed["ref"] == "Ruby/Red II"
     assert client.get(_path("Ruby/Red II")).json()["faces"] == 5
     assert client.get("/v1/people/Ruby/Red%20II").json()["faces"] == 5  # a raw '/' works too
     # naming the other cluster with that name merges it into them
-    merged = client.post(_path(clustered["blue"]) + "/name", json={"name": "Ruby/Red II"}).json()["person"]
+    merged = client.post("/v1/people:name", json={"ref": clustered["blue"], "name": "Ruby/Red II"}).json()["person"]
     assert merged["ref"] == "Ruby/Red II" and client.get(_path("Ruby/Red II")).json()["faces"] == 7
+
+
+def test_a_person_called_like_a_method_is_still_a_person(client, clustered):
+    """The changes are collection methods (`/v1/people:merge`), so no name can shadow them or be shadowed."""
+    for name, face_id in zip(["merge", "a/name", "x:merge"], clustered["red_faces"], strict=False):
+        ref = client.post("/v1/people:split", json={"faces": [face_id], "into": None}).json()["person"]["ref"]
+        assert client.post("/v1/people:name", json={"ref": ref, "name": name}).json()["person"]["ref"] == name
+        assert client.get(_path(name)).json()["faces"] == 1
+        assert client.delete(_path(name)).json()["person"] == name
 
 
 def test_names_the_gallery_refuses_are_422(client, clustered):
     for name, says in [("@12", "@ID addresses clusters"), ("unknown", "reads as 'unknown'"), ("a\tb", "control")]:
-        answer = client.post(_path(clustered["red"]) + "/name", json={"name": name})
+        answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": name})
         assert answer.status_code == 422 and says in answer.json()["detail"], name
-    assert client.post(_path(clustered["red"]) + "/name", json={"name": ""}).status_code == 422
-    assert client.post(_path(clustered["red"]) + "/name", json={}).status_code == 422
-    assert client.post(_path(clustered["red"]) + "/name", content=b"not json",
+    assert client.post("/v1/people:name", json={"ref": clustered["red"], "name": ""}).status_code == 422
+    assert client.post("/v1/people:name", json={"ref": clustered["red"]}).status_code == 422
+    assert client.post("/v1/people:name", content=b"not json",
                        headers={"content-type": "application/json"}).status_code == 422
 
 
 def test_not_this_person_takes_a_face_out_and_is_respected(client, clustered):
     red = clustered["red"]
-    answer = client.post(_path(red) + "/not", json={"faces": [clustered["green"]]})
+    answer = client.post("/v1/people:not", json={"ref": red, "faces": [clustered["green"]]})
     assert answer.status_code == 200
     assert answer.json() == {"person": {"ref": red, "kind": "cluster", "id": int(red[1:]), "name": None},
                              "taken_out": [clustered["green"]]}
     shown = client.get(_path(red)).json()
     assert shown["faces"] == 4 and shown["not_faces"] == [clustered["green"]]
     assert client.get("/v1/people").json()["counts"]["unassigned"] == 1
-    conflict = client.post("/v1/people/split", json={"faces": [clustered["green"]], "into": red})
+    conflict = client.post("/v1/people:split", json={"faces": [clustered["green"]], "into": red})
     assert conflict.status_code == 409 and f"was marked 'not {red}'" in conflict.json()["detail"]
     # a face marked 'not' the blue cluster cannot be merged into it either
     blue = clustered["blue"]
-    assert client.post(_path(blue) + "/not", json={"faces": [clustered["red_faces"][0]]}).json()["taken_out"] == []
-    assert client.post("/v1/people/merge", json={"a": red, "b": blue}).status_code == 409
-    assert client.post(_path(red) + "/not", json={"faces": [999999]}).status_code == 404
-    assert client.post(_path(red) + "/not", json={"faces": []}).status_code == 422
+    marked = client.post("/v1/people:not", json={"ref": blue, "faces": [clustered["red_faces"][0]]})
+    assert marked.json()["taken_out"] == []
+    assert client.post("/v1/people:merge", json={"a": red, "b": blue}).status_code == 409
+    assert client.post("/v1/people:not", json={"ref": red, "faces": [999999]}).status_code == 404
+    assert client.post("/v1/people:not", json={"ref": red, "faces": []}).status_code == 422
 
 
 def test_merge_and_split(client, clustered):
     red, blue = clustered["red"], clustered["blue"]
-    merged = client.post("/v1/people/merge", json={"a": blue, "b": red})
+    merged = client.post("/v1/people:merge", json={"a": blue, "b": red})
     assert merged.status_code == 200 and merged.json()["person"]["ref"] == blue  # neither named: `a` is kept
     assert client.get(_path(red)).status_code == 404 and client.get(_path(blue)).json()["faces"] == 7
-    itself = client.post("/v1/people/merge", json={"a": blue, "b": blue})
+    itself = client.post("/v1/people:merge", json={"a": blue, "b": blue})
     assert itself.status_code == 422 and "with itself" in itself.json()["detail"]
-    nobody = client.post("/v1/people/merge", json={"a": blue, "b": "Nobody"})
+    nobody = client.post("/v1/people:merge", json={"a": blue, "b": "Nobody"})
     assert nobody.status_code == 404 and "(clusters are addressed as @ID)" in nobody.json()["detail"]
 
-    split = client.post("/v1/people/split", json={"faces": clustered["blue_faces"]})
+    split = client.post("/v1/people:split", json={"faces": clustered["blue_faces"]})
     new = split.json()["person"]
     assert split.status_code == 200 and new["kind"] == "cluster" and new["ref"] not in (red, blue)
     assert client.get(_path(new["ref"])).json()["user_faces"] == 2
-    client.post(_path(new["ref"]) + "/name", json={"name": "Bleu"})
-    into = client.post("/v1/people/split", json={"faces": [clustered["green"]], "into": "Bleu"}).json()["person"]
+    client.post("/v1/people:name", json={"ref": new["ref"], "name": "Bleu"})
+    into = client.post("/v1/people:split", json={"faces": [clustered["green"]], "into": "Bleu"}).json()["person"]
     assert into["ref"] == "Bleu" and client.get(_path("Bleu")).json()["faces"] == 3
-    assert client.post("/v1/people/split", json={"faces": [0]}).status_code == 422
-    assert client.post("/v1/people/split", json={"faces": [999999]}).status_code == 404
+    assert client.post("/v1/people:split", json={"faces": [0]}).status_code == 422
+    assert client.post("/v1/people:split", json={"faces": [999999]}).status_code == 404
 
 
 def test_remove_a_person_with_their_faces(client, clustered):
     gone = client.delete(_path(clustered["blue"]))
     assert gone.status_code == 200 and gone.json() == {"person": clustered["blue"], "faces": 2, "templates": 0}
     assert client.delete(_path(clustered["blue"])).status_code == 404
-    client.post(_path(clustered["red"]) + "/name", json={"name": "Ruby"})
+    client.post("/v1/people:name", json={"ref": clustered["red"], "name": "Ruby"})
     assert client.delete(_path("Ruby")).json() == {"person": "Ruby", "faces": 5, "templates": 5}
     assert client.get("/v1/people").json()["counts"] == {"photos": 6, "faces": 0, "unassigned": 0,
                                                          "without_embedding": 0, "named": 0, "clusters": 0}
@@ -183,7 +193,7 @@ def test_unknown_and_out_of_range_references_are_404(client):
     for ref in ["@999999", f"@{2**70}", "Nobody", "", "@"]:
         assert client.get(_path(ref)).status_code == 404, ref
         assert client.delete(_path(ref)).status_code == 404, ref
-    assert client.post("/v1/people/split", json={"faces": [1], "into": f"@{2**64}"}).status_code == 404
+    assert client.post("/v1/people:split", json={"faces": [1], "into": f"@{2**64}"}).status_code == 404
 
 
 def test_uploaded_photos_become_unassigned_face_records(fake_gallery_path, fake_recognizer, clustered):
@@ -202,7 +212,7 @@ def test_uploaded_photos_become_unassigned_face_records(fake_gallery_path, fake_
         assert client.get(f"/v1/faces/{new}/thumbnail").status_code == 404  # not kept by default
         again = client.post("/v1/faces", files=[("images", _png("y-copy.png", face(YELLOW, 40)))]).json()
         assert again["known"] == 1 and again["faces"] == 0
-        split = client.post("/v1/people/split", json={"faces": [new]}).json()["person"]
+        split = client.post("/v1/people:split", json={"faces": [new]}).json()["person"]
         record = client.get(_path(split["ref"])).json()["face_records"][0]
         assert record["photo_path"] == "upload:y.png" and record["has_thumbnail"] is False
         assert client.post("/v1/faces", files=[("other", _png("y.png", face(YELLOW)))]).status_code == 422
@@ -216,10 +226,10 @@ def test_uploaded_photos_become_unassigned_face_records(fake_gallery_path, fake_
         assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (112, 112)
 
 
-WRITES = [("POST", "/v1/people/{red}/name", {"json": {"name": "Ruby"}}),
-          ("POST", "/v1/people/merge", {"json": {"a": "{red}", "b": "{blue}"}}),
-          ("POST", "/v1/people/split", {"json": {"faces": ["{face}"]}}),
-          ("POST", "/v1/people/{red}/not", {"json": {"faces": ["{face}"]}}),
+WRITES = [("POST", "/v1/people:name", {"json": {"ref": "{red}", "name": "Ruby"}}),
+          ("POST", "/v1/people:merge", {"json": {"a": "{red}", "b": "{blue}"}}),
+          ("POST", "/v1/people:split", {"json": {"faces": ["{face}"]}}),
+          ("POST", "/v1/people:not", {"json": {"ref": "{red}", "faces": ["{face}"]}}),
           ("DELETE", "/v1/people/{blue}", {}),
           ("POST", "/v1/faces", {"files": [("images", ("y.png", face(YELLOW), "image/png"))]})]
 
@@ -280,8 +290,8 @@ def test_the_people_routes_are_one_router_over_the_service():
     from marginface.serve.people_routes import router
 
     paths = {(route.path, method) for route in router.routes for method in route.methods}
-    assert paths == {("/v1/people", "GET"), ("/v1/people/{ref:path}", "GET"), ("/v1/people/{ref:path}/name", "POST"),
-                     ("/v1/people/merge", "POST"), ("/v1/people/split", "POST"), ("/v1/people/{ref:path}/not", "POST"),
+    assert paths == {("/v1/people", "GET"), ("/v1/people/{ref:path}", "GET"), ("/v1/people:name", "POST"),
+                     ("/v1/people:merge", "POST"), ("/v1/people:split", "POST"), ("/v1/people:not", "POST"),
                      ("/v1/people/{ref:path}", "DELETE"), ("/v1/faces/{face_id}/thumbnail", "GET"),
                      ("/v1/faces", "POST")}
     for route in router.routes:

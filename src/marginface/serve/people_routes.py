@@ -3,9 +3,13 @@ records, the manual decisions on them (name, merge, split, not this person, remo
 uploads of photos of unnamed people. Each route is a thin shell over `infer.people.People` through the service
 (serve/service.py): it translates the request and the answer, the library decides and raises.
 
-A person is addressed by their name or, for an unnamed cluster, as `@<id>`; in a path the reference is
-URL-encoded (`/v1/people/%4012`, `/v1/people/Colin%20Powell`) and may hold '/'. Write routes are guarded like
-every other: the API key (create_app), the browser guard's Origin check and the body limits (middleware).
+A person is addressed by their name or, for an unnamed cluster, as `@<id>`; in the path of GET and DELETE
+/v1/people/{ref} the reference is URL-encoded (`/v1/people/%4012`, `/v1/people/Colin%20Powell`) and may hold
+'/'. Because a name may be anything, even "merge" or "a/name", the changes are not sub-paths of a person
+(GET /v1/people/merge shows a person called "merge"; OPTIONS there could not list its methods honestly, which
+the schema fuzzer found): they are custom methods of the collection, `POST /v1/people:name` (AIP-136 style),
+with every reference in the JSON body. Write routes are guarded like every other: the API key (create_app),
+the browser guard's Origin check and the body limits (middleware).
 
 No `from __future__ import annotations` here: FastAPI reads the routes' annotations as objects.
 """
@@ -26,7 +30,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["people"])
 
-READ = (*BASE, 404, 503)  # a person or face the gallery does not hold; a gallery that cannot be read
+READ = (*BASE, 404, 422, 503)  # a person or face the gallery does not hold, a bad id; an unreadable gallery
 WRITE = (*BASE, 403, 404, 409, 422, 503, 507)  # + foreign Origin, 'not this person' conflicts, refusals, disk
 JSON_BODY = (408, 413)  # a body that does not arrive in time, or is over the limit
 Ref = Annotated[str, Path(description="a name, or @<id> for a cluster (URL-encoded)")]
@@ -48,14 +52,14 @@ async def list_people(service: ServiceDep) -> dict:
                      "thumbnails_kept": service.keep_thumbnails})
 
 
-@router.post("/v1/people/merge", response_model=schemas.PersonChanged, responses=errors(*WRITE, *JSON_BODY))
+@router.post("/v1/people:merge", response_model=schemas.PersonChanged, responses=errors(*WRITE, *JSON_BODY))
 async def merge_people(service: ServiceDep, body: schemas.MergeBody) -> dict:
     """Merge two people into one: the named one is kept (`a` when both or neither are named); 409 when a face of
     one was marked 'not' the other."""
     return {"person": _person(await run_in_threadpool(service.merge_people, body.a, body.b))}
 
 
-@router.post("/v1/people/split", response_model=schemas.PersonChanged, responses=errors(*WRITE, *JSON_BODY))
+@router.post("/v1/people:split", response_model=schemas.PersonChanged, responses=errors(*WRITE, *JSON_BODY))
 async def split_faces(service: ServiceDep, body: schemas.SplitBody) -> dict:
     """Move faces (as the user's placement) into a new cluster, or into the person `into`."""
     return {"person": _person(await run_in_threadpool(service.split_faces, body.faces, body.into))}
@@ -68,19 +72,17 @@ async def show_person(service: ServiceDep, ref: Ref) -> dict:
     return jsonable((await run_in_threadpool(service.person, ref)).to_dict())
 
 
-@router.post("/v1/people/{ref:path}/name", response_model=schemas.PersonChanged,
-             responses=errors(*WRITE, *JSON_BODY))
-async def name_person(service: ServiceDep, ref: Ref, body: schemas.NameBody) -> dict:
+@router.post("/v1/people:name", response_model=schemas.PersonChanged, responses=errors(*WRITE, *JSON_BODY))
+async def name_person(service: ServiceDep, body: schemas.NameBody) -> dict:
     """Name a cluster (its faces become the user's and identify answers with the name) or rename a person; a
     name someone has already merges the two into that person."""
-    return {"person": _person(await run_in_threadpool(service.name_person, ref, body.name))}
+    return {"person": _person(await run_in_threadpool(service.name_person, body.ref, body.name))}
 
 
-@router.post("/v1/people/{ref:path}/not", response_model=schemas.NotThisPersonOut,
-             responses=errors(*WRITE, *JSON_BODY))
-async def not_this_person(service: ServiceDep, ref: Ref, body: schemas.FacesBody) -> dict:
+@router.post("/v1/people:not", response_model=schemas.NotThisPersonOut, responses=errors(*WRITE, *JSON_BODY))
+async def not_this_person(service: ServiceDep, body: schemas.NotBody) -> dict:
     """Mark faces 'not this person' (no clustering run puts them back) and take those in it out (unassigned)."""
-    person, taken = await run_in_threadpool(service.not_this_person, body.faces, ref)
+    person, taken = await run_in_threadpool(service.not_this_person, body.faces, body.ref)
     return {"person": _person(person), "taken_out": taken}
 
 
@@ -90,7 +92,7 @@ async def remove_person(service: ServiceDep, ref: Ref) -> dict:
     return await run_in_threadpool(service.remove_person, ref)
 
 
-@router.get("/v1/faces/{face_id}/thumbnail", response_class=Response, responses={**JPEG, **errors(*READ, 422)})
+@router.get("/v1/faces/{face_id}/thumbnail", response_class=Response, responses={**JPEG, **errors(*READ)})
 async def face_thumbnail(service: ServiceDep, face_id: FaceId) -> Response:
     """The face's aligned crop (JPEG); 404 when the gallery has no such face or kept no thumbnail of it."""
     data = await run_in_threadpool(service.thumbnail, face_id)

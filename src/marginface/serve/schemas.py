@@ -246,6 +246,7 @@ class PersonRemoved(BaseModel):
 class NameBody(BaseModel):
     """A name for a cluster (or a new name for a person); an existing name merges the two."""
 
+    ref: str = Field(description="the person: a name or @<id>")
     name: str = Field(min_length=1, max_length=200, pattern=r"\S",
                       description="stored as Unicode NFC without surrounding spaces; not @<digits>")
 
@@ -264,9 +265,10 @@ class SplitBody(BaseModel):
     into: str | None = Field(default=None, description="a person reference; null: a new cluster")
 
 
-class FacesBody(BaseModel):
-    """Face ids to mark 'not this person'."""
+class NotBody(BaseModel):
+    """Faces to mark 'not this person' for the person `ref`."""
 
+    ref: str = Field(description="the person: a name or @<id>")
     faces: list[Annotated[int, FACE_ID]] = Field(min_length=1)
 
 
