@@ -276,7 +276,7 @@ async function loadPeopleView() {
   if (!data.people.length) {
     const empty = document.createElement("li");
     empty.className = "muted";
-    empty.textContent = "no people yet: add photos, or scan a collection with `marginface people scan`";
+    empty.textContent = "no people yet: add photos of people, then let a clustering run group them";
     list.append(empty);
   }
   updateMerge();
