@@ -14,12 +14,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from marginface.infer.gallery import Gallery
-from marginface.infer.images import load_image
 from marginface.infer.people import People
-from marginface.infer.people_scan import face_thumbnails
 from marginface.serve import create_app
 
-from .fakes import BLUE, GREEN, RED, YELLOW, face, photo, wall
+from .fakes import BLUE, GREEN, RED, YELLOW, face, photo, store_photo, wall
 
 LOCAL = "http://127.0.0.1:8000"
 KEY = "people-key"
@@ -29,25 +27,15 @@ def _png(name: str, data: bytes) -> tuple[str, bytes, str]:
     return name, data, "image/png"
 
 
-def _store(people: People, recognizer, name: str, data: bytes, thumbnails: bool = True) -> list[int]:
-    """One photo's faces into face records, as a scan would store them."""
-    import hashlib
-
-    rgb = load_image(data, name=name)
-    found = recognizer.faces(rgb, name=name)
-    return people.add_faces(f"/photos/{name}", hashlib.sha256(data).hexdigest(), found,
-                            face_thumbnails(rgb, found) if thumbnails else None, fingerprint=recognizer.fingerprint)
-
-
 @pytest.fixture
 def clustered(fake_gallery_path: Path, fake_recognizer) -> dict:
     """Two clusters made through the library: red (three photos, plus a green bystander put there by the run)
     and blue (two photos, stored without thumbnails). Returns the cluster refs and face ids."""
     with Gallery.open(fake_gallery_path) as gallery:
         people = People(gallery)
-        red = [_store(people, fake_recognizer, f"red{i}.png", face(RED, 30 + 6 * i))[0] for i in range(3)]
-        group = _store(people, fake_recognizer, "group.png", photo((RED, 5, 5, 50), (GREEN, 70, 10, 30)))
-        blue = [_store(people, fake_recognizer, f"blue{i}.png", face(BLUE, 32 + 5 * i), thumbnails=False)[0]
+        red = [store_photo(people, fake_recognizer, f"red{i}.png", face(RED, 30 + 6 * i))[0] for i in range(3)]
+        group = store_photo(people, fake_recognizer, "group.png", photo((RED, 5, 5, 50), (GREEN, 70, 10, 30)))
+        blue = [store_photo(people, fake_recognizer, f"blue{i}.png", face(BLUE, 32 + 5 * i), thumbnails=False)[0]
                 for i in range(2)]
         ids = [*red, *group, *blue]
         people.apply_clustering(ids, [0, 0, 0, 0, 0, 1, 1])  # the bystander (green) is wrongly in red's cluster

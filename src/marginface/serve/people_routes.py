@@ -33,8 +33,8 @@ router = APIRouter(tags=["people"])
 READ = (*BASE, 404, 422, 503)  # a person or face the gallery does not hold, a bad id; an unreadable gallery
 WRITE = (*BASE, 403, 404, 409, 422, 503, 507)  # + foreign Origin, 'not this person' conflicts, refusals, disk
 JSON_BODY = (408, 413)  # a body that does not arrive in time, or is over the limit
-Ref = Annotated[str, Path(description="a name, or @<id> for a cluster (URL-encoded)")]
-FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a face record's id")]
+Ref = Annotated[str, Path(description="a name, or @<id> for a cluster (URL-encoded)", examples=["@1"])]
+FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a face record's id", examples=[1])]
 JPEG = {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
               "description": "the face's aligned crop (JPEG)"}}
 

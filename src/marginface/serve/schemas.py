@@ -246,30 +246,30 @@ class PersonRemoved(BaseModel):
 class NameBody(BaseModel):
     """A name for a cluster (or a new name for a person); an existing name merges the two."""
 
-    ref: str = Field(description="the person: a name or @<id>")
-    name: str = Field(min_length=1, max_length=200, pattern=r"\S",
+    ref: str = Field(description="the person: a name or @<id>", examples=["@1"])
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S", examples=["Ann Lee"],
                       description="stored as Unicode NFC without surrounding spaces; not @<digits>")
 
 
 class MergeBody(BaseModel):
     """Two people to merge: the named one is kept, else `a`."""
 
-    a: str = Field(description="a person reference: a name or @<id>")
-    b: str = Field(description="a person reference: a name or @<id>")
+    a: str = Field(description="a person reference: a name or @<id>", examples=["@1"])
+    b: str = Field(description="a person reference: a name or @<id>", examples=["@2"])
 
 
 class SplitBody(BaseModel):
     """Faces to move (placed by the user) into a new cluster, or into the person `into`."""
 
-    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1)
-    into: str | None = Field(default=None, description="a person reference; null: a new cluster")
+    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1, examples=[[3]])
+    into: str | None = Field(default=None, description="a person reference; null: a new cluster", examples=["@1"])
 
 
 class NotBody(BaseModel):
     """Faces to mark 'not this person' for the person `ref`."""
 
-    ref: str = Field(description="the person: a name or @<id>")
-    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1)
+    ref: str = Field(description="the person: a name or @<id>", examples=["@1"])
+    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1, examples=[[2]])
 
 
 class PhotoFaces(BaseModel):
