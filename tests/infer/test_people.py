@@ -312,6 +312,17 @@ def test_a_damaged_face_embedding_is_refused_like_a_damaged_template(tmp_path: P
     assert people.show("Cy").info.templates == 2
 
 
+def test_ids_beyond_sqlite_integers_name_nobody(three) -> None:
+    """Found by the service's fuzzer: `@<2**64>` and face id 2**64 were OverflowError (500), not unknown."""
+    people, _ = three
+    with pytest.raises(UnknownPerson, match=f"no cluster @{2**64}"):
+        people.show(f"@{2**64}")
+    with pytest.raises(UnknownFace, match=f"no face {2**64}"):
+        people.split([1, 2**64])
+    with pytest.raises(UnknownFace):
+        people.thumbnail(-(2**64))
+
+
 def test_read_only_galleries_refuse_changes(tmp_path: Path, three) -> None:
     three[0].gallery.close()
     with Gallery.open(tmp_path / "g.db", read_only=True) as gallery:

@@ -4,6 +4,7 @@ person. Everything after detection and embedding (thresholds, gallery, decisions
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zlib
 from pathlib import Path
@@ -82,3 +83,13 @@ def face(colour: tuple[int, int, int], side: int = 40, size: tuple[int, int] = (
 def wall(size: tuple[int, int] = (120, 100)) -> bytes:
     """A photo without a face."""
     return photo(size=size)
+
+
+def store_photo(people, recognizer: FakeRecognizer, name: str, data: bytes, thumbnails: bool = True) -> list[int]:
+    """One photo's faces into unassigned face records of a People store (thumbnails too), as a scan stores them."""
+    from marginface.infer.people_scan import face_thumbnails
+
+    rgb = load_image(data, name=name)
+    found = recognizer.faces(rgb, name=name)
+    return people.add_faces(f"/photos/{name}", hashlib.sha256(data).hexdigest(), found,
+                            face_thumbnails(rgb, found) if thumbnails else None, fingerprint=recognizer.fingerprint)

@@ -47,3 +47,18 @@ def test_a_port_outside_1_65535_is_one_error_line(tmp_path, capsys):
     for port in ("99999", "-1", "0"):
         assert main(["serve", str(tmp_path / "people.db"), "--port", port]) == 2, port
         assert f"port must be an integer from 1 to 65535, got {port}" in _one_error(capsys)
+
+
+def test_keep_thumbnails_is_an_option_off_by_default(monkeypatch):
+    """`--keep-thumbnails` reaches create_app (uploaded faces' crops are stored only when asked for)."""
+    import sys
+    from types import SimpleNamespace
+
+    import marginface.serve.server as server
+
+    seen: dict = {}
+    monkeypatch.setattr(server, "create_app", lambda *a, **kw: seen.update(kw) or object())
+    monkeypatch.setattr(server, "_check_port_free", lambda host, port: None)
+    monkeypatch.setitem(sys.modules, "uvicorn", SimpleNamespace(run=lambda *args, **kwargs: None))
+    assert main(["serve", "g.db"]) == 0 and seen["keep_thumbnails"] is False
+    assert main(["serve", "g.db", "--keep-thumbnails"]) == 0 and seen["keep_thumbnails"] is True

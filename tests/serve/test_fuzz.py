@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from marginface.infer.gallery import Gallery
+from marginface.infer.people import People
 from marginface.serve import create_app
+
+from .fakes import BLUE, RED, face, store_photo
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install schemathesis)")
 from hypothesis import HealthCheck, settings  # noqa: E402 - after the skip: hypothesis comes with schemathesis
@@ -18,8 +22,15 @@ EXAMPLES = 30  # per operation and generation mode: seconds in all with the fake
 
 @pytest.fixture
 def api_schema(fake_gallery_path, fake_recognizer):
-    """The service's own OpenAPI description, served by an app over a fresh gallery (key required)."""
-    app = create_app(fake_gallery_path, api_key=KEY, recognizer=fake_recognizer, max_upload_mb=1)
+    """The service's own OpenAPI description, served by an app (key required) over a gallery with two clusters
+    of faces with thumbnails (@1: faces 1-2, @2: face 3), so the people routes' examples find someone."""
+    with Gallery.open(fake_gallery_path) as gallery:
+        people = People(gallery)
+        ids = [i for n, data in enumerate([face(RED, 30), face(RED, 44), face(BLUE)])
+               for i in store_photo(people, fake_recognizer, f"{n}.png", data)]
+        people.apply_clustering(ids, [0, 0, 1])
+    app = create_app(fake_gallery_path, api_key=KEY, recognizer=fake_recognizer, max_upload_mb=1,
+                     keep_thumbnails=True)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -29,6 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     sv.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                     help="admit POST/DELETE from web pages of ORIGIN, e.g. https://app.example (repeatable); "
                          "other cross-site ones get 403")
+    sv.add_argument("--keep-thumbnails", action="store_true",
+                    help="store an aligned crop of each face of photos uploaded to POST /v1/faces, shown in the "
+                         "page's People view (faces are biometric data: off by default)")
     sv.set_defaults(handler=_run_serve)
 
 
@@ -39,5 +42,6 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise Unavailable(f"the HTTP service needs the serve extra: pip install 'marginface[serve]' ({err})") from err
     api_key = args.api_key or os.environ.get("MARGINFACE_API_KEY") or None
     serve(args.gallery, host=args.host, port=args.port, api_key=api_key, max_upload_mb=args.max_upload_mb,
-          allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, body_timeout_s=args.body_timeout)
+          allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, body_timeout_s=args.body_timeout,
+          keep_thumbnails=args.keep_thumbnails)
     return 0

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 CLUSTER_REF = re.compile(r"@(\d+)")
 USER, AUTO = "user", "auto"
 _CHUNK = 500  # ids per `IN (...)` (SQLite allows 32766 parameters; small chunks keep statements short)
+_MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id names nothing (and cannot even be bound)
 
 
 class PeopleError(GalleryError):
@@ -271,7 +272,9 @@ class People:
         text = ref.ref if isinstance(ref, Person) else str(ref).strip()
         match = CLUSTER_REF.fullmatch(text)
         if match:
-            row = db.execute("SELECT id FROM clusters WHERE id = ?", (int(match.group(1)),)).fetchone()
+            number = int(match.group(1))
+            row = (db.execute("SELECT id FROM clusters WHERE id = ?", (number,)).fetchone()
+                   if number <= _MAX_ID else None)
             if row is None:
                 raise UnknownPerson(f"gallery {self.path} has no cluster {text} (list the people with "
                                     f"`marginface people list {self.path}`)")
@@ -289,7 +292,7 @@ class People:
         if not ids:
             raise PeopleError(f"gallery {self.path}: no face ids given")
         found: set[int] = set()
-        for chunk in _chunks(ids):
+        for chunk in _chunks([f for f in ids if -_MAX_ID - 1 <= f <= _MAX_ID]):
             found |= {r[0] for r in db.execute(f"SELECT id FROM faces WHERE id IN ({_marks(chunk)})", chunk)}
         missing = [f for f in ids if f not in found]
         if missing:
@@ -747,7 +750,8 @@ class People:
     def thumbnail(self, face_id: int) -> bytes | None:
         """The stored thumbnail of a face (an encoded aligned crop), or None when none was kept."""
         with self._reading() as db:
-            row = db.execute("SELECT thumbnail FROM faces WHERE id = ?", (int(face_id),)).fetchone()
+            row = (db.execute("SELECT thumbnail FROM faces WHERE id = ?", (int(face_id),)).fetchone()
+                   if abs(int(face_id)) <= _MAX_ID else None)
         if row is None:
             raise UnknownFace(f"gallery {self.path} has no face {face_id}")
         return row[0]

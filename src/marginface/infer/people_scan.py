@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from marginface.data.align import align_face
 from marginface.data.image import encode_image
 from marginface.fileio import sha256_file
 from marginface.infer.embedder import flip_embed
+from marginface.infer.faces import FaceResult
 from marginface.infer.images import load_image
 from marginface.infer.people import People, PeopleError, face_checksum
 from marginface.infer.search import unit_rows
@@ -59,6 +60,11 @@ class ScanReport:
                 "without_face": self.without_face, "unreadable": [list(u) for u in self.unreadable]}
 
 
+def face_thumbnails(rgb: np.ndarray, faces: Sequence[FaceResult]) -> list[bytes]:
+    """Each face's aligned THUMBNAIL_SIZE crop of the photo, JPEG-encoded: what `keep_thumbnails` stores."""
+    return [encode_image(align_face(rgb, np.asarray(face.landmarks), THUMBNAIL_SIZE)) for face in faces]
+
+
 def add_photos(people: People, recognizer: FaceRecognizer, paths: Iterable[str | Path],
                progress: Progress | None = None, *, keep_thumbnails: bool = False,
                workers: int | None = None) -> ScanReport:
@@ -88,10 +94,7 @@ def add_photos(people: People, recognizer: FaceRecognizer, paths: Iterable[str |
         if isinstance(found, Exception):
             report.unreadable.append((str(path), str(found)))
             continue
-        thumbnails = None
-        if keep_thumbnails and found:
-            rgb = load_image(path)
-            thumbnails = [encode_image(align_face(rgb, np.asarray(f.landmarks), THUMBNAIL_SIZE)) for f in found]
+        thumbnails = face_thumbnails(load_image(path), found) if keep_thumbnails and found else None
         ids = people.add_faces(str(Path(path).resolve()), hashes[path], found, thumbnails,
                                fingerprint=recognizer.fingerprint)
         if not found:

@@ -23,6 +23,7 @@ from marginface.infer.images import DEFAULT_MAX_PIXELS
 from marginface.infer.recognizer import FaceRecognizer
 from marginface.serve.auth import ApiKeyGuard, BrowserGuard
 from marginface.serve.limits import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
+from marginface.serve.people_routes import router as people_router
 from marginface.serve.routes import STATUS_MEANING, errors, jsonable, router
 from marginface.serve.schemas import ErrorBody
 from marginface.serve.service import RecognitionService
@@ -93,7 +94,8 @@ def upload_limit_bytes(max_upload_mb: float) -> int:
 def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_upload_mb: float = 10.0,
                max_pixels: int = DEFAULT_MAX_PIXELS, recognizer: FaceRecognizer | None = None,
                allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = (),
-               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, pixel_budget: int | None = None) -> FastAPI:
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, pixel_budget: int | None = None,
+               keep_thumbnails: bool = False) -> FastAPI:
     """A ready FastAPI app serving the gallery at `gallery_path` (model loaded once, here).
 
     `api_key` (when given) guards every route except the page's static files and the API description, checked
@@ -103,12 +105,15 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     that finds no room within 30 s gets 503). Without a key
     only loopback Host names are served (plus `allowed_hosts`), and state-changing requests from a foreign
     Origin (not in `allowed_origins`) get 403 whether or not there is a key (auth.BrowserGuard).
+    `keep_thumbnails` stores each uploaded face's aligned crop with its face record (POST /v1/faces); faces are
+    biometric data, so it is off by default and the People view then shows face counts and photo names.
     """
     guard = ApiKeyGuard(api_key)  # argument errors first, before the model is loaded
     max_bytes = upload_limit_bytes(max_upload_mb)
     if not isinstance(body_timeout_s, (int, float)) or not math.isfinite(body_timeout_s) or body_timeout_s <= 0:
         raise UsageError(f"the body timeout must be a positive, finite number of seconds, got {body_timeout_s}")
-    service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels, pixel_budget=pixel_budget)
+    service = RecognitionService(gallery_path, recognizer=recognizer, max_pixels=max_pixels, pixel_budget=pixel_budget,
+                                 keep_thumbnails=keep_thumbnails)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -128,8 +133,9 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     app.add_exception_handler(MarginfaceError, answer_error)
     app.add_exception_handler(RequestValidationError, invalid_parameter)
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)
-    app.include_router(router, dependencies=[Depends(_declared(guard))],
-                       responses=errors(401) if guard.enabled else None)
+    for routes in (router, people_router):
+        app.include_router(routes, dependencies=[Depends(_declared(guard))],
+                           responses=errors(401) if guard.enabled else None)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

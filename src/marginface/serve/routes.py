@@ -26,9 +26,9 @@ STATUS_MEANING = {
          "Host this service does not answer to",
     401: "no API key, or a wrong one",
     403: "a state-changing request from a foreign Origin",
-    404: "no such identity",
+    404: "no such identity, person or face, or no thumbnail kept of the face",
     408: "the request body did not arrive in time",
-    409: "a photo already enrolled under another name",
+    409: "a photo already enrolled under another name, or a change against a 'not this person' mark",
     413: "the request body is over the upload limit",
     415: "not multipart/form-data, or bytes of no image format",
     422: "no face in a photo (for an enrolment: in any of its photos), a missing or invalid field or parameter, "
@@ -69,11 +69,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-async def _photo(service: RecognitionService, file: UploadFile, field: str) -> Photo:
-    """One upload's faces, found off the event loop within the pixel budget; its pixels are gone on return
-    (photos are decoded one at a time and never written to disk by us). ImageInputError: 400 or 415."""
+async def _photo(service: RecognitionService, file: UploadFile, field: str, *, thumbnails: bool = False) -> Photo:
+    """One upload's faces (with their aligned crops when `thumbnails`), found off the event loop within the pixel
+    budget; its pixels are gone on return (photos are decoded one at a time and never written to disk by us).
+    ImageInputError: 400 or 415."""
     data = await file.read()
-    return await run_in_threadpool(service.photo, Upload(file.filename or field, data))
+    return await run_in_threadpool(lambda: service.photo(Upload(file.filename or field, data), thumbnails=thumbnails))
 
 
 def _check_name(name: str) -> str:

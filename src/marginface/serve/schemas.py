@@ -3,6 +3,8 @@ fuzzer can check them); ErrorBody is the one shape of every error."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 
@@ -148,3 +150,143 @@ class Removed(BaseModel):
     """The person deleted with all their templates."""
 
     removed: str
+
+
+# -- people and unnamed faces (routes in people_routes.py) ----------------------------------------------------------
+FACE_ID = Field(ge=1, le=2**63 - 1, description="a face record's id")
+
+
+class PersonOut(BaseModel):
+    """A named person or an unnamed cluster and its reference: the name, or `@<id>` for a cluster."""
+
+    ref: str = Field(description='how routes address it: the name, or "@<id>" for a cluster (URL-encoded in paths)')
+    kind: str = Field(description='"named" or "cluster"')
+    id: int
+    name: str | None
+
+
+class PersonSummary(PersonOut):
+    """A person with counts: faces (of which user-placed), templates, a sample face (the largest), times."""
+
+    faces: int
+    user_faces: int = Field(description="faces placed by the user (named, merged, split), never moved by a run")
+    templates: int = Field(description="the embeddings identify searches for this person")
+    sample_face: int | None = Field(description="the id of their largest face; null for a person without faces")
+    created: float
+    updated: float
+
+
+class PeopleCounts(BaseModel):
+    """Photos and faces held, faces in no person yet, faces without an embedding, named people and clusters."""
+
+    photos: int
+    faces: int
+    unassigned: int
+    without_embedding: int
+    named: int
+    clusters: int
+
+
+class PeopleList(BaseModel):
+    """Every named person (by name), then the clusters (largest first), with the gallery's counts."""
+
+    count: int
+    people: list[PersonSummary]
+    counts: PeopleCounts
+    thumbnails_kept: bool = Field(description="whether this service stores the faces of uploaded photos as "
+                                              "thumbnails (--keep-thumbnails)")
+
+
+class FaceRecordOut(BaseModel):
+    """One stored face: its photo, where it is in it, how good it looks, whose it is and who placed it there."""
+
+    id: int
+    photo_path: str = Field(description='the scanned file, or "upload:<name>" for an uploaded photo (not stored)')
+    photo_sha256: str
+    face_index: int
+    box: list[float] = Field(min_length=4, max_length=4)
+    landmarks: list[list[float]]
+    detection_score: float
+    raw_norm: float
+    face_size: float
+    person: str | None = Field(description="the person's reference; null when in no person")
+    assigned_by: str = Field(description='"user" (never moved by a clustering run) or "auto"')
+    has_thumbnail: bool
+    has_embedding: bool
+
+
+class PersonDetailOut(PersonSummary):
+    """A person with every face record and the faces marked 'not this person' for them."""
+
+    face_records: list[FaceRecordOut]
+    not_faces: list[int]
+
+
+class PersonChanged(BaseModel):
+    """The person a change left the faces in (named, merged into, split into)."""
+
+    person: PersonOut
+
+
+class NotThisPersonOut(BaseModel):
+    """The person the faces were marked 'not' for, and those of them that were taken out of it."""
+
+    person: PersonOut
+    taken_out: list[int]
+
+
+class PersonRemoved(BaseModel):
+    """The person deleted, with how many faces and templates went with them."""
+
+    person: str
+    faces: int
+    templates: int
+
+
+class NameBody(BaseModel):
+    """A name for a cluster (or a new name for a person); an existing name merges the two."""
+
+    ref: str = Field(description="the person: a name or @<id>", examples=["@1"])
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S", examples=["Ann Lee"],
+                      description="stored as Unicode NFC without surrounding spaces; not @<digits>")
+
+
+class MergeBody(BaseModel):
+    """Two people to merge: the named one is kept, else `a`."""
+
+    a: str = Field(description="a person reference: a name or @<id>", examples=["@1"])
+    b: str = Field(description="a person reference: a name or @<id>", examples=["@2"])
+
+
+class SplitBody(BaseModel):
+    """Faces to move (placed by the user) into a new cluster, or into the person `into`."""
+
+    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1, examples=[[3]])
+    into: str | None = Field(default=None, description="a person reference; null: a new cluster", examples=["@1"])
+
+
+class NotBody(BaseModel):
+    """Faces to mark 'not this person' for the person `ref`."""
+
+    ref: str = Field(description="the person: a name or @<id>", examples=["@1"])
+    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1, examples=[[2]])
+
+
+class PhotoFaces(BaseModel):
+    """One uploaded photo: the ids of its new face records; `known` when a photo of these bytes was stored before."""
+
+    photo: str
+    face_ids: list[int]
+    known: bool
+
+
+class FacesAdded(BaseModel):
+    """What an upload of photos of unnamed people stored (unassigned faces, until clustered)."""
+
+    photos: list[PhotoFaces]
+    faces: int
+    known: int = Field(description="photos whose bytes were stored before (nothing added for them)")
+    without_face: list[str]
+    thumbnails_kept: bool
+    clustering: dict | None = Field(description="the clustering run's report; null while uploads are not "
+                                                "clustered (the faces stay unassigned)")

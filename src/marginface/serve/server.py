@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def serve(gallery_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_upload_mb: float = 10.0, allowed_hosts: Sequence[str] | None = None,
-          allowed_origins: Sequence[str] = (), body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
+          allowed_origins: Sequence[str] = (), body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+          keep_thumbnails: bool = False) -> None:
     """Load the model and gallery once and serve until interrupted; ValueError for a non-loopback bind without key."""
     import uvicorn
 
@@ -26,7 +27,7 @@ def serve(gallery_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000
         raise UsageError(f"port must be an integer from 1 to 65535, got {port}")
     _check_port_free(host, port)
     app = create_app(gallery_path, api_key=api_key, max_upload_mb=max_upload_mb, allowed_hosts=allowed_hosts,
-                     allowed_origins=allowed_origins, body_timeout_s=body_timeout_s)
+                     allowed_origins=allowed_origins, body_timeout_s=body_timeout_s, keep_thumbnails=keep_thumbnails)
     log.info("serving %s on http://%s:%d (API key %s)", gallery_path, host, port, "required" if api_key else "off")
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -1,7 +1,11 @@
-// marginface web page: identify faces in a photo, enrol people, list and delete them. Plain JS, no build step.
+// marginface web page: identify faces in a photo, enrol people, list and delete them; the People view names,
+// merges and cleans up the unnamed clusters of scanned faces. Plain JS, no build step.
 "use strict";
 
-const state = { key: sessionStorage.getItem("marginface-key") || "", photo: null, image: null };
+const state = {
+  key: sessionStorage.getItem("marginface-key") || "", photo: null, image: null,
+  current: null, ticked: new Set(), faces: new Set(), thumbs: [],  // People view
+};
 const $ = (id) => document.getElementById(id);
 
 function headers() {
@@ -9,7 +13,12 @@ function headers() {
 }
 
 async function api(method, path, body) {
-  const response = await fetch(path, { method, body, headers: headers() });
+  const options = { method, body, headers: headers() };
+  if (body && !(body instanceof FormData)) {  // a plain object: sent as JSON
+    options.body = JSON.stringify(body);
+    options.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, options);
   let payload = null;
   try { payload = await response.json(); } catch (_) { payload = null; }
   if (response.status === 401) {
@@ -222,9 +231,278 @@ function wire() {
     e.preventDefault();
     state.key = $("api-key").value;
     sessionStorage.setItem("marginface-key", state.key);
-    if (await loadInfo()) await loadPeople();
+    if (await loadInfo()) {
+      await loadPeople();
+      if (!$("view-people").hidden) await loadPeopleView();
+    }
   });
 }
 
+// -- People view: named people and unnamed clusters of scanned faces ------------------------------------------
+
+const personPath = (ref) => "v1/people/" + encodeURIComponent(ref);  // '@12' and names with '/' alike
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function showView(id) {
+  for (const tab of document.querySelectorAll("#views button")) {
+    const on = tab.dataset.view === id;
+    tab.setAttribute("aria-selected", String(on));
+    $(tab.dataset.view).hidden = !on;
+  }
+  if (id === "view-people") loadPeopleView();
+}
+
+function personLabel(person) {
+  return person.kind === "named" ? person.name : `unnamed ${person.ref}`;
+}
+
+async function loadPeopleView() {
+  let data;
+  try {
+    data = await api("GET", "v1/people");
+  } catch (err) {
+    setStatus("people-status", err.message, "error");
+    return;
+  }
+  const c = data.counts;
+  $("people-counts").textContent = `${plural(c.named, "named person")}, ${plural(c.clusters, "unnamed cluster")}, ` +
+    `${plural(c.faces, "face")} from ${plural(c.photos, "photo")}` +
+    (c.unassigned ? ` · ${plural(c.unassigned, "face")} not in anyone yet (a clustering run places them)` : "");
+  const refs = new Set(data.people.map((p) => p.ref));
+  for (const ref of Array.from(state.ticked)) if (!refs.has(ref)) state.ticked.delete(ref);
+  const list = $("person-list");
+  list.replaceChildren();
+  for (const person of data.people) list.append(personRow(person));
+  if (!data.people.length) {
+    const empty = document.createElement("li");
+    empty.className = "muted";
+    empty.textContent = "no people yet: add photos of people, then let a clustering run group them";
+    list.append(empty);
+  }
+  updateMerge();
+  if (state.current && refs.has(state.current)) await showPerson(state.current);
+  else closePerson();
+}
+
+function personRow(person) {
+  const item = document.createElement("li");
+  item.dataset.ref = person.ref;
+  item.className = person.kind + (person.ref === state.current ? " current" : "");
+  item.draggable = true;
+  const tick = document.createElement("input");
+  tick.type = "checkbox";
+  tick.className = "tick";
+  tick.title = "select for merging";
+  tick.checked = state.ticked.has(person.ref);
+  tick.addEventListener("change", () => {
+    if (tick.checked) state.ticked.add(person.ref); else state.ticked.delete(person.ref);
+    updateMerge();
+  });
+  const open = document.createElement("button");
+  open.type = "button";
+  open.className = "person-open";
+  open.textContent = personLabel(person);
+  open.addEventListener("click", () => showPerson(person.ref));
+  const count = document.createElement("span");
+  count.className = "muted face-count";
+  count.textContent = plural(person.faces, "face");
+  item.append(tick, open, count);
+  item.addEventListener("dragstart", (e) => e.dataTransfer.setData("text/plain", person.ref));
+  item.addEventListener("dragover", (e) => { e.preventDefault(); item.classList.add("over"); });
+  item.addEventListener("dragleave", () => item.classList.remove("over"));
+  item.addEventListener("drop", (e) => {
+    e.preventDefault();
+    item.classList.remove("over");
+    const dragged = e.dataTransfer.getData("text/plain");
+    if (dragged && dragged !== person.ref) merge(person.ref, dragged);  // the dragged one goes into this one
+  });
+  return item;
+}
+
+function updateMerge() {
+  $("merge-button").disabled = state.ticked.size !== 2;
+}
+
+async function merge(a, b) {
+  try {
+    const result = await api("POST", "v1/people:merge", { a, b });
+    state.ticked.clear();
+    state.current = result.person.ref;
+    setStatus("people-status", `merged ${a} and ${b} into ${result.person.ref}`, "ok");
+  } catch (err) {
+    setStatus("people-status", err.message, "error");
+  }
+  await loadPeopleView();
+}
+
+function closePerson() {
+  state.current = null;
+  state.faces.clear();
+  $("person-detail").hidden = true;
+  for (const url of state.thumbs) URL.revokeObjectURL(url);
+  state.thumbs = [];
+}
+
+async function showPerson(ref) {
+  let person;
+  try {
+    person = await api("GET", personPath(ref));
+  } catch (err) {
+    setStatus("people-status", err.message, "error");
+    return;
+  }
+  const changed = state.current !== ref;
+  closePerson();
+  state.current = ref;
+  if (changed) $("person-name").value = person.kind === "named" ? person.name : "";
+  for (const row of document.querySelectorAll("#person-list li")) {
+    row.classList.toggle("current", row.dataset.ref === ref);
+  }
+  $("person-title").textContent = `${personLabel(person)} · ${plural(person.faces, "face")}` +
+    (person.kind === "named" ? ` · ${plural(person.templates, "template")}` : "");
+  $("name-button").textContent = person.kind === "named" ? "Rename" : "Name";
+  const grid = $("face-grid");
+  grid.replaceChildren();
+  for (const face of person.face_records) grid.append(faceTile(face));
+  const kept = person.face_records.filter((f) => f.has_thumbnail).length;
+  const note = $("thumb-note");
+  note.hidden = kept === person.face_records.length;
+  const photos = Array.from(new Set(person.face_records.filter((f) => !f.has_thumbnail).map((f) => photoName(f))));
+  note.textContent = `Thumbnails are not kept for ${plural(person.face_records.length - kept, "face")} ` +
+    `(start the service with --keep-thumbnails to keep them for new photos); photos: ${photos.join(", ")}`;
+  updateFaceButtons();
+  $("person-detail").hidden = false;
+}
+
+function photoName(face) {
+  return face.photo_path.replace(/^upload:/, "").split(/[\\/]/).pop();
+}
+
+function faceTile(face) {
+  const tile = document.createElement("div");
+  tile.className = "face-tile" + (face.assigned_by === "user" ? " user" : "");
+  tile.dataset.face = String(face.id);
+  tile.tabIndex = 0;
+  tile.title = `${face.photo_path} · face ${face.face_index + 1} · detection ${fmt(face.detection_score, 2)} · ` +
+    `placed by ${face.assigned_by}`;
+  if (face.has_thumbnail) {
+    const img = document.createElement("img");
+    img.alt = `face ${face.id}`;
+    tile.append(img);
+    loadThumbnail(face.id, img);
+  } else {
+    const box = document.createElement("div");
+    box.className = "no-thumb";
+    box.textContent = "no thumbnail";
+    tile.append(box);
+  }
+  const caption = document.createElement("div");
+  caption.textContent = `#${face.id} · ${photoName(face)}`;
+  tile.append(caption);
+  const toggle = () => {
+    if (state.faces.has(face.id)) state.faces.delete(face.id); else state.faces.add(face.id);
+    tile.classList.toggle("selected", state.faces.has(face.id));
+    updateFaceButtons();
+  };
+  tile.addEventListener("click", toggle);
+  tile.addEventListener("keydown", (e) => { if (e.key === " " || e.key === "Enter") { e.preventDefault(); toggle(); } });
+  return tile;
+}
+
+async function loadThumbnail(id, img) {
+  // fetched with the key (an <img src> cannot send it), shown from a blob URL revoked when the person closes
+  try {
+    const response = await fetch(`v1/faces/${id}/thumbnail`, { headers: headers() });
+    if (!response.ok) throw new Error(String(response.status));
+    const url = URL.createObjectURL(await response.blob());
+    state.thumbs.push(url);
+    img.src = url;
+  } catch (err) {
+    img.alt = `face ${id}: no thumbnail (${err.message})`;
+  }
+}
+
+function updateFaceButtons() {
+  $("not-button").disabled = $("split-button").disabled = state.faces.size === 0;
+}
+
+async function change(run, done) {
+  try {
+    const text = done(await run());
+    setStatus("people-status", text, "ok");
+  } catch (err) {
+    setStatus("people-status", err.message, "error");
+  }
+  await Promise.all([loadPeopleView(), loadPeople(), loadInfo()]);
+}
+
+async function namePerson(event) {
+  event.preventDefault();
+  const ref = state.current;
+  const name = $("person-name").value.trim();
+  if (!ref || !name) return;
+  await change(() => api("POST", "v1/people:name", { ref, name }), (result) => {
+    state.current = result.person.ref;
+    return `${ref} is now ${result.person.ref}`;
+  });
+}
+
+async function notThisPerson() {
+  const ref = state.current;
+  const faces = Array.from(state.faces);
+  await change(() => api("POST", "v1/people:not", { ref, faces }),
+    (result) => `${plural(result.taken_out.length, "face")} taken out of ${result.person.ref}; ` +
+      "no clustering run puts them back");
+}
+
+async function splitFaces() {
+  const faces = Array.from(state.faces);
+  await change(() => api("POST", "v1/people:split", { faces }), (result) => {
+    state.current = result.person.ref;
+    return `${plural(faces.length, "face")} moved to ${result.person.ref}`;
+  });
+}
+
+async function deleteCurrent() {
+  const ref = state.current;
+  if (!ref || !window.confirm(`Delete ${ref} with all their faces and templates?`)) return;
+  await change(() => api("DELETE", personPath(ref)), (result) => {
+    closePerson();
+    return `deleted ${result.person}: ${plural(result.faces, "face")}, ${plural(result.templates, "template")}`;
+  });
+}
+
+async function addFaces(event) {
+  event.preventDefault();
+  const files = Array.from($("faces-files").files);
+  if (!files.length) { setStatus("people-status", "choose one or more photos", "error"); return; }
+  const form = new FormData();
+  for (const file of files) form.append("images", file, file.name || "photo");
+  setStatus("people-status", "adding…");
+  await change(() => api("POST", "v1/faces", form), (result) => {
+    $("faces-files").value = "";
+    return `added ${plural(result.faces, "face")} from ${plural(result.photos.length, "photo")}` +
+      (result.known ? `; ${plural(result.known, "photo")} added before` : "") +
+      (result.without_face.length ? `; no face in ${result.without_face.join(", ")}` : "") +
+      (result.clustering ? "" : "; they are in no one until a clustering run places them");
+  });
+}
+
+function wirePeople() {
+  for (const tab of document.querySelectorAll("#views button")) {
+    tab.addEventListener("click", () => showView(tab.dataset.view));
+  }
+  $("merge-button").addEventListener("click", () => {
+    const [a, b] = Array.from(state.ticked);
+    merge(a, b);
+  });
+  $("name-form").addEventListener("submit", namePerson);
+  $("delete-person").addEventListener("click", deleteCurrent);
+  $("not-button").addEventListener("click", notThisPerson);
+  $("split-button").addEventListener("click", splitFaces);
+  $("faces-form").addEventListener("submit", addFaces);
+}
+
 wire();
+wirePeople();
 loadInfo().then((ok) => { if (ok) loadPeople(); });
