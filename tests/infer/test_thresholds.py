@@ -95,7 +95,12 @@ def test_shipped_auto_thresholds_are_the_reports() -> None:
     assert published_threshold("identify").value == identify.value
     assert published_threshold("verify").value == verify.value
     shipped = published()["thresholds"]
-    assert all("marginface eval" in entry["command"] and "report.json" in entry["source"] for entry in shipped.values())
+    assert all("marginface eval" in shipped[task]["command"] and "report.json" in shipped[task]["source"]
+               for task in ("verify", "identify"))
+    calibration = REPO_ROOT / "bench" / "results" / "cluster" / "calibration_orl.json"  # the clustering cut
+    assert published_threshold("cluster").value == Threshold.from_report(calibration, far=1e-4).value
+    assert "bench/cluster.py" in shipped["cluster"]["command"]
+    assert "calibration_orl.json" in shipped["cluster"]["source"]
     assert json.loads(report.read_text())["model"].endswith("mobilefacenet_dynamic_batch.onnx")
 
 

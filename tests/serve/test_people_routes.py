@@ -214,6 +214,26 @@ def test_uploaded_photos_become_unassigned_face_records(fake_gallery_path, fake_
         assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (112, 112)
 
 
+def test_uploads_to_a_clustered_gallery_are_placed_with_its_stored_cut(fake_gallery_path, fake_recognizer,
+                                                                         clustered):
+    from marginface.infer.organise import organise
+    from marginface.infer.thresholds import Threshold
+
+    with Gallery.open(fake_gallery_path) as gallery:  # the first run (as `marginface cluster`) stores the cut
+        organise(People(gallery), threshold=Threshold.fixed(0.5))
+    with TestClient(create_app(fake_gallery_path, recognizer=fake_recognizer), base_url=LOCAL) as client:
+        body = client.post("/v1/faces", files=[("images", _png("red9.png", face(RED, 44))),
+                                                ("images", _png("y.png", face(YELLOW, 40)))]).json()
+        report = body["clustering"]
+        assert report["mode"] == "incremental" and report["considered"] == 2
+        assert report["settings"]["threshold"]["value"] == 0.5
+        red_face, yellow_face = (p["face_ids"][0] for p in body["photos"])
+        red = client.get(_path(clustered["red"])).json()
+        assert red_face in [f["id"] for f in red["face_records"]]  # joined the red cluster
+        assert client.get("/v1/people").json()["counts"]["unassigned"] == 0  # yellow: a new cluster of its own
+        assert yellow_face not in [f["id"] for f in red["face_records"]]
+
+
 WRITES = [("POST", "/v1/people:name", {"json": {"ref": "{red}", "name": "Ruby"}}),
           ("POST", "/v1/people:merge", {"json": {"a": "{red}", "b": "{blue}"}}),
           ("POST", "/v1/people:split", {"json": {"faces": ["{face}"]}}),

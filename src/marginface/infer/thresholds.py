@@ -91,7 +91,8 @@ class Threshold:
         and (through the gallery it is stored in) the service.
 
         Args:
-            task: which shipped threshold model 'auto' uses: 'verify' (at a FAR) or 'identify' (at an FPIR).
+            task: which shipped threshold model 'auto' uses: 'verify' (at a FAR), 'identify' (at an FPIR) or
+                'cluster' (the clustering cut, at a FAR of an all-pairs report).
             value: a fixed threshold (a number in [-1, 1], or a Threshold kept as it is).
             report: an eval report.json; with `far` or `fpir` (one is required) its calibrated threshold.
             set_name: which evaluated set of the report, when it holds several.

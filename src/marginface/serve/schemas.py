@@ -288,5 +288,6 @@ class FacesAdded(BaseModel):
     known: int = Field(description="photos whose bytes were stored before (nothing added for them)")
     without_face: list[str]
     thumbnails_kept: bool
-    clustering: dict | None = Field(description="the clustering run's report; null while uploads are not "
-                                                "clustered (the faces stay unassigned)")
+    clustering: dict | None = Field(description="the clustering run's report (infer/organise.py): the new faces "
+                                                "placed with the gallery's stored cut; null when the gallery has "
+                                                "no cut yet (the faces stay unassigned until `marginface cluster`)")

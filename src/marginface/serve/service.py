@@ -259,8 +259,17 @@ class RecognitionService:
                                          fingerprint=self.recognizer.fingerprint)
 
     def cluster_new_faces(self, face_ids: Sequence[int]) -> dict | None:
-        """The one place uploaded faces get clustered; None: not hooked in yet, so they stay unassigned.
+        """Place uploaded faces into people with the gallery's stored clustering settings (infer/organise.py,
+        incremental); None when the gallery has never been clustered and its model ships no cut (the faces
+        stay unassigned until `marginface cluster` runs with one)."""
+        from marginface.infer.organise import organise
+        from marginface.infer.thresholds import ThresholdError
 
-        HOOK (issue 18): call `marginface.infer.organise.organise(self.people)` here, under `self._write_lock`,
-        and return its report's `to_dict()`; the route and its response (`clustering`) need no other change."""
-        return None
+        if not face_ids:
+            return None
+        with self._write_lock:
+            try:
+                return organise(self.people).to_dict()
+            except ThresholdError as err:
+                log.warning("gallery %s: %d uploaded faces left unassigned: %s", self.gallery.path, len(face_ids), err)
+                return None
