@@ -3,7 +3,10 @@
 Three configurations, each in a fresh process (so the CPU mask is set before onnxruntime or OpenCV start a
 thread) and interleaved round by round to share the machine's noise:
 
-- serial, 1 core:   workers=1 pinned to one CPU (os.sched_setaffinity), the one-core figure;
+- serial, 1 core:   workers=1 pinned to one CPU (os.sched_setaffinity before the child starts) with one
+                    onnxruntime and one OpenCV thread (onnxruntime pins its own pool's threads to every core,
+                    past the process mask: without this the "one core" run keeps ~1.7 cores busy), the
+                    one-core figure;
 - serial, N cores:  workers=1 on every CPU this process may use (onnxruntime's own threads use them);
 - parallel:         the default workers (one per usable CPU) on every CPU.
 
@@ -42,7 +45,7 @@ GOAL = 1.7  # issue 18: parallel scan >= 1.7x one core's photos/s on the 2-core 
 
 def configurations(cpus: list[int]) -> dict[str, dict]:
     """name -> (CPUs the process may use, workers; None = the library's default)."""
-    return {"serial_1_core": {"cpus": cpus[:1], "workers": 1},
+    return {"serial_1_core": {"cpus": cpus[:1], "workers": 1, "threads": 1},
             "serial_all_cores": {"cpus": cpus, "workers": 1},
             "parallel_all_cores": {"cpus": cpus, "workers": None}}
 
@@ -55,7 +58,12 @@ def measure(config: dict, photos: int) -> dict:
     data = bench_infer.data_dir()
     model, yunet = bench_infer.model_paths(data)
     paths = bench_infer.lfw_photos(data, photos)
-    recognizer = FaceRecognizer(model, yunet)
+    threads = config.get("threads")
+    if threads is not None:  # onnxruntime pins its pool's threads to cores itself, past the process mask: one
+        import cv2  # core means one thread, for the model and for OpenCV's detector alike
+
+        cv2.setNumThreads(threads)
+    recognizer = FaceRecognizer(model, yunet, threads=threads)
     workers = scan_workers(config["workers"])
     list(recognizer.scan(paths[:2 * workers * recognizer.batch_size], workers=workers))  # sessions, slots
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -76,7 +84,10 @@ def measure(config: dict, photos: int) -> dict:
 def run_child(config: dict, photos: int) -> dict:
     """measure() in a fresh process; its result is the last line of its stdout."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(config), "--photos", str(photos)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    cpus = config["cpus"]  # set before the child's interpreter starts: threads that numpy, onnxruntime or OpenCV
+    # start while modules load (before measure() runs) inherit it too, so "1 core" means one core
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600,
+                          preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     if done.returncode != 0:
         raise RuntimeError(f"bench/scan.py child {config} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
