@@ -131,7 +131,9 @@ def calibration(name: str, data: dict, far: float) -> dict:
     path = OUT / f"calibration_{name}.json"
     write_pairs_report(path, data["embeddings"][data["found"]], data["labels"][data["found"]], name)
     threshold = cluster_threshold(path, far=far)
-    return {"report": str(path.relative_to(REPO)), "far": far, "value": threshold.value, "source": threshold.source}
+    relative = str(path.relative_to(REPO))  # the JSON names the report as the repository does, wherever it is
+    return {"report": relative, "far": far, "value": threshold.value,
+            "source": threshold.source.replace(str(path), relative)}
 
 
 def run_incremental(ours: dict, cut: float, k: int, batches: int, seed: int) -> dict:

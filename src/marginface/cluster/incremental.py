@@ -20,8 +20,8 @@ import numpy as np
 
 from marginface.cluster.algorithms import DEFAULT_K, Graph, check_method, cluster_graph
 from marginface.cluster.errors import ClusterInputError, check_embeddings, check_fixed, check_threshold
-from marginface.cluster.graph import knn_graph, pick_index, search_blocks
-from marginface.infer.index import VectorIndex, build_index
+from marginface.cluster.graph import graph_index, knn_graph, pick_index, search_blocks
+from marginface.infer.index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def existing_index(existing: np.ndarray, index: str = "auto") -> VectorIndex:
     """An index over existing faces (ids = rows) to pass to repeated assign_incremental calls."""
     x = check_embeddings(existing, "existing")
-    return build_index(pick_index(len(x), index), x)
+    return graph_index(x, pick_index(len(x), index))
 
 
 def assign_incremental(existing: np.ndarray, existing_labels: np.ndarray, new: np.ndarray, *, threshold: float,
@@ -63,7 +63,7 @@ def assign_incremental(existing: np.ndarray, existing_labels: np.ndarray, new: n
         raise ClusterInputError(f"searcher holds {len(searcher)} faces, existing has {n}")
     kk = max(1, min(k, n)) if n else 0
     if n:
-        searcher = searcher or build_index(pick_index(n, index), existing)
+        searcher = searcher or graph_index(existing, pick_index(n, index), k)
         old_ids, old_scores = search_blocks(searcher, new, kk, max(1, (64 * 2**20) // (12 * n)))
     else:
         old_ids, old_scores = np.zeros((m, 0), np.int64), np.zeros((m, 0), np.float32)
