@@ -138,6 +138,9 @@ def main() -> int:
     parser.add_argument("--skip-pml-above", type=int, default=1_000_000,
                         help="leave the peer out for C above this (it needs several B×C matrices)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "heads.json")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, help="only these (default: every method)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="measure only the peak memory beyond weights+grad (no timing, no floor ratio)")
     parser.add_argument("--memory-worker", nargs=2, metavar=("METHOD", "C"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_worker:
@@ -146,14 +149,20 @@ def main() -> int:
 
     rows = []
     for classes in args.classes:
-        methods = [m for m in METHODS if not (m == "pml" and classes > args.skip_pml_above)]
+        methods = [m for m in (args.methods or METHODS) if not (m == "pml" and classes > args.skip_pml_above)]
+        if not args.memory_only and "floor" not in methods:
+            methods = ["floor", *methods]  # every ratio is to the floor measured in the same run
         repeats = args.repeats if classes < 1_000_000 else max(2, args.repeats // 2)
-        times = _time_all(classes, methods, repeats)
-        floor = statistics.median(times["floor"])
+        times = None if args.memory_only else _time_all(classes, methods, repeats)
+        floor = None if times is None else statistics.median(times["floor"])
         for m in methods:
             out = subprocess.run([sys.executable, __file__, "--memory-worker", m, str(classes)],
                                  capture_output=True, text=True, check=True, env=_MALLOC_ENV)
             extra = json.loads(out.stdout.strip().splitlines()[-1])["extra_bytes"]
+            if times is None:
+                rows.append({"classes": classes, "method": m, "extra_memory_mib": extra / 2**20})
+                print(f"C={classes:>9,} {m:>22}: peak beyond weights+grad {extra / 2**20:8.1f} MiB", flush=True)
+                continue
             median = statistics.median(times[m])
             row = {"classes": classes, "method": m, "median_s": median, "min_s": min(times[m]),
                    "ratio_to_floor": median / floor, "extra_memory_mib": extra / 2**20}
