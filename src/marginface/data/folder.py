@@ -22,6 +22,18 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"})
 
 
+def is_image_file(path: Path) -> bool:
+    """A regular file with an image extension (IMAGE_EXTENSIONS, any case): what every lister here counts."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def list_images(folder: str | Path, *, recursive: bool = False) -> list[Path]:
+    """The image files in `folder` (and its sub-folders when `recursive`), sorted: the one image lister, used by
+    training folders, alignment, enrolment and recognition alike."""
+    folder = Path(folder)
+    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if is_image_file(p))
+
+
 @dataclass
 class IdentityFolderScan:
     """What an identity folder holds: kept identities and (image, label) items, and what was left out."""
@@ -54,7 +66,7 @@ def survey_identity_folder(root: str | Path) -> IdentityFolderScan:
         if not is_safe_name(name):
             scan.unsafe_names.append(name)
         try:
-            files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            files = list_images(root / name)
         except OSError as err:
             log.warning("cannot list identity folder %s: %s", root / name, err)
             files = []

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from marginface.data.folder import IMAGE_EXTENSIONS
+from marginface.data.folder import list_images
 from marginface.errors import UsageError
 from marginface.infer.faces import FaceResult, ModelFingerprint, NoFaceError, main_face
 from marginface.infer.gallery import Gallery, GalleryError, check_identity_name
@@ -71,7 +71,7 @@ def plan_folder(root: str | Path) -> EnrolmentPlan:
             people.append(PersonPhotos(check_identity_name(folder.name), image_files([folder])))
         except GalleryError as err:
             raise GalleryError(f"{folder}: {err}; rename the folder (nothing was enrolled)") from err
-    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    loose = list_images(root)
     return EnrolmentPlan(people, loose)
 
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from marginface.data.align import align_face
-from marginface.data.folder import IMAGE_EXTENSIONS
+from marginface.data.folder import list_images
 from marginface.data.image import FACE_SIZE, ImageDecodeError, decode_image, encode_image
 from marginface.data.staging import StagedOutputs
 from marginface.infer.detect import YuNetDetector, pick_main_face
@@ -78,7 +78,7 @@ def align_folder(
     raw_root, out_root = Path(raw_root), Path(out_root)
     if not raw_root.is_dir():
         raise FileNotFoundError(f"raw image folder {raw_root} does not exist")
-    files = sorted(p for p in raw_root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = list_images(raw_root, recursive=True)
     report = AlignReport(total=len(files))
     with StagedOutputs(out_root) as staging:
         for done, path in enumerate(files, start=1):

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from marginface.data.align import ARCFACE_TEMPLATE, align_face
-from marginface.data.folder import IMAGE_EXTENSIONS
+from marginface.data.folder import list_images
 from marginface.errors import InputError, UsageError
 from marginface.fileio import sha256_file
 from marginface.infer.detect import Face, YuNetDetector, pick_main_face
@@ -76,7 +76,7 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+            out.extend(list_images(path, recursive=True))
         else:
             out.append(path)
     return out
