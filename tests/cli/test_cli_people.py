@@ -157,7 +157,8 @@ def test_cluster_scans_lfw_photos_into_one_cluster_per_person_then_names_new_pho
     models = ["--model", str(shared_data / MODEL), "--detector", str(shared_data / DETECTOR)]
     assert main(["gallery", "create", gallery, *models, "--threshold", "0.45"]) == 0
     capsys.readouterr()
-    assert main(["cluster", gallery, str(first), "--threshold", "0.45", "--json"]) == 0
+    sheets = tmp_path / "sheets"
+    assert main(["cluster", gallery, str(first), "--threshold", "0.45", "--json", "--annotate", str(sheets)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["scan"]["photos"] == 20 and report["mode"] == "incremental"
     with Gallery.open(gallery) as opened:
@@ -171,6 +172,9 @@ def test_cluster_scans_lfw_photos_into_one_cluster_per_person_then_names_new_pho
         clusters.setdefault(Path(face.photo_path).parent.name, set()).add(face.person.ref)
     assert all(len(refs) == 1 for refs in clusters.values()), clusters  # each person's photos in one cluster
     assert len(set().union(*clusters.values())) == 4  # and four different clusters
+    for refs in clusters.values():  # each person's contact sheet: a grid of 112-pixel tiles
+        sheet = cv2.imread(str(sheets / f"cluster-{next(iter(refs)).removeprefix('@')}.jpg"))
+        assert sheet is not None and sheet.shape[0] % 112 == 0 and sheet.shape[1] >= 5 * 112
     assert main(["people", "name", gallery, next(iter(clusters["Tony_Blair"])), "Tony"]) == 0
     capsys.readouterr()
     assert main(["cluster", gallery, str(later / "Tony_Blair"), "--json"]) == 0  # the stored cut

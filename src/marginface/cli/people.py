@@ -43,6 +43,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     cluster.add_argument("--keep-thumbnails", action="store_true",
                          help="also store each face's aligned 112x112 crop (biometric data: off by default)")
     cluster.add_argument("--workers", type=positive_int, help="photos scanned at once (default: one per core)")
+    cluster.add_argument("--annotate", metavar="OUT_DIR", help="write a contact sheet of every person with 2 or "
+                                                               "more faces into OUT_DIR (cluster-ID.jpg, NAME-ID.jpg)")
     cluster.add_argument("--json", action="store_true", help="print the report as JSON")
     cluster.set_defaults(handler=_run_cluster)
     listing = sub.add_parser("list", help="named people, then clusters (largest first), with face counts")
@@ -96,6 +98,7 @@ def _open(path: str):
 
 def _run_cluster(args: argparse.Namespace) -> int:
     from marginface.cli.common import Progress
+    from marginface.infer.contact_sheet import write_contact_sheets
     from marginface.infer.organise import organise
     from marginface.infer.people_scan import add_photos
     from marginface.infer.recognizer import FaceRecognizer
@@ -113,6 +116,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
                 scan = add_photos(people, recognizer, args.photos, progress, keep_thumbnails=args.keep_thumbnails,
                                   workers=args.workers)
         report = organise(people, threshold=threshold, method=args.method, min_size=args.min_size, full=args.full)
+        sheets = write_contact_sheets(people, args.annotate) if args.annotate else []
     if args.json:
         print(json.dumps({"scan": scan.to_dict() if scan is not None else None, **report.to_dict()}))
     else:
@@ -125,6 +129,8 @@ def _run_cluster(args: argparse.Namespace) -> int:
         print(f"{report.mode} clustering ({report.settings.method} at {report.settings.threshold.value:.4f}): "
               f"{report.considered} faces placed ({report.to_named} to named people), {applied.moved} moved, "
               f"{len(applied.new_clusters)} new clusters; now {_counts_line(counts)}")
+    if sheets:
+        print(f"wrote {len(sheets)} contact sheets to {args.annotate}", file=sys.stderr)
     if scan is not None and scan.unreadable:
         print(f"marginface: error: {len(scan.unreadable)} photos could not be read (listed above)", file=sys.stderr)
         return 2
@@ -173,15 +179,9 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _write_sheet(people, person, target: Path, limit: int) -> None:
-    from marginface.data.image import encode_image
-    from marginface.infer.contact_sheet import contact_sheet
+    from marginface.infer.contact_sheet import write_contact_sheet
 
-    sheet, left_out = contact_sheet(people, person, limit=limit)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(encode_image(sheet, target.suffix or ".jpg"))
-    except OSError as err:
-        raise OSError(f"{target}: cannot write the contact sheet ({err.strerror or err})") from err
+    left_out = write_contact_sheet(people, person, target, limit=limit)
     more = f" ({left_out} more not shown; raise --limit)" if left_out else ""
     print(f"wrote {target}{more}", file=sys.stderr)
 

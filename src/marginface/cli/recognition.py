@@ -315,6 +315,7 @@ def _run_enrol(args: argparse.Namespace) -> int:
 
 
 def _run_identify(args: argparse.Namespace) -> int:
+    from marginface.infer.annotate import annotate_photo
     from marginface.infer.gallery import Gallery
     from marginface.infer.recognizer import FaceRecognizer, image_files
 
@@ -332,7 +333,7 @@ def _run_identify(args: argparse.Namespace) -> int:
             decisions = gallery.identify_faces(found, args.k, recognizer.fingerprint)
             results.append({"image": str(path), "faces": [d.to_dict() for d in decisions]})
             if args.annotate:
-                _annotate(path, decisions, Path(args.annotate))
+                annotate_photo(path, decisions, Path(args.annotate))
         progress.close()
     failed = sum("error" in item for item in results)
     status = 2 if failed else 0  # every readable image was still identified; the status says some were not
@@ -354,30 +355,3 @@ def _run_identify(args: argparse.Namespace) -> int:
     if failed:
         print(f"marginface: error: {failed} of {len(results)} images could not be read (listed above)", file=sys.stderr)
     return status
-
-
-def _annotate(path, decisions, out_dir) -> None:
-    """Write `path` with a box and 'name score' drawn for every face into out_dir (same file name, .jpg)."""
-    import cv2
-
-    from marginface.data.image import encode_image
-    from marginface.infer.images import load_image
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rgb = load_image(path).copy()  # drawn on
-    thickness = max(1, round(max(rgb.shape[:2]) / 400))
-    for decision in decisions:
-        x, y, w, h = (round(v) for v in decision.face.box)
-        colour = (0, 200, 0) if decision.name is not None else (230, 0, 0)  # RGB: known green, unknown red
-        cv2.rectangle(rgb, (x, y), (x + w, y + h), colour, thickness)
-        label = f"{decision.name or 'unknown'} {decision.score:.2f}"
-        cv2.putText(rgb, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)
-    target = out_dir / (path.stem + ".jpg")
-    counter = 1
-    while target.exists():
-        target = out_dir / f"{path.stem}_{counter}.jpg"
-        counter += 1
-    try:
-        target.write_bytes(encode_image(rgb, ".jpg"))
-    except OSError as err:
-        raise OSError(f"{target}: cannot write the annotated copy ({err.strerror or err})") from err

@@ -57,3 +57,40 @@ def contact_sheet(people: People, ref: str | Person, *, columns: int = 8, tile: 
         sheet[row * tile:(row + 1) * tile, column * tile:(column + 1) * tile] = crop
     return sheet, len(faces) - len(shown)
 
+
+
+def write_contact_sheet(people: People, ref: str | Person, target: str | Path, *, limit: int = 64) -> int:
+    """Write one person's contact sheet to `target` (format from its suffix, JPEG without one); returns how many
+    faces were left out. OSError naming the file when it cannot be written."""
+    from marginface.data.image import encode_image
+
+    target = Path(target)
+    sheet, left_out = contact_sheet(people, ref, limit=limit)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(encode_image(sheet, target.suffix or ".jpg"))
+    except OSError as err:
+        raise OSError(f"{target}: cannot write the contact sheet ({err.strerror or err})") from err
+    return left_out
+
+
+def sheet_name(person: Person) -> str:
+    """A file name for a person's sheet: `cluster-12.jpg`, or the name with unsafe characters replaced."""
+    if person.kind == "cluster":
+        return f"cluster-{person.id}.jpg"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in person.ref).strip(".") or "person"
+    return f"{safe}-{person.id}.jpg"
+
+
+def write_contact_sheets(people: People, out_dir: str | Path, *, min_faces: int = 2, limit: int = 64) -> list[Path]:
+    """One contact sheet per person with at least `min_faces` faces (named people and clusters) into `out_dir`;
+    the files written, in People.people() order."""
+    out_dir = Path(out_dir)
+    written = []
+    for info in people.people():
+        if info.faces >= min_faces:
+            target = out_dir / sheet_name(info.person)
+            write_contact_sheet(people, info.person, target, limit=limit)
+            written.append(target)
+    log.info("gallery %s: %d contact sheets written to %s", people.path, len(written), out_dir)
+    return written
