@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -123,8 +123,8 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
     app = FastAPI(title="marginface", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Face detection, verification and identification against a gallery. "
                               "Every decision carries its threshold and where the threshold came from. "
-                              "Every error answers {\"detail\": \"...\"}. The interactive /docs page is off: "
-                              "Swagger UI loads its script from a CDN; view /openapi.json with a local tool.")
+                              "Every error answers {\"detail\": \"...\"}. The interactive /docs page is served "
+                              "from this service's own copy of Swagger UI (nothing from a CDN).")
     app.state.service = service  # read by the routes through deps.get_service
     app.state.upload_limit_bytes = max_bytes  # read by uploads.read_form
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, timeout_s=body_timeout_s)
@@ -143,4 +143,21 @@ def create_app(gallery_path: str | Path, *, api_key: str | None = None, max_uplo
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_offline_docs(app)
     return app
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the swagger-ui-bundle package's files, served here (no CDN, works offline)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """The interactive API page; its script, style and icon come from /docs/assets."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="marginface API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
