@@ -95,6 +95,6 @@ def test_the_parser_loads_no_library_and_every_family_registers(tmp_path: Path) 
             "assert not heavy, heavy; "
             "names = set(parser._subparsers._group_actions[0].choices); "
             "assert names == {'data', 'eval', 'train', 'export', 'verify', 'gallery', 'enrol', 'enroll', 'identify', "
-            "'people', 'serve'}, names")
+            "'people', 'cluster', 'serve'}, names")
     src = Path(__file__).resolve().parents[2] / "src"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={"PYTHONPATH": str(src)})

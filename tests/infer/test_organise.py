@@ -161,3 +161,47 @@ def test_a_split_keeps_the_rest_apart_until_the_user_moves_one_across(people: Pe
     people.not_this_person([faces[2]], moved.ref)  # an explicit mark is refused instead
     with pytest.raises(CannotLinkConflict, match=f"face {faces[2]} was marked 'not {moved.ref}'"):
         people.split([faces[2]], into=moved.ref)
+
+
+def test_a_merge_of_two_clusters_survives_a_full_run(people: People) -> None:
+    photos = Photos(people)
+    a, b = photos.add(0, 4), photos.add(1, 4)
+    organise(people, threshold=CUT)
+    kept = people.merge(_person_of(people)[a[0]], _person_of(people)[b[0]])
+    organise(people, full=True)
+    assert {_person_of(people)[f] for f in a + b} == {kept.ref}  # the user's merge holds, both halves
+
+
+def test_split_then_merge_back_leaves_no_mark_against_the_merged_person(people: People) -> None:
+    photos = Photos(people)
+    faces = photos.add(0, 5)
+    organise(people, threshold=CUT)
+    source = _person_of(people)[faces[0]]
+    moved = people.split(faces[:2])
+    people.merge(source, moved.ref)
+    organise(people, full=True)
+    after = _person_of(people)
+    assert {after[f] for f in faces} == {source} and people.show(source).not_faces == []
+
+
+def test_a_decision_landing_during_a_run_makes_it_start_again(people: People, monkeypatch) -> None:
+    from marginface.infer import organise as organise_module
+
+    photos = Photos(people)
+    faces = photos.add(0, 3)
+    organise(people, threshold=CUT)
+    cluster = _person_of(people)[faces[0]]
+    new = photos.add(0, 2)
+    real, calls = People.assignments, []
+
+    def snapshot_then_decide(self: People):
+        state = real(self)
+        calls.append(state.decisions)
+        if len(calls) == 1:  # another process names the cluster after this run's snapshot
+            self.name(cluster, "Ada")
+        return state
+
+    monkeypatch.setattr(People, "assignments", snapshot_then_decide)
+    report = organise_module.organise(people)
+    assert len(calls) == 2 and calls[1] == calls[0] + 1  # the first snapshot was stale: a second run
+    assert report.to_named == 2 and {_person_of(people)[f] for f in new} == {"Ada"}

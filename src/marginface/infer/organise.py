@@ -27,7 +27,7 @@ import numpy as np
 
 from marginface.cluster import assign_incremental, cluster_embeddings
 from marginface.cluster.algorithms import check_method
-from marginface.infer.people import Assignments, ClusteringApplied, People
+from marginface.infer.people import Assignments, ClusteringApplied, People, StaleAssignments
 from marginface.infer.published import published
 from marginface.infer.thresholds import Threshold, ThresholdError, published_threshold
 
@@ -124,12 +124,49 @@ def _match_named(people: People, state: Assignments, free: np.ndarray) -> np.nda
     return out
 
 
+ATTEMPTS = 3  # a user decision committed while a run computes makes it start again from a fresh snapshot
+
+
 def organise(people: People, *, threshold: Threshold | None = None, method: str | None = None,
              min_size: int | None = None, full: bool = False) -> OrganiseReport:
-    """Place the gallery's faces into people (see the module docstring); one transaction, user decisions kept."""
+    """Place the gallery's faces into people (see the module docstring); one transaction, user decisions kept:
+    a decision committed while the run computes (another process naming, merging or splitting) makes it start
+    again from a fresh snapshot, up to ATTEMPTS times (then StaleAssignments)."""
     started = time.perf_counter()
     settings = resolve_settings(people, threshold=threshold, method=method, min_size=min_size)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            report = _run(people, settings, full)
+            break
+        except StaleAssignments:
+            if attempt == ATTEMPTS:
+                raise
+            log.info("gallery %s: a user decision landed during the clustering run; running again", people.path)
+    report.seconds = time.perf_counter() - started
+    log.info("gallery %s: %s clustering (%s at %.4f): %d faces considered, %d to named people, %d moved, "
+             "%d new clusters in %.1f s", people.path, report.mode, settings.method, settings.threshold.value,
+             report.considered, report.to_named, report.applied.moved, len(report.applied.new_clusters),
+             report.seconds)
+    return report
+
+
+def _consistent_marks(state: Assignments) -> list[tuple[int, int]]:
+    """The cannot-links, less any that forbid a face the person a user fixed it to (an inconsistent store:
+    the user's placement is the later word), each such one logged."""
+    kept = []
+    for face, label in state.cannot_link:
+        if state.fixed[face] == label:
+            log.warning("face %d is placed in %s by the user and also marked 'not' them; the placement wins",
+                        int(state.face_ids[face]), state.persons[label].ref)
+        else:
+            kept.append((face, label))
+    return kept
+
+
+def _run(people: People, settings: ClusterSettings, full: bool) -> OrganiseReport:
+    """One attempt: snapshot, decide, apply (StaleAssignments when a decision landed in between)."""
     state = people.assignments()
+    state.cannot_link = _consistent_marks(state)
     report = OrganiseReport("full" if full else "incremental", settings, faces=len(state.face_ids))
     cut = settings.threshold.value
     fixed = state.fixed.copy()
@@ -158,10 +195,7 @@ def organise(people: People, *, threshold: Threshold | None = None, method: str 
         written = free  # nobody already placed moves; new labels (above every known one) become new clusters
     targets = {int(label): state.persons[int(label)] for label in known}
     meta = {SETTINGS_KEY: json.dumps(settings.to_dict())}
-    report.applied = people.apply_clustering(state.face_ids[written], labels[written], targets=targets, meta=meta)
+    report.applied = people.apply_clustering(state.face_ids[written], labels[written], targets=targets, meta=meta,
+                                             decisions=state.decisions)
     report.people = people.counts()
-    report.seconds = time.perf_counter() - started
-    log.info("gallery %s: %s clustering (%s at %.4f): %d faces considered, %d to named people, %d moved, "
-             "%d new clusters in %.1f s", people.path, report.mode, settings.method, cut, report.considered,
-             report.to_named, report.applied.moved, len(report.applied.new_clusters), report.seconds)
     return report

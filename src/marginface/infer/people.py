@@ -77,6 +77,12 @@ class FacesDamaged(GalleryDamaged):
     """Stored face embeddings failed verification; the message names each of them."""
 
 
+class StaleAssignments(PeopleError):
+    """A clustering run's snapshot is older than a user decision committed since; run it again."""
+
+    http_status = 409
+
+
 class NeedsMigration(GalleryNotWritable):
     """A gallery of an older schema opened read-only: it has no face records until it is migrated."""
 
@@ -191,6 +197,7 @@ class Assignments:
     fixed: np.ndarray  # (N,) int64
     persons: list[Person]
     cannot_link: list[tuple[int, int]] = field(default_factory=list)
+    decisions: int = 0  # the gallery's count of user decisions when this was read (apply_clustering checks it)
 
     @property
     def fixed_mask(self) -> np.ndarray:
@@ -344,6 +351,15 @@ class People:
         if person is not None:
             self._touch(db, person)
 
+    def _decided(self, db: sqlite3.Connection) -> None:
+        """Count a user decision (inside its transaction), so a clustering run started before it sees it."""
+        db.execute("INSERT INTO meta (key, value) VALUES ('decisions', '1') ON CONFLICT(key) DO UPDATE SET "
+                   "value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+
+    def _decisions(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'decisions'").fetchone()
+        return int(row[0]) if row is not None else 0
+
     def _touch(self, db: sqlite3.Connection, person: Person) -> None:
         table = "identities" if person.kind == "named" else "clusters"
         db.execute(f"UPDATE {table} SET updated = ? WHERE id = ?", (time.time(), person.id))
@@ -469,6 +485,7 @@ class People:
                               "NOT NULL ORDER BY f.id").fetchall()
             persons = self._persons(db)
             links = db.execute("SELECT face_id, identity_id, cluster_id FROM cannot_link").fetchall()
+            decisions = self._decisions(db)
         self._refuse_damaged([(r[0], r[1], r[2], r[3]) for r in rows])
         dim = self.gallery.fingerprint.embedding_dim
         label_of = {(p.kind, p.id): k for k, p in enumerate(persons)}
@@ -480,7 +497,8 @@ class People:
                         for f, i, c in links if f in index_of)
         embeddings = (np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(-1, dim).astype(np.float32)
                       if rows else np.zeros((0, dim), np.float32))
-        return Assignments(np.array([r[0] for r in rows], np.int64), embeddings, labels, fixed, persons, cannot)
+        return Assignments(np.array([r[0] for r in rows], np.int64), embeddings, labels, fixed, persons, cannot,
+                           decisions)
 
     def unassigned(self) -> list[int]:
         """Ids of the faces in no person (those a run has yet to place, or could not)."""
@@ -489,14 +507,16 @@ class People:
                                              "AND embedding IS NOT NULL ORDER BY id")]
 
     def apply_clustering(self, face_ids: Sequence[int], labels: Sequence[int], *,
-                         targets: Mapping[int, Person] | None = None,
-                         meta: Mapping[str, str] | None = None) -> ClusteringApplied:
+                         targets: Mapping[int, Person] | None = None, meta: Mapping[str, str] | None = None,
+                         decisions: int | None = None) -> ClusteringApplied:
         """Write a clustering run's labels (−1: unclustered) for the faces given, in one transaction.
 
         `targets` names the person some labels stand for (e.g. a named person new faces were matched to);
         every other group of equal labels is matched to the current person it overlaps most (user-placed
         faces count first), one group per person, so cluster ids stay stable across runs; an unmatched group
         becomes a new cluster. `meta` rows (e.g. the run's settings) are written in the same transaction.
+        `decisions` (Assignments.decisions of the snapshot the labels came from): StaleAssignments, nothing
+        written, when a user decision was committed since, since the labels did not see it.
         User-placed faces are never moved, a face is never put into a person it is
         marked 'not' for (it is left unassigned), and clusters left empty are removed. Faces deleted since
         the snapshot are skipped (listed in `missing`)."""
@@ -505,6 +525,9 @@ class People:
         if len(ids) != len(labels):
             raise PeopleError(f"gallery {self.path}: {len(labels)} labels for {len(ids)} faces")
         with self._change() as db:
+            if decisions is not None and self._decisions(db) != decisions:
+                raise StaleAssignments(f"gallery {self.path}: a person was named, merged, split, marked or removed "
+                                       "while this clustering run was computed; nothing was written (run it again)")
             current: dict[int, tuple[Person | None, str]] = {}
             for chunk in _chunks(ids):
                 for face, identity, cluster, by in db.execute(
@@ -527,7 +550,10 @@ class People:
                         overlap[key] = overlap.get(key, 0) + (1_000_000 if by == USER else 1)
             target: dict[int, Person] = {}
             for label, person in (targets or {}).items():
-                self._resolve(db, person)  # UnknownPerson when it is gone since the snapshot
+                table = "identities" if person.kind == "named" else "clusters"
+                if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (person.id,)).fetchone() is None:
+                    raise StaleAssignments(f"gallery {self.path}: {person.ref} was removed or merged while this "
+                                           "clustering run was computed; nothing was written (run it again)")
                 target[int(label)] = person
             taken: set[Person] = set(target.values())
             for (label, person), _ in sorted(overlap.items(), key=lambda item: (-item[1], item[0][0],
@@ -582,6 +608,7 @@ class People:
         if CLUSTER_REF.fullmatch(name):
             raise PeopleError(f"gallery {self.path}: {name!r} cannot be a name: @ID addresses clusters")
         with self._change() as db:
+            self._decided(db)
             person = self._resolve(db, ref)
             row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
             if row is not None and (person.kind, person.id) != ("named", row[0]):
@@ -598,6 +625,7 @@ class People:
         """Merge two people into one (their faces user-placed in it); returns the person kept: the named one
         when one is named, `a` otherwise. CannotLinkConflict when a face of one was marked 'not' the other."""
         with self._change() as db:
+            self._decided(db)
             first, second = self._resolve(db, a), self._resolve(db, b)
             if first == second:
                 raise PeopleError(f"gallery {self.path}: cannot merge {first.ref} with itself")
@@ -609,7 +637,8 @@ class People:
         moving = self._faces_of(db, gone)
         self._refuse_cannot_link(db, moving, keep)
         self._refuse_cannot_link(db, self._faces_of(db, keep), gone)
-        self._place(db, moving, keep, USER)
+        # the user said these two are one person: every face of both is theirs now, so no run splits them again
+        self._place(db, moving + self._faces_of(db, keep, by=AUTO), keep, USER)
         if gone.kind == "named":  # enrolled templates (photos, no face records) follow their person
             db.execute("DELETE FROM templates WHERE identity_id = ? AND face_id IS NULL AND source_sha256 IN "
                        "(SELECT source_sha256 FROM templates WHERE identity_id = ?)", (gone.id, keep.id))
@@ -617,8 +646,9 @@ class People:
                                              "face_id IS NULL", (gone.id,)).fetchall():
                 db.execute("UPDATE templates SET identity_id = ?, checksum = ? WHERE id = ?",
                            (keep.id, template_checksum(template, keep.id, blob), template))
-        db.execute(f"INSERT OR IGNORE INTO cannot_link (face_id, {keep.column}, created, implied) SELECT face_id, ?, "
-                   f"created, implied FROM cannot_link WHERE {gone.column} = ?", (keep.id, gone.id))
+        # explicit marks follow the person; a split's implied ones do not (the merge undoes that split)
+        db.execute(f"INSERT OR IGNORE INTO cannot_link (face_id, {keep.column}, created) SELECT face_id, ?, created "
+                   f"FROM cannot_link WHERE {gone.column} = ? AND implied = 0", (keep.id, gone.id))
         table = "identities" if gone.kind == "named" else "clusters"
         db.execute(f"DELETE FROM {table} WHERE id = ?", (gone.id,))
         log.info("gallery %s: merged %s into %s (%d faces)", self.path, gone.ref, keep.ref, len(moving))
@@ -631,6 +661,7 @@ class People:
         separated the two groups, so no later run joins them again); such an implied mark gives way when the
         user later puts one of those faces into the target, where an explicit 'not' is refused."""
         with self._change() as db:
+            self._decided(db)
             ids = self._existing_faces(db, face_ids)
             target = self._resolve(db, into) if into is not None else None
             if target is not None:
@@ -650,6 +681,7 @@ class People:
         out of it (unassigned); returns the ids taken out."""
         now = time.time()
         with self._change() as db:
+            self._decided(db)
             ids = self._existing_faces(db, face_ids)
             person = self._resolve(db, ref)
             db.executemany(f"DELETE FROM cannot_link WHERE face_id = ? AND {person.column} = ? AND implied = 1",
@@ -666,6 +698,7 @@ class People:
         """Delete a person with their faces and templates (biometric data); the photos stay recorded as scanned,
         so a rescan does not bring those faces back. Returns what was deleted."""
         with self._change() as db:
+            self._decided(db)
             person = self._resolve(db, ref)
             faces = self._faces_of(db, person)
             templates = 0
@@ -778,6 +811,7 @@ class People:
     def drop_faces(self, face_ids: Sequence[int]) -> int:
         """Delete faces (e.g. the damaged ones `check` found) with their templates; returns how many."""
         with self._change() as db:
+            self._decided(db)
             ids = self._existing_faces(db, face_ids)
             left = self._clusters_of(db, ids)
             dropped = 0

@@ -80,6 +80,9 @@ def add_photos(people: People, recognizer: FaceRecognizer, paths: Iterable[str |
     todo: list[Path] = []
     hashes: dict[Path, str] = {}
     for path in image_files(paths):
+        if path.exists() and not path.is_file():  # a FIFO would block the hash forever; a device is no photo
+            report.unreadable.append((str(path), "not a regular file (a FIFO, device or folder), so not a photo"))
+            continue
         try:
             sha = sha256_file(path)
         except OSError as err:
@@ -280,6 +283,8 @@ def reembed(people: People, recognizer: FaceRecognizer, progress: Progress | Non
             if changed:
                 db.execute("DELETE FROM templates WHERE face_id IS NULL")
                 report.dropped_enrolled = enrolled
+                # a clustering cut is calibrated for one model: the new one's first `cluster` run needs its own
+                db.execute("DELETE FROM meta WHERE key = 'clustering'")
             people._sync_templates(db, [r[0] for r in db.execute("SELECT id FROM faces")])
             report.templates = db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
             report.faces = len(computed)

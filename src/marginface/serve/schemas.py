@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 
 class ErrorBody(BaseModel):
@@ -261,7 +261,7 @@ class MergeBody(BaseModel):
 class SplitBody(BaseModel):
     """Faces to move (placed by the user) into a new cluster, or into the person `into`."""
 
-    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1, examples=[[3]])
+    faces: list[Annotated[StrictInt, FACE_ID]] = Field(min_length=1, examples=[[3]])
     into: str | None = Field(default=None, description="a person reference; null: a new cluster", examples=["@1"])
 
 
@@ -269,7 +269,7 @@ class NotBody(BaseModel):
     """Faces to mark 'not this person' for the person `ref`."""
 
     ref: str = Field(description="the person: a name or @<id>", examples=["@1"])
-    faces: list[Annotated[int, FACE_ID]] = Field(min_length=1, examples=[[2]])
+    faces: list[Annotated[StrictInt, FACE_ID]] = Field(min_length=1, examples=[[2]])
 
 
 class PhotoFaces(BaseModel):
