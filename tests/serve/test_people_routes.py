@@ -204,6 +204,11 @@ def test_uploaded_photos_become_unassigned_face_records(fake_gallery_path, fake_
         record = client.get(_path(split["ref"])).json()["face_records"][0]
         assert record["photo_path"] == "upload:y.png" and record["has_thumbnail"] is False
         assert client.post("/v1/faces", files=[("other", _png("y.png", face(YELLOW)))]).status_code == 422
+        before = client.get("/v1/people").json()["counts"]["faces"]
+        bad = client.post("/v1/faces", files=[("images", _png("g.png", face(GREEN, 50))),
+                                              ("images", ("junk.png", b"not an image", "image/png"))])
+        assert bad.status_code in (400, 415) and "junk.png" in bad.json()["detail"]
+        assert client.get("/v1/people").json()["counts"]["faces"] == before  # the good photo before it: not stored
         assert client.post("/v1/faces", json={"images": []}).status_code == 415
     with TestClient(create_app(fake_gallery_path, recognizer=fake_recognizer, keep_thumbnails=True),
                     base_url=LOCAL) as client:

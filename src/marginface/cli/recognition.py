@@ -231,8 +231,8 @@ def _run_gallery_reembed(args: argparse.Namespace) -> int:
     from marginface.infer.people_scan import reembed
     from marginface.infer.recognizer import FaceRecognizer
 
-    given = args.threshold is not None or args.report is not None or args.model == "auto"
-    threshold = _threshold(args, "identify") if given else None  # None: keep the gallery's (same model only)
+    given = args.threshold is not None or args.report is not None
+    threshold = _threshold(args, "identify") if given else None  # None: the library decides (people_scan.reembed)
     with Gallery.open(args.gallery) as gallery:
         detector = args.detector if args.detector is not None else gallery.detector_path
         recognizer = FaceRecognizer(args.model, detector, flip=not args.no_flip)

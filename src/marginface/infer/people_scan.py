@@ -30,8 +30,9 @@ from marginface.infer.embedder import flip_embed
 from marginface.infer.faces import FaceResult
 from marginface.infer.images import load_image
 from marginface.infer.people import People, PeopleError, face_checksum
+from marginface.infer.published import published
 from marginface.infer.search import unit_rows
-from marginface.infer.thresholds import Threshold
+from marginface.infer.thresholds import Threshold, published_threshold
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from marginface.infer.recognizer import FaceRecognizer
@@ -235,13 +236,17 @@ def _recompute(recognizer: FaceRecognizer, rows: list[tuple], report: ReembedRep
 def reembed(people: People, recognizer: FaceRecognizer, progress: Progress | None = None, *,
             threshold: Threshold | None = None, drop_enrolled: bool = False) -> ReembedReport:
     """Recompute every face (and the templates made from faces) with `recognizer`'s model and bind the gallery
-    to it (fingerprint, model, detector, flip, and `threshold`, required when the model changes).
+    to it (fingerprint, model, detector, flip, and `threshold`, required when the model changes, except onto
+    the auto model, whose shipped identify threshold is then used; with the same model, None keeps the
+    gallery's own).
 
     Templates enrolled from photos (`enroll`: no face record, no stored path) cannot be recomputed: with a new
     model they are refused (PeopleError naming their people) unless `drop_enrolled`, which deletes them and
     reports how many per person; with the same model they stay valid and are kept."""
     gallery = people.gallery
     changed = recognizer.fingerprint.key != gallery.fingerprint.key
+    if changed and threshold is None and recognizer.fingerprint.weights_sha256 == published()["model"]["sha256"]:
+        threshold = published_threshold("identify")  # onto the auto model: its shipped threshold
     if changed and threshold is None:
         raise PeopleError(f"gallery {people.path}: model {recognizer.model_path} is another model than the "
                           f"gallery's ({gallery.model_path}); give its identification threshold (the old one "

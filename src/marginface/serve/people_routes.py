@@ -103,12 +103,14 @@ async def face_thumbnail(service: ServiceDep, face_id: FaceId) -> Response:
              openapi_extra=multipart_body({"images": "one or more photos of unnamed people"}, repeated=("images",)))
 async def add_faces(service: ServiceDep, form: UploadForm) -> dict:
     """Store every face of each photo as an unassigned face record (a thumbnail too when the service keeps them);
-    a photo without a face is listed in `without_face`, a photo stored before in `known`. Photos are decoded
-    one at a time and not stored."""
+    a photo without a face is listed in `without_face`, a photo stored before in `known`. Every photo is
+    decoded and its faces found (one at a time; the pixels are not kept) before any is stored, so a bad
+    photo anywhere in the request stores nothing."""
     photos, without = [], []
     added: list[int] = []
-    for i, file in enumerate(all_files(form, "images")):
-        photo = await _photo(service, file, f"images[{i}]", thumbnails=service.keep_thumbnails)
+    found = [await _photo(service, file, f"images[{i}]", thumbnails=service.keep_thumbnails)
+             for i, file in enumerate(all_files(form, "images"))]
+    for photo in found:
         ids = await run_in_threadpool(service.add_faces, photo)
         if not photo.faces:
             without.append(photo.name)
