@@ -186,42 +186,39 @@ def _write_sheet(people, person, target: Path, limit: int) -> None:
     print(f"wrote {target}{more}", file=sys.stderr)
 
 
-def _run_name(args: argparse.Namespace) -> int:
+def _change(args: argparse.Namespace, action) -> object:
+    """Open the gallery, apply `action(people)` (one People change) and close it; the change's result."""
     gallery, people = _open(args.gallery)
     with gallery:
-        person = people.name(args.person, args.name)
+        return action(people)
+
+
+def _run_name(args: argparse.Namespace) -> int:
+    person = _change(args, lambda people: people.name(args.person, args.name))
     print(f"{args.person} is now {person.ref}")
     return 0
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    gallery, people = _open(args.gallery)
-    with gallery:
-        kept = people.merge(args.a, args.b)
+    kept = _change(args, lambda people: people.merge(args.a, args.b))
     print(f"merged {args.a} and {args.b} into {kept.ref}")
     return 0
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    gallery, people = _open(args.gallery)
-    with gallery:
-        person = people.split(args.faces, into=args.to)
+    person = _change(args, lambda people: people.split(args.faces, into=args.to))
     print(f"moved {len(set(args.faces))} faces to {person.ref}")
     return 0
 
 
 def _run_not(args: argparse.Namespace) -> int:
-    gallery, people = _open(args.gallery)
-    with gallery:
-        out = people.not_this_person(args.faces, args.person)
+    out = _change(args, lambda people: people.not_this_person(args.faces, args.person))
     print(f"marked {len(set(args.faces))} faces 'not {args.person}'; {len(out)} taken out of {args.person}")
     return 0
 
 
 def _run_remove(args: argparse.Namespace) -> int:
-    gallery, people = _open(args.gallery)
-    with gallery:
-        removed = people.remove(args.person)
+    removed = _change(args, lambda people: people.remove(args.person))
     print(f"removed {removed['person']}: {removed['faces']} faces, {removed['templates']} templates")
     return 0
 

@@ -29,20 +29,20 @@ def contact_sheet(people: People, ref: str | Person, *, columns: int = 8, tile: 
     shown = faces[:limit]
     rows = max(1, -(-len(shown) // columns))
     sheet = np.full((rows * tile, min(columns, max(1, len(shown))) * tile, 3), 255, np.uint8)
-    photos: dict[str, np.ndarray | None] = {}
+    photo: tuple[str, np.ndarray | None] = ("", None)  # the last photo decoded: a photo's faces come in a row
     for position, face in enumerate(shown):
         crop = None
         thumbnail = people.thumbnail(face.id) if face.has_thumbnail else None
         if thumbnail is not None:
             crop = load_image(thumbnail, name=f"thumbnail of face {face.id}")
         else:
-            if face.photo_path not in photos:
+            if photo[0] != face.photo_path:
                 try:
-                    photos[face.photo_path] = load_image(Path(face.photo_path))
+                    photo = (face.photo_path, load_image(Path(face.photo_path)))
                 except (OSError, ValueError) as err:
                     log.warning("face %d: cannot read %s (%s)", face.id, face.photo_path, err)
-                    photos[face.photo_path] = None
-            rgb = photos[face.photo_path]
+                    photo = (face.photo_path, None)
+            rgb = photo[1]
             if rgb is not None:
                 crop = align_face(rgb, np.asarray(face.landmarks, np.float64), 112)
         if crop is None:

@@ -26,12 +26,10 @@ import numpy as np
 from marginface.data.align import align_face
 from marginface.data.image import encode_image
 from marginface.fileio import sha256_file
-from marginface.infer.embedder import flip_embed
 from marginface.infer.faces import FaceResult
 from marginface.infer.images import load_image
 from marginface.infer.people import People, PeopleError, face_checksum
 from marginface.infer.published import published
-from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import Threshold, published_threshold
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -159,13 +157,6 @@ def iou(a: Iterable[float], b: Iterable[float]) -> float:
     return w * h / union if union > 0 else 0.0
 
 
-def _embed_crops(recognizer: FaceRecognizer, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(unit embeddings, raw norms) of aligned crops, as FaceRecognizer embeds them (flip test included)."""
-    raw = np.concatenate([flip_embed(recognizer.embedder, crops[i:i + recognizer.batch_size], recognizer.flip)
-                          for i in range(0, len(crops), recognizer.batch_size)])
-    return unit_rows(raw), np.linalg.norm(raw, axis=1) / (2.0 if recognizer.flip else 1.0)
-
-
 def _decode_thumbnail(blob: bytes, size: int) -> np.ndarray:
     rgb = load_image(blob, name="stored thumbnail")
     return rgb if rgb.shape[:2] == (size, size) else cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
@@ -212,7 +203,7 @@ def _recompute(recognizer: FaceRecognizer, rows: list[tuple], report: ReembedRep
                     unmatched.append(row)
             if unmatched:  # no new detection there: align from the stored landmarks, with the new model
                 crops = np.stack([align_face(rgb, np.asarray(json.loads(r[4])), size) for r in unmatched])
-                embeddings, norms = _embed_crops(recognizer, crops)
+                embeddings, norms = recognizer.embed_crops(crops)
                 for row, embedding, norm in zip(unmatched, embeddings, norms, strict=True):
                     out[row[0]] = (embedding, float(norm), None, None, None)
                     report.from_landmarks.append(row[0])
@@ -224,7 +215,7 @@ def _recompute(recognizer: FaceRecognizer, rows: list[tuple], report: ReembedRep
                     report.missing.append(MissingFace(row[0], path, person, f"{problem}; no thumbnail was kept"))
             if kept:
                 crops = np.stack([_decode_thumbnail(r[5], size) for r in kept])
-                embeddings, norms = _embed_crops(recognizer, crops)
+                embeddings, norms = recognizer.embed_crops(crops)
                 for row, embedding, norm in zip(kept, embeddings, norms, strict=True):
                     out[row[0]] = (embedding, float(norm), None, None, None)
                     report.from_thumbnails.append(row[0])

@@ -194,8 +194,9 @@ class FaceRecognizer:
             return rgb[None]
         return np.stack([align_face(rgb, f.landmarks, size) for f in faces])
 
-    def _embed(self, crops: np.ndarray, embedder: Embedder | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(unit embeddings, raw norms) of aligned crops, batch by batch (`embedder`: a scan worker's own)."""
+    def embed_crops(self, crops: np.ndarray, embedder: Embedder | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(unit embeddings, raw norms) of aligned crops, batch by batch, flip test included (`embedder`: a scan
+        worker's own)."""
         embedder = embedder or self.embedder
         raws = [flip_embed(embedder, crops[i:i + self.batch_size], self.flip)
                 for i in range(0, len(crops), self.batch_size)]
@@ -215,7 +216,7 @@ class FaceRecognizer:
         found = self._detect(rgb)
         if not found:
             return []
-        embeddings, norms = self._embed(self._align(rgb, found))
+        embeddings, norms = self.embed_crops(self._align(rgb, found))
         return self._results(found, embeddings, norms)
 
     def main_face(self, image, *, name: str | None = None) -> FaceResult:
@@ -298,7 +299,7 @@ class FaceRecognizer:
     def _finish(self, pending: list[_Prepared], embedder: Embedder | None = None) -> list[ScanItem]:
         """The (path, faces or error) of prepared files, their faces embedded together in batches."""
         crops = [c for _, _, c in pending if c is not None]
-        embeddings, norms = self._embed(np.concatenate(crops), embedder) if crops else (None, None)
+        embeddings, norms = self.embed_crops(np.concatenate(crops), embedder) if crops else (None, None)
         out: list[ScanItem] = []
         start = 0
         for path, found, crop in pending:
