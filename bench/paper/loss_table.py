@@ -28,10 +28,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN_LOSSES = ["softmax", "normface", "cosface", "arcface"]
-EXTRA_LOSSES = ["sphereface", "combined"]
+ADAPTIVE_LOSSES = ["adaface", "magface", "curricularface", "elasticface"]  # the margins that came after
+EXTRA_LOSSES = ["sphereface", "combined", *ADAPTIVE_LOSSES]
 LABELS = {"softmax": "Softmax", "normface": "NormFace (s·cos θ)", "sphereface": "SphereFace (m1 = 1.35)",
           "cosface": "CosFace (m3 = 0.35)", "arcface": "ArcFace (m2 = 0.5)",
-          "combined": "Combined (1, 0.3, 0.2)"}
+          "combined": "Combined (1, 0.3, 0.2)", "adaface": "AdaFace (m 0.4, h 0.333)",
+          "magface": "MagFace (m 0.45–0.8)", "curricularface": "CurricularFace (m 0.5)",
+          "elasticface": "ElasticFace-Arc (N(0.5, 0.05²))"}
 
 
 def degraded_accuracy(run_dir: Path, spec: str, config: Path) -> float:
@@ -120,7 +123,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--losses", nargs="+", default=MAIN_LOSSES, choices=[*MAIN_LOSSES, *EXTRA_LOSSES])
     parser.add_argument("--extra-losses", nargs="*", default=EXTRA_LOSSES, choices=EXTRA_LOSSES,
-                        help="run after the main losses for every seed (default sphereface combined)")
+                        help="run after the main losses for every seed (default: sphereface, combined, adaptive)")
     parser.add_argument("--data", help="lfw-split output folder (default runs/paper/lfw_f01)")
     parser.add_argument("--quick", action="store_true", help="20 steps per run: checks the pipeline, not the losses")
     parser.add_argument("--degraded", action="append", default=[], metavar="SPEC",
