@@ -7,7 +7,7 @@ shell reads as a comment); cluster ids are never reused. A face is placed by a r
 the next run may change) or by the user ('user': naming, merging, splitting; never moved by a run). Only the
 user-placed faces of a named person are templates (`templates.face_id`), so identify and search answer from
 confirmed faces only, exactly as they answer from enrolled photos. Every change is one transaction of the
-gallery (see infer/gallery.py), and the in-memory search index is reloaded after it commits.
+gallery (see infer/gallery.py); after it commits, the in-memory search index takes in the templates it wrote.
 
 The clustering glue is: `snapshot = people.assignments()`, labels = `marginface.cluster.cluster_embeddings(
 snapshot.embeddings, fixed=snapshot.fixed, cannot_link=snapshot.cannot_link, ...)`, then
@@ -262,17 +262,12 @@ class People:
                 raise _unreadable(self.path, err) from err
 
     @contextmanager
-    def _change(self, reload: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction (the gallery's checks included); the search index is reloaded after COMMIT
-        unless the change cannot touch templates (`reload=False`: adding unassigned faces)."""
+    def _change(self, full_reload: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (Gallery.change: the gallery's checks included); after COMMIT the search index
+        takes in the templates it wrote, or is reloaded whole (`full_reload`)."""
         self._require_schema()
-        gallery = self.gallery
-        with gallery._lock:
-            with gallery._write() as db:
-                gallery._sync()
-                yield db
-            if reload:
-                gallery._load()
+        with self.gallery.change(full_reload=full_reload) as db:
+            yield db
 
     def _resolve(self, db: sqlite3.Connection, ref: str | Person) -> Person:
         """The person a reference names (`@id` a cluster, anything else a name), as committed now."""
@@ -448,7 +443,7 @@ class People:
         vectors = [self.gallery._unit(face.embedding) for face in faces]
         now = time.time()
         added: list[int] = []
-        with self._change(reload=False) as db:
+        with self._change() as db:
             if db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None:
                 return []
             photo = db.execute("INSERT INTO photos (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
