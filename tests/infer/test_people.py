@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marginface.infer.faces import FaceResult, ModelFingerprint
+from marginface.infer.faces import FaceResult
 from marginface.infer.gallery import Gallery, GalleryModelMismatch, GalleryNotWritable, template_checksum
 from marginface.infer.people import (
     CannotLinkConflict,
@@ -30,9 +30,7 @@ from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import Threshold
 
 from ..conftest import REPO_ROOT
-
-FP = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
-OTHER = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
+from .conftest import FP, OTHER
 
 
 def nn_cluster(embeddings: np.ndarray, *, threshold: float, fixed: np.ndarray | None = None,
@@ -75,13 +73,6 @@ def person_vector(person: int, rng: np.random.Generator) -> np.ndarray:
     base = np.zeros(8, np.float32)
     base[person] = 1.0
     return base + 0.05 * rng.normal(size=8).astype(np.float32)
-
-
-@pytest.fixture()
-def gallery(tmp_path: Path) -> Gallery:
-    g = Gallery.create(tmp_path / "g.db", FP, Threshold.fixed(0.5), model=tmp_path / "m.onnx", detector=None)
-    yield g
-    g.close()
 
 
 @pytest.fixture()

@@ -12,7 +12,8 @@ from marginface.infer.gallery import Gallery, GalleryDamaged
 from marginface.infer.people import People
 from marginface.infer.thresholds import Threshold
 
-from .test_people import FP, _face, person_vector, run_clustering
+from .conftest import FP
+from .test_people import _face, person_vector, run_clustering
 
 
 def _outcome(gallery: Gallery, queries: np.ndarray) -> dict:
