@@ -294,7 +294,7 @@ class Gallery:
         self._db = connection
         self.read_only = read_only
         self._lock = threading.RLock()
-        self._read_meta()
+        self.read_binding()
         self._names: dict[int, str] = {}
         self._damaged: list[DamagedTemplate] = []
         self._files: dict[str, tuple[int, int] | None] = {}
@@ -303,9 +303,10 @@ class Gallery:
         self._check_files()  # records the (device, inode) of the file and its -wal
         self._load()
 
-    def _read_meta(self) -> None:
-        """The model binding (fingerprint, threshold, model, detector, flip) and schema version from `meta`:
-        read on open and on every reload, so a `reembed` by another process re-binds this connection too."""
+    def read_binding(self) -> None:
+        """Read the model binding (fingerprint, threshold, model, detector, flip) and schema version from `meta`:
+        on open, on every reload (a `reembed` by another process re-binds this connection too), and by a change
+        that rewrites it, before its checks."""
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as err:
@@ -417,7 +418,7 @@ class Gallery:
         """Read identities and templates into memory; only templates that pass verification enter the index."""
         try:
             self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            self._read_meta()
+            self.read_binding()
             self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
             rows = self._db.execute(
                 "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
@@ -509,6 +510,17 @@ class Gallery:
         return _transaction(self._db, self.path, check=self._check_files, gallery=self)
 
     @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads written in SQL (infer/people.py), under the lock, after seeing what other
+        processes committed; SQLite read errors become GalleryUnreadable naming the file."""
+        with self._lock:
+            self._sync()
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as err:
+                raise _unreadable(self.path, err) from err
+
+    @contextmanager
     def change(self, *, full_reload: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction for a change written in SQL (infer/people.py), under the lock and after seeing
         what other processes committed; after COMMIT the in-memory index takes it in (see `_refresh`).
@@ -533,7 +545,7 @@ class Gallery:
                     db.execute("DELETE FROM touched_owners")
             except BaseException:
                 if full_reload:
-                    self._read_meta()  # rolled back: the old binding
+                    self.read_binding()  # rolled back: the old binding
                 raise
             if full_reload:
                 self._load()

@@ -37,7 +37,6 @@ from marginface.infer.gallery import (
     GalleryError,
     GalleryNotWritable,
     UnknownIdentity,
-    _unreadable,
     check_identity_name,
     normalize_identity_name,
     template_checksum,
@@ -251,18 +250,15 @@ class People:
                                  f"schema {SCHEMA_VERSION}, which needs write access (open it once writable)")
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """The connection, under the gallery's lock, after seeing what other processes committed."""
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads in SQL (Gallery.reading: under its lock, after seeing what other processes
+        committed); NeedsMigration for a schema-2 gallery open read-only."""
         self._require_schema()
-        with self.gallery._lock:
-            self.gallery._sync()
-            try:
-                yield self.gallery._db
-            except sqlite3.DatabaseError as err:
-                raise _unreadable(self.path, err) from err
+        with self.gallery.reading() as db:
+            yield db
 
     @contextmanager
-    def _change(self, full_reload: bool = False) -> Iterator[sqlite3.Connection]:
+    def change(self, full_reload: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction (Gallery.change: the gallery's checks included); after COMMIT the search index
         takes in the templates it wrote, or is reloaded whole (`full_reload`)."""
         self._require_schema()
@@ -338,7 +334,7 @@ class People:
         for chunk in _chunks(face_ids):
             db.execute(f"UPDATE faces SET identity_id = ?, cluster_id = ?, assigned_by = ? WHERE id IN "
                        f"({_marks(chunk)})", [identity, cluster, by, *chunk])
-        self._sync_templates(db, face_ids)
+        self.sync_templates(db, face_ids)
         if person is not None and by == USER:  # the user put them here: what a split implied gives way
             for chunk in _chunks(face_ids):
                 db.execute(f"DELETE FROM cannot_link WHERE implied = 1 AND {person.column} = ? AND face_id IN "
@@ -359,9 +355,9 @@ class People:
         table = "identities" if person.kind == "named" else "clusters"
         db.execute(f"UPDATE {table} SET updated = ? WHERE id = ?", (time.time(), person.id))
 
-    def _sync_templates(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> None:
+    def sync_templates(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> None:
         """Make the templates of these faces what their placement says: one per user-placed face of a named
-        person (its embedding, verified first), none otherwise."""
+        person (its embedding, verified first), none otherwise (inside a `change`)."""
         now = time.time()
         for chunk in _chunks(face_ids):
             marks = _marks(chunk)
@@ -422,13 +418,13 @@ class People:
     # -- adding faces -----------------------------------------------------------------------------------------
     def setting(self, key: str) -> str | None:
         """A value stored in the gallery's meta table (e.g. the clustering settings), or None."""
-        with self._reading() as db:
+        with self.reading() as db:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def known_photo(self, sha256: str) -> bool:
         """Whether a photo of these bytes was already scanned (with or without faces)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
     def add_faces(self, photo_path: str, sha256: str, faces: list[FaceResult],
@@ -443,7 +439,7 @@ class People:
         vectors = [self.gallery._unit(face.embedding) for face in faces]
         now = time.time()
         added: list[int] = []
-        with self._change() as db:
+        with self.change() as db:
             if db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None:
                 return []
             photo = db.execute("INSERT INTO photos (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
@@ -464,7 +460,7 @@ class People:
     # -- clustering glue --------------------------------------------------------------------------------------
     def persons(self) -> list[Person]:
         """Every named person (by name) then every cluster (by id)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return self._persons(db)
 
     def _persons(self, db: sqlite3.Connection) -> list[Person]:
@@ -474,7 +470,7 @@ class People:
     def assignments(self) -> Assignments:
         """Every face with an embedding, its current label, fixed label and cannot-links (for a clustering run);
         FacesDamaged when any stored face embedding fails verification."""
-        with self._reading() as db:
+        with self.reading() as db:
             rows = db.execute("SELECT f.id, f.embedding, f.checksum, p.path, f.identity_id, f.cluster_id, "
                               "f.assigned_by FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.embedding IS "
                               "NOT NULL ORDER BY f.id").fetchall()
@@ -497,7 +493,7 @@ class People:
 
     def unassigned(self) -> list[int]:
         """Ids of the faces in no person (those a run has yet to place, or could not)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return [r[0] for r in db.execute("SELECT id FROM faces WHERE identity_id IS NULL AND cluster_id IS NULL "
                                              "AND embedding IS NOT NULL ORDER BY id")]
 
@@ -519,7 +515,7 @@ class People:
         labels = [int(v) for v in np.asarray(labels).reshape(-1)]
         if len(ids) != len(labels):
             raise PeopleError(f"gallery {self.path}: {len(labels)} labels for {len(ids)} faces")
-        with self._change() as db:
+        with self.change() as db:
             if decisions is not None and self._decisions(db) != decisions:
                 raise StaleAssignments(f"gallery {self.path}: a person was named, merged, split, marked or removed "
                                        "while this clustering run was computed; nothing was written (run it again)")
@@ -602,7 +598,7 @@ class People:
         name = check_identity_name(name)
         if CLUSTER_REF.fullmatch(name):
             raise PeopleError(f"gallery {self.path}: {name!r} cannot be a name: @ID addresses clusters")
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             person = self._resolve(db, ref)
             row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
@@ -619,7 +615,7 @@ class People:
     def merge(self, a: str | Person, b: str | Person) -> Person:
         """Merge two people into one (their faces user-placed in it); returns the person kept: the named one
         when one is named, `a` otherwise. CannotLinkConflict when a face of one was marked 'not' the other."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             first, second = self._resolve(db, a), self._resolve(db, b)
             if first == second:
@@ -655,7 +651,7 @@ class People:
         The faces a run placed in the people they came from stay there, marked 'not' the target (the user
         separated the two groups, so no later run joins them again); such an implied mark gives way when the
         user later puts one of those faces into the target, where an explicit 'not' is refused."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             ids = self._existing_faces(db, face_ids)
             target = self._resolve(db, into) if into is not None else None
@@ -675,7 +671,7 @@ class People:
         """Mark faces 'not this person' (a cannot-link every later run honours) and take those in that person
         out of it (unassigned); returns the ids taken out."""
         now = time.time()
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             ids = self._existing_faces(db, face_ids)
             person = self._resolve(db, ref)
@@ -692,7 +688,7 @@ class People:
     def remove(self, ref: str | Person) -> dict:
         """Delete a person with their faces and templates (biometric data); the photos stay recorded as scanned,
         so a rescan does not bring those faces back. Returns what was deleted."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             person = self._resolve(db, ref)
             faces = self._faces_of(db, person)
@@ -711,7 +707,7 @@ class People:
     # -- reading ----------------------------------------------------------------------------------------------
     def people(self) -> list[PersonInfo]:
         """Every named person (by name), then the clusters (largest first, then by id)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return self._infos(db, self._persons(db))
 
     def _infos(self, db: sqlite3.Connection, persons: list[Person]) -> list[PersonInfo]:
@@ -741,7 +737,7 @@ class People:
 
     def show(self, ref: str | Person) -> PersonDetail:
         """One person with every face record and the faces marked 'not' them."""
-        with self._reading() as db:
+        with self.reading() as db:
             person = self._resolve(db, ref)
             [info] = self._infos(db, [person])
             faces = self._records(db, f"f.{person.column} = ?", [person.id])
@@ -751,7 +747,7 @@ class People:
 
     def faces(self, face_ids: Sequence[int] | None = None) -> list[FaceRecord]:
         """The face records of these ids (every face when None), by id; UnknownFace for ids not held."""
-        with self._reading() as db:
+        with self.reading() as db:
             if face_ids is None:
                 return self._records(db, "1", [])
             ids = self._existing_faces(db, face_ids)
@@ -777,7 +773,7 @@ class People:
 
     def thumbnail(self, face_id: int) -> bytes | None:
         """The stored thumbnail of a face (an encoded aligned crop), or None when none was kept."""
-        with self._reading() as db:
+        with self.reading() as db:
             row = (db.execute("SELECT thumbnail FROM faces WHERE id = ?", (int(face_id),)).fetchone()
                    if abs(int(face_id)) <= _MAX_ID else None)
         if row is None:
@@ -786,7 +782,7 @@ class People:
 
     def counts(self) -> dict:
         """Photos, faces, unassigned faces, faces without an embedding, named people and clusters."""
-        with self._reading() as db:
+        with self.reading() as db:
             photos, faces, unassigned, stale = db.execute(
                 "SELECT (SELECT COUNT(*) FROM photos), COUNT(*), SUM(identity_id IS NULL AND cluster_id IS NULL), "
                 "SUM(embedding IS NULL) FROM faces").fetchone()
@@ -798,14 +794,14 @@ class People:
     # -- damage -----------------------------------------------------------------------------------------------
     def check(self) -> list[DamagedFace]:
         """Every stored face embedding that fails verification (empty: all intact)."""
-        with self._reading() as db:
+        with self.reading() as db:
             rows = db.execute("SELECT f.id, f.embedding, f.checksum, p.path FROM faces f JOIN photos p ON "
                               "p.id = f.photo_id WHERE f.embedding IS NOT NULL ORDER BY f.id").fetchall()
         return self._damaged(rows)
 
     def drop_faces(self, face_ids: Sequence[int]) -> int:
         """Delete faces (e.g. the damaged ones `check` found) with their templates; returns how many."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             ids = self._existing_faces(db, face_ids)
             left = self._clusters_of(db, ids)

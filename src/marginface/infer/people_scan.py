@@ -243,11 +243,11 @@ def reembed(people: People, recognizer: FaceRecognizer, progress: Progress | Non
                           f"gallery's ({gallery.model_path}); give its identification threshold (the old one "
                           "means nothing for its scores)")
     report = ReembedReport(model=str(recognizer.model_path))
-    with people._reading() as db:
+    with people.reading() as db:
         rows = db.execute(f"{_FACE_ROWS} ORDER BY f.id").fetchall()
     computed = _recompute(recognizer, rows, report, progress)
     missing = {m.face_id for m in report.missing}
-    with people._change(full_reload=True) as db:
+    with people.change(full_reload=True) as db:
         enrolled = dict(db.execute("SELECT i.name, COUNT(*) FROM templates t JOIN identities i ON i.id = "
                                    "t.identity_id WHERE t.face_id IS NULL GROUP BY i.id").fetchall())
         if changed and enrolled and not drop_enrolled:
@@ -261,7 +261,7 @@ def reembed(people: People, recognizer: FaceRecognizer, progress: Progress | Non
         if late:  # faces added while the others were computed: computed now, under the write lock
             computed.update(_recompute(recognizer, late, report, None))
         _bind(db, recognizer, threshold or gallery.threshold)
-        gallery._read_meta()  # the new embedding size, for the checks below
+        gallery.read_binding()  # the new embedding size, for the checks below
         for face_id, (embedding, norm, box, landmarks, score) in computed.items():
             blob = np.asarray(embedding, np.float32).astype("<f4").tobytes()
             db.execute("UPDATE faces SET embedding = ?, checksum = ?, raw_norm = ?, box = COALESCE(?, box), "
@@ -280,7 +280,7 @@ def reembed(people: People, recognizer: FaceRecognizer, progress: Progress | Non
             report.dropped_enrolled = enrolled
             # a clustering cut is calibrated for one model: the new one's first `cluster` run needs its own
             db.execute("DELETE FROM meta WHERE key = 'clustering'")
-        people._sync_templates(db, [r[0] for r in db.execute("SELECT id FROM faces")])
+        people.sync_templates(db, [r[0] for r in db.execute("SELECT id FROM faces")])
         report.templates = db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
         report.faces = len(computed)
     log.info("gallery %s: re-embedded %d faces with %s (%d from landmarks, %d from thumbnails, %d missing)",
