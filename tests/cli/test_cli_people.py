@@ -63,6 +63,10 @@ def test_list_name_merge_split_not_remove(db, tmp_path: Path, capsys: pytest.Cap
     first, second = _ref(gallery, faces[0][0], capsys), _ref(gallery, faces[1][0], capsys)
     assert main(["people", "name", gallery, first, "Ada"]) == 0
     assert f"{first} is now Ada" in capsys.readouterr().out
+    assert main(["people", "name", gallery, second, " ada "]) == 2
+    err = capsys.readouterr().err
+    assert "'ada' differs from the existing person 'Ada' only by case" in err
+    assert f"marginface people merge {gallery} Ada {second}" in err
     assert main(["people", "show", gallery, "Ada"]) == 0
     out = capsys.readouterr().out
     assert "Ada: 3 faces (3 placed by you), 3 templates" in out and f"face {faces[0][0]}\tuser" in out
