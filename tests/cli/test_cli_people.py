@@ -63,6 +63,10 @@ def test_list_name_merge_split_not_remove(db, tmp_path: Path, capsys: pytest.Cap
     first, second = _ref(gallery, faces[0][0], capsys), _ref(gallery, faces[1][0], capsys)
     assert main(["people", "name", gallery, first, "Ada"]) == 0
     assert f"{first} is now Ada" in capsys.readouterr().out
+    assert main(["people", "name", gallery, second, " ada "]) == 2
+    err = capsys.readouterr().err
+    assert "'ada' differs from the existing person 'Ada' only by case" in err
+    assert f"marginface people merge {gallery} Ada {second}" in err
     assert main(["people", "show", gallery, "Ada"]) == 0
     out = capsys.readouterr().out
     assert "Ada: 3 faces (3 placed by you), 3 templates" in out and f"face {faces[0][0]}\tuser" in out
@@ -182,3 +186,12 @@ def test_cluster_scans_lfw_photos_into_one_cluster_per_person_then_names_new_pho
     assert report["to_named"] >= 2 and report["settings"]["threshold"]["value"] == pytest.approx(0.45)
     assert main(["identify", gallery, str(later / "Tony_Blair" / "7.jpg"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["faces"][0]["name"] == "Tony"
+
+
+def test_cluster_refuses_a_min_size_out_of_range_before_scanning(db, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    gallery, _ = db
+    assert main(["cluster", gallery, str(tmp_path), "--threshold", "0.5", "--min-size", "5000"]) == 2
+    assert "--min-size is 5000; the smallest cluster kept must be a whole number of faces from 1 to 1000" in (
+        capsys.readouterr().err)
+    assert main(["cluster", gallery, "--threshold", "0.5", "--min-size", "1000"]) == 0

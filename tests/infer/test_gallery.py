@@ -26,9 +26,7 @@ from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold
 
 from ..conftest import remount_read_only, tmpfs
-
-FP = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
-OTHER = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
+from .conftest import FP, OTHER
 
 
 def _unit(*values: float) -> np.ndarray:
@@ -37,13 +35,6 @@ def _unit(*values: float) -> np.ndarray:
 
 def _face(embedding: np.ndarray, score: float = 0.9) -> FaceResult:
     return FaceResult((0.0, 0.0, 10.0, 10.0), np.zeros((5, 2)), score, embedding, 20.0, 10.0)
-
-
-@pytest.fixture()
-def gallery(tmp_path: Path) -> Gallery:
-    g = Gallery.create(tmp_path / "g.db", FP, Threshold.fixed(0.5), model=tmp_path / "m.onnx", detector=None)
-    yield g
-    g.close()
 
 
 def test_persists_across_reopen_in_wal_mode(tmp_path: Path, gallery: Gallery) -> None:
@@ -251,6 +242,14 @@ def test_a_gallery_where_sqlite_cannot_write_is_a_gallery_error_naming_it() -> N
 
 
 # -- damaged templates: verified on load and before every search, never used ----------------------------------
+def _write_sql(path: Path, *statements: str) -> None:
+    """Run statements on the gallery file through a connection of their own (as another process would)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in statements:
+        db.execute(statement)
+    db.close()
+
+
 def _flip_bit(path: Path, template_id: int, byte: int, bit: int) -> None:
     """Flip one bit of one stored template the way a bad sector or a stray write would (SQLite sees a valid row)."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -308,10 +307,9 @@ def test_nan_inf_and_huge_values_in_a_template_are_refused(two_people: Path, val
 
 
 def test_a_template_moved_to_another_person_or_row_fails_its_checksum(two_people: Path) -> None:
-    db = sqlite3.connect(two_people, isolation_level=None)
-    db.execute("UPDATE templates SET identity_id = (SELECT id FROM identities WHERE name = 'bob') WHERE id = 1")
-    db.execute("UPDATE templates SET embedding = (SELECT embedding FROM templates WHERE id = 3) WHERE id = 2")
-    db.close()
+    _write_sql(two_people,
+               "UPDATE templates SET identity_id = (SELECT id FROM identities WHERE name = 'bob') WHERE id = 1",
+               "UPDATE templates SET embedding = (SELECT embedding FROM templates WHERE id = 3) WHERE id = 2")
     with Gallery.open(two_people) as again:
         damaged = again.check()
     assert [(d.template_id, d.identity) for d in damaged] == [(1, "bob"), (2, "ann")]
@@ -340,10 +338,8 @@ def test_dropping_damaged_templates_or_removing_their_person_makes_the_gallery_s
 
 
 def test_a_version_1_gallery_gets_checksums_when_opened(two_people: Path) -> None:
-    db = sqlite3.connect(two_people, isolation_level=None)
-    db.execute("ALTER TABLE templates DROP COLUMN checksum")
-    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    db.close()
+    _write_sql(two_people, "ALTER TABLE templates DROP COLUMN checksum",
+               "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Gallery.open(two_people) as again:
         assert again.check() == []
         assert again.search(_unit(0, 1, 0, 0, 0, 0, 0, 0))[0][0].name == "bob"

@@ -3,12 +3,15 @@ stored cut survive later runs; incremental and full runs agree on well-separated
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from marginface.cluster.metrics import bcubed_prf
+from marginface.errors import UsageError
 from marginface.infer.faces import FaceResult, ModelFingerprint
 from marginface.infer.gallery import Gallery
 from marginface.infer.organise import organise, stored_settings
@@ -145,6 +148,26 @@ def test_a_first_run_without_a_cut_names_the_options(people: People) -> None:
     with pytest.raises(ThresholdError, match="--threshold T, or --report"):
         organise(people)
     assert people.counts()["unassigned"] == 2  # nothing written
+
+
+@pytest.mark.parametrize("size", [0, -3, 1001, 10**9, 2.5, True])
+def test_a_min_size_out_of_range_is_refused_naming_it(people: People, size) -> None:
+    Photos(people).add(0, 2)
+    with pytest.raises(UsageError, match=rf"min_size is {size!r}; .* from 1 to 1000"):
+        organise(people, threshold=CUT, min_size=size)
+    assert people.counts()["unassigned"] == 2 and stored_settings(people) is None  # nothing written
+
+
+def test_a_stored_min_size_out_of_range_is_refused_until_a_run_gives_another(people: People) -> None:
+    Photos(people).add(0, 2)
+    assert organise(people, threshold=CUT, min_size=1000).settings.min_size == 1000  # the bound itself is kept
+    settings = json.loads(people.setting("clustering"))
+    db = sqlite3.connect(people.path, isolation_level=None)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'clustering'", (json.dumps({**settings, "min_size": 5000}),))
+    db.close()
+    with pytest.raises(UsageError, match=r"g\.db: the stored clustering min_size is 5000; .* stores another"):
+        organise(people)
+    assert organise(people, min_size=2).settings.min_size == 2 and stored_settings(people).min_size == 2
 
 
 def test_a_split_keeps_the_rest_apart_until_the_user_moves_one_across(people: People) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marginface.infer.faces import FaceResult, ModelFingerprint
+from marginface.infer.faces import FaceResult
 from marginface.infer.gallery import Gallery, GalleryModelMismatch, GalleryNotWritable, template_checksum
 from marginface.infer.people import (
     CannotLinkConflict,
@@ -30,9 +30,7 @@ from marginface.infer.search import unit_rows
 from marginface.infer.thresholds import Threshold
 
 from ..conftest import REPO_ROOT
-
-FP = ModelFingerprint("ab" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
-OTHER = ModelFingerprint("cd" * 32, 112, "NCHW", "RGB", 127.5, 127.5, 8)
+from .conftest import FP, OTHER
 
 
 def nn_cluster(embeddings: np.ndarray, *, threshold: float, fixed: np.ndarray | None = None,
@@ -75,13 +73,6 @@ def person_vector(person: int, rng: np.random.Generator) -> np.ndarray:
     base = np.zeros(8, np.float32)
     base[person] = 1.0
     return base + 0.05 * rng.normal(size=8).astype(np.float32)
-
-
-@pytest.fixture()
-def gallery(tmp_path: Path) -> Gallery:
-    g = Gallery.create(tmp_path / "g.db", FP, Threshold.fixed(0.5), model=tmp_path / "m.onnx", detector=None)
-    yield g
-    g.close()
 
 
 @pytest.fixture()
@@ -191,6 +182,24 @@ def test_merge_and_name_with_an_existing_name_merge_people(three) -> None:
         people.name("Bo", "@4")
     run_clustering(people)
     assert len(members(people, "Bo")) == 9 and people.counts()["clusters"] == 0
+
+
+def test_a_name_that_differs_from_another_persons_only_by_case_or_spacing_is_refused(three) -> None:
+    people, faces = three
+    run_clustering(people)
+    c0, c1, c2 = (people.faces([faces[p][0]])[0].person for p in range(3))
+    assert people.name(c0, "  Alice  Smith ").ref == "Alice  Smith"  # surrounding spaces stripped
+    for look_alike in ["alice  smith", "ALICE SMITH", "Alice Smith", " alice\u00a0 smith"]:
+        with pytest.raises(PeopleError, match=r"differs from the existing person 'Alice  Smith' only by case or "
+                                              rf"spacing.*marginface people merge .*'Alice  Smith' {c1.ref}"):
+            people.name(c1, look_alike)
+    assert people.show(c1).info.person.kind == "cluster" and people.counts()["named"] == 1  # nothing written
+    people.name(c1, "Bob")
+    with pytest.raises(PeopleError, match="'Alice  Smith' only by case"):
+        people.name("Bob", "alice smith")  # a rename too
+    assert people.name("Alice  Smith", "alice smith").ref == "alice smith"  # the same person: a new spelling
+    assert people.name(c2, "alice smith").ref == "alice smith"  # the very name: a merge, as ever
+    assert sorted(members(people, "alice smith")) == sorted(faces[0] + faces[2])
 
 
 def test_enrolled_templates_follow_a_merge_into_the_kept_person(gallery: Gallery, three) -> None:

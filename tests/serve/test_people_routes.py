@@ -121,6 +121,10 @@ def test_names_the_gallery_refuses_are_422(client, clustered):
         answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": name})
         assert answer.status_code == 422 and says in answer.json()["detail"], name
     assert client.post("/v1/people:name", json={"ref": clustered["red"], "name": ""}).status_code == 422
+    assert client.post("/v1/people:name", json={"ref": clustered["blue"], "name": "Ruby"}).status_code == 200
+    answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": " ruby "})
+    assert answer.status_code == 422
+    assert "differs from the existing person 'Ruby' only by case" in answer.json()["detail"]
     assert client.post("/v1/people:name", json={"ref": clustered["red"]}).status_code == 422
     assert client.post("/v1/people:name", content=b"not json",
                        headers={"content-type": "application/json"}).status_code == 422

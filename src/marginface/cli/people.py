@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     cut.add_argument("--set", dest="set_name", help="with --report: which evaluated set (when several)")
     cluster.add_argument("--method", help="clustering method (default: the stored one, else 'average'; see "
                                           "docs/clustering.md)")
-    cluster.add_argument("--min-size", type=positive_int, help="smallest cluster kept (default 1)")
+    cluster.add_argument("--min-size", type=positive_int, help="smallest cluster kept (1 to 1000; default 1)")
     cluster.add_argument("--full", action="store_true", help="re-cluster every face a user did not place")
     cluster.add_argument("--keep-thumbnails", action="store_true",
                          help="also store each face's aligned 112x112 crop (biometric data: off by default)")
@@ -99,11 +99,13 @@ def _open(path: str):
 def _run_cluster(args: argparse.Namespace) -> int:
     from marginface.cli.common import Progress
     from marginface.infer.contact_sheet import write_contact_sheets
-    from marginface.infer.organise import organise
+    from marginface.infer.organise import check_min_size, organise
     from marginface.infer.people_scan import add_photos
     from marginface.infer.recognizer import FaceRecognizer
     from marginface.infer.thresholds import Threshold
 
+    if args.min_size is not None:
+        check_min_size(args.min_size, "--min-size")  # before any photo is scanned
     given = args.threshold is not None or args.report is not None or args.far is not None
     threshold = (Threshold.resolve("cluster", value=args.threshold, report=args.report, far=args.far,
                                    set_name=args.set_name) if given else None)

@@ -32,7 +32,8 @@ import threading
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -108,6 +109,22 @@ _SCHEMA_TEMPLATE_FACE = """
 ALTER TABLE templates ADD COLUMN face_id INTEGER REFERENCES faces(id) ON DELETE CASCADE;
 CREATE INDEX IF NOT EXISTS templates_face ON templates(face_id);
 """
+
+
+# Temporary (this connection's own) bookkeeping of whose templates a change wrote: cascades fire these triggers
+# too, and a rolled-back change leaves no rows; one row per identity, however many changes ran since it was
+# cleared. `Gallery.change` refreshes only those identities' templates.
+_TRACK_TEMPLATES = (
+    "CREATE TEMP TABLE IF NOT EXISTS touched_owners (identity_id INTEGER PRIMARY KEY)",
+    "CREATE TEMP TRIGGER IF NOT EXISTS touched_by_insert AFTER INSERT ON main.templates "
+    "BEGIN INSERT OR IGNORE INTO touched_owners VALUES (new.identity_id); END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS touched_by_delete AFTER DELETE ON main.templates "
+    "BEGIN INSERT OR IGNORE INTO touched_owners VALUES (old.identity_id); END",
+    "CREATE TEMP TRIGGER IF NOT EXISTS touched_by_update AFTER UPDATE ON main.templates "
+    "BEGIN INSERT OR IGNORE INTO touched_owners VALUES (old.identity_id); "
+    "INSERT OR IGNORE INTO touched_owners VALUES (new.identity_id); END",
+)
+_CHUNK = 500  # ids per `IN (...)`
 
 
 def _statements(script: str) -> list[str]:
@@ -277,17 +294,19 @@ class Gallery:
         self._db = connection
         self.read_only = read_only
         self._lock = threading.RLock()
-        self._read_meta()
+        self.read_binding()
         self._names: dict[int, str] = {}
         self._damaged: list[DamagedTemplate] = []
         self._files: dict[str, tuple[int, int] | None] = {}
         self._failed_write: str | None = None  # the last change's write error, until a change succeeds
+        self._tracking = False  # whether this connection's _TRACK_TEMPLATES triggers exist
         self._check_files()  # records the (device, inode) of the file and its -wal
         self._load()
 
-    def _read_meta(self) -> None:
-        """The model binding (fingerprint, threshold, model, detector, flip) and schema version from `meta`:
-        read on open and on every reload, so a `reembed` by another process re-binds this connection too."""
+    def read_binding(self) -> None:
+        """Read the model binding (fingerprint, threshold, model, detector, flip) and schema version from `meta`:
+        on open, on every reload (a `reembed` by another process re-binds this connection too), and by a change
+        that rewrites it, before its checks."""
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as err:
@@ -399,7 +418,7 @@ class Gallery:
         """Read identities and templates into memory; only templates that pass verification enter the index."""
         try:
             self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            self._read_meta()
+            self.read_binding()
             self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
             rows = self._db.execute(
                 "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
@@ -489,6 +508,82 @@ class Gallery:
             raise GalleryNotWritable(f"gallery {self.path} is open read-only ({self.read_only}): it can be listed "
                                      "and searched; changes need a writable file and folder")
         return _transaction(self._db, self.path, check=self._check_files, gallery=self)
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads written in SQL (infer/people.py), under the lock, after seeing what other
+        processes committed; SQLite read errors become GalleryUnreadable naming the file."""
+        with self._lock:
+            self._sync()
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as err:
+                raise _unreadable(self.path, err) from err
+
+    @contextmanager
+    def change(self, *, full_reload: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction for a change written in SQL (infer/people.py), under the lock and after seeing
+        what other processes committed; after COMMIT the in-memory index takes it in (see `_refresh`).
+
+        `full_reload`: reload everything, the model binding included, after COMMIT (a change that rewrites every
+        template or the binding: reembed); the binding is read again after a rollback too."""
+        with self._lock:
+            transaction = self._write()
+            if not self._tracking:
+                try:
+                    for statement in _TRACK_TEMPLATES:
+                        self._db.execute(statement)
+                except sqlite3.Error as err:
+                    raise _write_error(self.path, err) from err
+                self._tracking = True
+            try:
+                with transaction as db:
+                    self._sync()
+                    db.execute("DELETE FROM touched_owners")
+                    yield db
+                    touched = {row[0] for row in db.execute("SELECT identity_id FROM touched_owners")}
+                    db.execute("DELETE FROM touched_owners")
+            except BaseException:
+                if full_reload:
+                    self.read_binding()  # rolled back: the old binding
+                raise
+            if full_reload:
+                self._load()
+            else:
+                self._refresh(touched)
+
+    def _refresh(self, owners: set[int]) -> None:
+        """Take in this connection's last commit, which wrote templates of `owners` only: the names are read
+        again, and so are those owners' templates (verified as when loaded), which replace theirs in the index.
+        The result is what a full `_load` gives. Only the exact index is refreshed so; an approximate one (hnsw,
+        ivf) is rebuilt whole, since its graph or cells depend on the order templates arrived in."""
+        if not isinstance(self._index, TemplateIndex):
+            self._load()
+            return
+        try:
+            names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
+            wanted = sorted(owners)
+            rows: list[tuple] = []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start:start + _CHUNK]
+                rows += self._db.execute(
+                    f"SELECT id, identity_id, embedding, checksum FROM templates WHERE identity_id IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall()
+        except sqlite3.DatabaseError as err:
+            self._version = None  # the next read reloads everything
+            raise _unreadable(self.path, err) from err
+        rows.sort(key=lambda row: row[0])
+        self._names = names
+        ids, found, vectors, damaged = self._verify(rows)
+        kept = [replace(d, identity=names.get(d.identity_id, f"<missing identity id {d.identity_id}>"))
+                for d in self._damaged if d.identity_id not in owners]
+        self._damaged = sorted(kept + damaged, key=lambda d: d.template_id)
+        for item in damaged:
+            log.error("gallery %s: %s (not used)", self.path, item)
+        if wanted:
+            self._index.remove_owners(wanted)
+        if len(ids):
+            self._index.add(ids, found, vectors)
 
     def _sync(self) -> None:
         """Reload the in-memory index when another connection (e.g. another process) committed changes.
@@ -731,8 +826,9 @@ class Gallery:
             self._sync()
             self._refuse_damaged()
             index = self._index
-            if isinstance(index, TemplateIndex):
-                return (index.ids.copy(), index.owners.copy(), index.matrix.copy(), dict(self._names))
+            if isinstance(index, TemplateIndex):  # by template id, as when read from the file
+                order = np.argsort(index.ids, kind="stable")
+                return index.ids[order], index.owners[order], index.matrix[order], dict(self._names)
             try:  # an approximate index keeps no plain copy: read them again (verified as when loaded)
                 rows = self._db.execute(
                     "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()

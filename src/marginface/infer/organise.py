@@ -27,6 +27,7 @@ import numpy as np
 
 from marginface.cluster import assign_incremental, cluster_embeddings
 from marginface.cluster.algorithms import check_method
+from marginface.errors import UsageError
 from marginface.infer.people import Assignments, ClusteringApplied, People, StaleAssignments
 from marginface.infer.published import published
 from marginface.infer.thresholds import Threshold, ThresholdError, published_threshold
@@ -34,6 +35,7 @@ from marginface.infer.thresholds import Threshold, ThresholdError, published_thr
 log = logging.getLogger(__name__)
 DEFAULT_METHOD = "average"
 DEFAULT_MIN_SIZE = 1  # every face gets a person (a one-face cluster is a person seen once); lists sort by size
+MAX_MIN_SIZE = 1000  # a larger smallest cluster leaves nearly every face of a collection unassigned
 SETTINGS_KEY = "clustering"
 
 
@@ -87,6 +89,14 @@ def stored_settings(people: People) -> ClusterSettings | None:
         raise ThresholdError(f"gallery {people.path}: stored clustering settings unreadable ({err}): {text!r}") from err
 
 
+def check_min_size(value: object, what: str = "min_size", hint: str = "") -> int:
+    """`value` as the smallest cluster kept: an integer from 1 to MAX_MIN_SIZE, else UsageError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MIN_SIZE:
+        raise UsageError(f"{what} is {value!r}; the smallest cluster kept must be a whole number of faces from 1 "
+                         f"to {MAX_MIN_SIZE}{hint}")
+    return value
+
+
 def resolve_settings(people: People, *, threshold: Threshold | None = None, method: str | None = None,
                      min_size: int | None = None) -> ClusterSettings:
     """The settings a run uses: those given, else the gallery's stored ones (its earlier runs), else the
@@ -102,9 +112,13 @@ def resolve_settings(people: People, *, threshold: Threshold | None = None, meth
                              "REPORT.json --far F from `marginface eval` of that model)")
     method = method or (stored.method if stored is not None else DEFAULT_METHOD)
     check_method(method)
-    size = min_size if min_size is not None else (stored.min_size if stored is not None else DEFAULT_MIN_SIZE)
-    if size < 1:
-        raise ThresholdError(f"the smallest cluster must hold at least 1 face, got {size}")
+    if min_size is not None:
+        size = check_min_size(min_size)
+    elif stored is not None:
+        size = check_min_size(stored.min_size, f"gallery {people.path}: the stored clustering min_size",
+                              " (a run given --min-size / min_size stores another)")
+    else:
+        size = DEFAULT_MIN_SIZE
     return ClusterSettings(method, threshold, size)
 
 

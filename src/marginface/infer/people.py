@@ -7,7 +7,7 @@ shell reads as a comment); cluster ids are never reused. A face is placed by a r
 the next run may change) or by the user ('user': naming, merging, splitting; never moved by a run). Only the
 user-placed faces of a named person are templates (`templates.face_id`), so identify and search answer from
 confirmed faces only, exactly as they answer from enrolled photos. Every change is one transaction of the
-gallery (see infer/gallery.py), and the in-memory search index is reloaded after it commits.
+gallery (see infer/gallery.py); after it commits, the in-memory search index takes in the templates it wrote.
 
 The clustering glue is: `snapshot = people.assignments()`, labels = `marginface.cluster.cluster_embeddings(
 snapshot.embeddings, fixed=snapshot.fixed, cannot_link=snapshot.cannot_link, ...)`, then
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import sqlite3
 import struct
 import time
@@ -37,7 +38,6 @@ from marginface.infer.gallery import (
     GalleryError,
     GalleryNotWritable,
     UnknownIdentity,
-    _unreadable,
     check_identity_name,
     normalize_identity_name,
     template_checksum,
@@ -251,28 +251,20 @@ class People:
                                  f"schema {SCHEMA_VERSION}, which needs write access (open it once writable)")
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """The connection, under the gallery's lock, after seeing what other processes committed."""
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads in SQL (Gallery.reading: under its lock, after seeing what other processes
+        committed); NeedsMigration for a schema-2 gallery open read-only."""
         self._require_schema()
-        with self.gallery._lock:
-            self.gallery._sync()
-            try:
-                yield self.gallery._db
-            except sqlite3.DatabaseError as err:
-                raise _unreadable(self.path, err) from err
+        with self.gallery.reading() as db:
+            yield db
 
     @contextmanager
-    def _change(self, reload: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction (the gallery's checks included); the search index is reloaded after COMMIT
-        unless the change cannot touch templates (`reload=False`: adding unassigned faces)."""
+    def change(self, full_reload: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (Gallery.change: the gallery's checks included); after COMMIT the search index
+        takes in the templates it wrote, or is reloaded whole (`full_reload`)."""
         self._require_schema()
-        gallery = self.gallery
-        with gallery._lock:
-            with gallery._write() as db:
-                gallery._sync()
-                yield db
-            if reload:
-                gallery._load()
+        with self.gallery.change(full_reload=full_reload) as db:
+            yield db
 
     def _resolve(self, db: sqlite3.Connection, ref: str | Person) -> Person:
         """The person a reference names (`@id` a cluster, anything else a name), as committed now."""
@@ -343,7 +335,7 @@ class People:
         for chunk in _chunks(face_ids):
             db.execute(f"UPDATE faces SET identity_id = ?, cluster_id = ?, assigned_by = ? WHERE id IN "
                        f"({_marks(chunk)})", [identity, cluster, by, *chunk])
-        self._sync_templates(db, face_ids)
+        self.sync_templates(db, face_ids)
         if person is not None and by == USER:  # the user put them here: what a split implied gives way
             for chunk in _chunks(face_ids):
                 db.execute(f"DELETE FROM cannot_link WHERE implied = 1 AND {person.column} = ? AND face_id IN "
@@ -364,9 +356,9 @@ class People:
         table = "identities" if person.kind == "named" else "clusters"
         db.execute(f"UPDATE {table} SET updated = ? WHERE id = ?", (time.time(), person.id))
 
-    def _sync_templates(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> None:
+    def sync_templates(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> None:
         """Make the templates of these faces what their placement says: one per user-placed face of a named
-        person (its embedding, verified first), none otherwise."""
+        person (its embedding, verified first), none otherwise (inside a `change`)."""
         now = time.time()
         for chunk in _chunks(face_ids):
             marks = _marks(chunk)
@@ -427,13 +419,13 @@ class People:
     # -- adding faces -----------------------------------------------------------------------------------------
     def setting(self, key: str) -> str | None:
         """A value stored in the gallery's meta table (e.g. the clustering settings), or None."""
-        with self._reading() as db:
+        with self.reading() as db:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def known_photo(self, sha256: str) -> bool:
         """Whether a photo of these bytes was already scanned (with or without faces)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
     def add_faces(self, photo_path: str, sha256: str, faces: list[FaceResult],
@@ -448,7 +440,7 @@ class People:
         vectors = [self.gallery._unit(face.embedding) for face in faces]
         now = time.time()
         added: list[int] = []
-        with self._change(reload=False) as db:
+        with self.change() as db:
             if db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is not None:
                 return []
             photo = db.execute("INSERT INTO photos (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
@@ -469,7 +461,7 @@ class People:
     # -- clustering glue --------------------------------------------------------------------------------------
     def persons(self) -> list[Person]:
         """Every named person (by name) then every cluster (by id)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return self._persons(db)
 
     def _persons(self, db: sqlite3.Connection) -> list[Person]:
@@ -479,7 +471,7 @@ class People:
     def assignments(self) -> Assignments:
         """Every face with an embedding, its current label, fixed label and cannot-links (for a clustering run);
         FacesDamaged when any stored face embedding fails verification."""
-        with self._reading() as db:
+        with self.reading() as db:
             rows = db.execute("SELECT f.id, f.embedding, f.checksum, p.path, f.identity_id, f.cluster_id, "
                               "f.assigned_by FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.embedding IS "
                               "NOT NULL ORDER BY f.id").fetchall()
@@ -502,7 +494,7 @@ class People:
 
     def unassigned(self) -> list[int]:
         """Ids of the faces in no person (those a run has yet to place, or could not)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return [r[0] for r in db.execute("SELECT id FROM faces WHERE identity_id IS NULL AND cluster_id IS NULL "
                                              "AND embedding IS NOT NULL ORDER BY id")]
 
@@ -524,7 +516,7 @@ class People:
         labels = [int(v) for v in np.asarray(labels).reshape(-1)]
         if len(ids) != len(labels):
             raise PeopleError(f"gallery {self.path}: {len(labels)} labels for {len(ids)} faces")
-        with self._change() as db:
+        with self.change() as db:
             if decisions is not None and self._decisions(db) != decisions:
                 raise StaleAssignments(f"gallery {self.path}: a person was named, merged, split, marked or removed "
                                        "while this clustering run was computed; nothing was written (run it again)")
@@ -603,15 +595,18 @@ class People:
     # -- manual decisions -------------------------------------------------------------------------------------
     def name(self, ref: str | Person, name: str) -> Person:
         """Name a cluster (it becomes a named person, its faces user-placed and templates) or rename a named
-        person; when `name` is already someone's, the two are merged into that person."""
+        person; when `name` is already someone's, the two are merged into that person. The name is stripped of
+        surrounding spaces; one that differs from another person's only by case or spacing is refused."""
         name = check_identity_name(name)
         if CLUSTER_REF.fullmatch(name):
             raise PeopleError(f"gallery {self.path}: {name!r} cannot be a name: @ID addresses clusters")
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             person = self._resolve(db, ref)
             row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            if row is not None and (person.kind, person.id) != ("named", row[0]):
+            if row is None:
+                self._refuse_look_alike(db, name, person)
+            elif (person.kind, person.id) != ("named", row[0]):
                 return self._merge(db, Person("named", int(row[0]), name), person)
             if person.kind == "named":
                 db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?", (name, time.time(), person.id))
@@ -621,10 +616,21 @@ class People:
                                                    (name, now, now)).lastrowid), name)
             return self._merge(db, named, person)
 
+    def _refuse_look_alike(self, db: sqlite3.Connection, name: str, person: Person) -> None:
+        """PeopleError when `name` (nobody's yet) differs from another person's name only by case or spacing:
+        two such people could not be told apart in a listing."""
+        for identity, known in db.execute("SELECT id, name FROM identities").fetchall():
+            if _spelling(known) == _spelling(name) and (person.kind, person.id) != ("named", identity):
+                merge = " ".join(shlex.quote(word) for word in (str(self.path), known, person.ref))
+                raise PeopleError(
+                    f"gallery {self.path}: {name!r} differs from the existing person {known!r} only by case or "
+                    f"spacing, so the two could not be told apart; if {person.ref} is {known}, name it {known!r} "
+                    f"or merge them (`marginface people merge {merge}`), else choose a name that tells them apart")
+
     def merge(self, a: str | Person, b: str | Person) -> Person:
         """Merge two people into one (their faces user-placed in it); returns the person kept: the named one
         when one is named, `a` otherwise. CannotLinkConflict when a face of one was marked 'not' the other."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             first, second = self._resolve(db, a), self._resolve(db, b)
             if first == second:
@@ -660,7 +666,7 @@ class People:
         The faces a run placed in the people they came from stay there, marked 'not' the target (the user
         separated the two groups, so no later run joins them again); such an implied mark gives way when the
         user later puts one of those faces into the target, where an explicit 'not' is refused."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             ids = self._existing_faces(db, face_ids)
             target = self._resolve(db, into) if into is not None else None
@@ -680,7 +686,7 @@ class People:
         """Mark faces 'not this person' (a cannot-link every later run honours) and take those in that person
         out of it (unassigned); returns the ids taken out."""
         now = time.time()
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             ids = self._existing_faces(db, face_ids)
             person = self._resolve(db, ref)
@@ -697,7 +703,7 @@ class People:
     def remove(self, ref: str | Person) -> dict:
         """Delete a person with their faces and templates (biometric data); the photos stay recorded as scanned,
         so a rescan does not bring those faces back. Returns what was deleted."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             person = self._resolve(db, ref)
             faces = self._faces_of(db, person)
@@ -716,7 +722,7 @@ class People:
     # -- reading ----------------------------------------------------------------------------------------------
     def people(self) -> list[PersonInfo]:
         """Every named person (by name), then the clusters (largest first, then by id)."""
-        with self._reading() as db:
+        with self.reading() as db:
             return self._infos(db, self._persons(db))
 
     def _infos(self, db: sqlite3.Connection, persons: list[Person]) -> list[PersonInfo]:
@@ -746,7 +752,7 @@ class People:
 
     def show(self, ref: str | Person) -> PersonDetail:
         """One person with every face record and the faces marked 'not' them."""
-        with self._reading() as db:
+        with self.reading() as db:
             person = self._resolve(db, ref)
             [info] = self._infos(db, [person])
             faces = self._records(db, f"f.{person.column} = ?", [person.id])
@@ -756,7 +762,7 @@ class People:
 
     def faces(self, face_ids: Sequence[int] | None = None) -> list[FaceRecord]:
         """The face records of these ids (every face when None), by id; UnknownFace for ids not held."""
-        with self._reading() as db:
+        with self.reading() as db:
             if face_ids is None:
                 return self._records(db, "1", [])
             ids = self._existing_faces(db, face_ids)
@@ -782,7 +788,7 @@ class People:
 
     def thumbnail(self, face_id: int) -> bytes | None:
         """The stored thumbnail of a face (an encoded aligned crop), or None when none was kept."""
-        with self._reading() as db:
+        with self.reading() as db:
             row = (db.execute("SELECT thumbnail FROM faces WHERE id = ?", (int(face_id),)).fetchone()
                    if abs(int(face_id)) <= _MAX_ID else None)
         if row is None:
@@ -791,7 +797,7 @@ class People:
 
     def counts(self) -> dict:
         """Photos, faces, unassigned faces, faces without an embedding, named people and clusters."""
-        with self._reading() as db:
+        with self.reading() as db:
             photos, faces, unassigned, stale = db.execute(
                 "SELECT (SELECT COUNT(*) FROM photos), COUNT(*), SUM(identity_id IS NULL AND cluster_id IS NULL), "
                 "SUM(embedding IS NULL) FROM faces").fetchone()
@@ -803,14 +809,14 @@ class People:
     # -- damage -----------------------------------------------------------------------------------------------
     def check(self) -> list[DamagedFace]:
         """Every stored face embedding that fails verification (empty: all intact)."""
-        with self._reading() as db:
+        with self.reading() as db:
             rows = db.execute("SELECT f.id, f.embedding, f.checksum, p.path FROM faces f JOIN photos p ON "
                               "p.id = f.photo_id WHERE f.embedding IS NOT NULL ORDER BY f.id").fetchall()
         return self._damaged(rows)
 
     def drop_faces(self, face_ids: Sequence[int]) -> int:
         """Delete faces (e.g. the damaged ones `check` found) with their templates; returns how many."""
-        with self._change() as db:
+        with self.change() as db:
             self._decided(db)
             ids = self._existing_faces(db, face_ids)
             left = self._clusters_of(db, ids)
@@ -819,6 +825,11 @@ class People:
                 dropped += db.execute(f"DELETE FROM faces WHERE id IN ({_marks(chunk)})", chunk).rowcount
             self._drop_empty_clusters(db, left)
         return dropped
+
+
+def _spelling(name: str) -> str:
+    """What tells names apart for a reader: the words, casefolded (case and runs of spaces do not count)."""
+    return " ".join(name.split()).casefold()
 
 
 def person_ref(text: str) -> str:

@@ -243,51 +243,46 @@ def reembed(people: People, recognizer: FaceRecognizer, progress: Progress | Non
                           f"gallery's ({gallery.model_path}); give its identification threshold (the old one "
                           "means nothing for its scores)")
     report = ReembedReport(model=str(recognizer.model_path))
-    with people._reading() as db:
+    with people.reading() as db:
         rows = db.execute(f"{_FACE_ROWS} ORDER BY f.id").fetchall()
     computed = _recompute(recognizer, rows, report, progress)
     missing = {m.face_id for m in report.missing}
-    try:
-        with people._change() as db:
-            enrolled = dict(db.execute("SELECT i.name, COUNT(*) FROM templates t JOIN identities i ON i.id = "
-                                       "t.identity_id WHERE t.face_id IS NULL GROUP BY i.id").fetchall())
-            if changed and enrolled and not drop_enrolled:
-                names = ", ".join(f"{n!r} ({c})" for n, c in sorted(enrolled.items())[:10])
-                raise PeopleError(
-                    f"gallery {people.path}: {sum(enrolled.values())} templates of {names} were enrolled from "
-                    "photos whose paths are not stored, so a new model cannot recompute them; nothing was changed "
-                    "(delete them with drop_enrolled / --drop-enrolled and enrol those people again after)")
-            late = [r for r in db.execute(f"{_FACE_ROWS} ORDER BY f.id").fetchall()
-                    if r[0] not in computed and r[0] not in missing]
-            if late:  # faces added while the others were computed: computed now, under the write lock
-                computed.update(_recompute(recognizer, late, report, None))
-            _bind(db, recognizer, threshold or gallery.threshold)
-            gallery._read_meta()  # the new embedding size, for the checks below
-            for face_id, (embedding, norm, box, landmarks, score) in computed.items():
-                blob = np.asarray(embedding, np.float32).astype("<f4").tobytes()
-                db.execute("UPDATE faces SET embedding = ?, checksum = ?, raw_norm = ?, box = COALESCE(?, box), "
-                           "landmarks = COALESCE(?, landmarks), detection_score = COALESCE(?, detection_score), "
-                           "face_size = COALESCE(?, face_size) WHERE id = ?",
-                           (blob, face_checksum(face_id, blob), float(norm),
-                            None if box is None else json.dumps([float(v) for v in box]),
-                            None if landmarks is None else json.dumps(landmarks),
-                            None if score is None else float(score),
-                            None if box is None else float(min(box[2], box[3])), face_id))
-            db.executemany("UPDATE faces SET embedding = NULL, checksum = NULL WHERE id = ?",
-                           [(m.face_id,) for m in report.missing])
-            db.execute("DELETE FROM templates WHERE face_id IS NOT NULL")
-            if changed:
-                db.execute("DELETE FROM templates WHERE face_id IS NULL")
-                report.dropped_enrolled = enrolled
-                # a clustering cut is calibrated for one model: the new one's first `cluster` run needs its own
-                db.execute("DELETE FROM meta WHERE key = 'clustering'")
-            people._sync_templates(db, [r[0] for r in db.execute("SELECT id FROM faces")])
-            report.templates = db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
-            report.faces = len(computed)
-    except BaseException:
-        with gallery._lock:
-            gallery._read_meta()  # rolled back: the old binding
-        raise
+    with people.change(full_reload=True) as db:
+        enrolled = dict(db.execute("SELECT i.name, COUNT(*) FROM templates t JOIN identities i ON i.id = "
+                                   "t.identity_id WHERE t.face_id IS NULL GROUP BY i.id").fetchall())
+        if changed and enrolled and not drop_enrolled:
+            names = ", ".join(f"{n!r} ({c})" for n, c in sorted(enrolled.items())[:10])
+            raise PeopleError(
+                f"gallery {people.path}: {sum(enrolled.values())} templates of {names} were enrolled from "
+                "photos whose paths are not stored, so a new model cannot recompute them; nothing was changed "
+                "(delete them with drop_enrolled / --drop-enrolled and enrol those people again after)")
+        late = [r for r in db.execute(f"{_FACE_ROWS} ORDER BY f.id").fetchall()
+                if r[0] not in computed and r[0] not in missing]
+        if late:  # faces added while the others were computed: computed now, under the write lock
+            computed.update(_recompute(recognizer, late, report, None))
+        _bind(db, recognizer, threshold or gallery.threshold)
+        gallery.read_binding()  # the new embedding size, for the checks below
+        for face_id, (embedding, norm, box, landmarks, score) in computed.items():
+            blob = np.asarray(embedding, np.float32).astype("<f4").tobytes()
+            db.execute("UPDATE faces SET embedding = ?, checksum = ?, raw_norm = ?, box = COALESCE(?, box), "
+                       "landmarks = COALESCE(?, landmarks), detection_score = COALESCE(?, detection_score), "
+                       "face_size = COALESCE(?, face_size) WHERE id = ?",
+                       (blob, face_checksum(face_id, blob), float(norm),
+                        None if box is None else json.dumps([float(v) for v in box]),
+                        None if landmarks is None else json.dumps(landmarks),
+                        None if score is None else float(score),
+                        None if box is None else float(min(box[2], box[3])), face_id))
+        db.executemany("UPDATE faces SET embedding = NULL, checksum = NULL WHERE id = ?",
+                       [(m.face_id,) for m in report.missing])
+        db.execute("DELETE FROM templates WHERE face_id IS NOT NULL")
+        if changed:
+            db.execute("DELETE FROM templates WHERE face_id IS NULL")
+            report.dropped_enrolled = enrolled
+            # a clustering cut is calibrated for one model: the new one's first `cluster` run needs its own
+            db.execute("DELETE FROM meta WHERE key = 'clustering'")
+        people.sync_templates(db, [r[0] for r in db.execute("SELECT id FROM faces")])
+        report.templates = db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+        report.faces = len(computed)
     log.info("gallery %s: re-embedded %d faces with %s (%d from landmarks, %d from thumbnails, %d missing)",
              people.path, report.faces, recognizer.model_path, len(report.from_landmarks),
              len(report.from_thumbnails), len(report.missing))

@@ -96,7 +96,11 @@ class TemplateIndex:
 
     def remove_owner(self, owner: int) -> None:
         """Drop every template of one identity."""
-        keep = np.flatnonzero(self.owners != owner)
+        self.remove_owners([owner])
+
+    def remove_owners(self, owners: list[int] | np.ndarray) -> None:
+        """Drop every template of these identities (one compaction for all)."""
+        keep = np.flatnonzero(~np.isin(self.owners, np.asarray(owners, np.int64)))
         count = len(keep)
         self._buffer[:count] = self._buffer[keep]
         self._owners[:count] = self._owners[keep]
