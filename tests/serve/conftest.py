@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import threading
 import time
@@ -14,7 +15,22 @@ import pytest
 MODEL = "face_recognition_mobilefacenet/mobilefacenet_dynamic_batch.onnx"
 DETECTOR = "face_detection_yunet/face_detection_yunet_2023mar.onnx"
 LFW = "lfw/lfw-deepfunneled"
+LOCAL = "http://127.0.0.1:8000"  # TestClient's default Host, 'testserver', is refused without a key
 THRESHOLD = 0.35  # fixed cosine threshold for the tests; the decisions below are far from it either way
+
+
+def grey_png(width: int, height: int) -> bytes:
+    """A plain grey PNG of that size (no face)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(path: Path) -> tuple[str, bytes, str]:
+    """A JPEG file as a multipart upload: (name, bytes, content type)."""
+    return path.name, path.read_bytes(), "image/jpeg"
 
 
 @pytest.fixture(scope="session")
