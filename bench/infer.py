@@ -453,6 +453,14 @@ def bench_service(data: Path, quick: bool) -> dict:
 
 # ----------------------------------------------------------------------------------------------- main
 
+def write_results(out: dict, path: Path) -> None:
+    """Stamp the load average at the end into `out`, write it to `path` as JSON and say so."""
+    out["load_average_at_end"] = list(os.getloadavg())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small smoke run: few photos, 10^4 templates only")
@@ -483,10 +491,7 @@ def main() -> int:
                                      hnsw_efs=[int(v) for v in args.hnsw_ef.split(",")] if args.hnsw_ef else None)
     if "service" in parts:
         out["service"] = bench_service(data, quick=args.quick)
-    out["load_average_at_end"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(out, args.out)
     return 0
 
 

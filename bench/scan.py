@@ -143,10 +143,7 @@ def main() -> int:
         return 2
     out: dict = {"cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg())}
     out["scan"] = bench_scan(args.photos, args.rounds)
-    out["load_average_at_end"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    bench_infer.write_results(out, args.out)
     return 0
 
 

@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
-from marginface.heads import ArcFace, CosFace, ElasticFace, get_head, sample_classes
+from marginface.heads import ArcFace, CosFace, ElasticFace, get_head
 from marginface.seeding import head_seed
 
 from . import adaptive_reference as ref
+from .partial_fc_check import SAMPLE_RATE, check_partial_fc
 
 DIM, CLASSES, BATCH, S = 12, 23, 10, 16.0
 RTOL, ATOL = 1e-5, 1e-10
@@ -75,23 +76,10 @@ def test_two_steps_match_the_reference(kind: str, plus: bool, chunk_size: int | 
 @pytest.mark.parametrize(("kind", "plus"), CASES)
 def test_partial_fc_matches_the_reference_on_the_sampled_classes(kind: str, plus: bool) -> None:
     x0, w0, labels = _problem(2)
-    head = _head(kind, plus, sample_rate=0.5)
-    with torch.no_grad():
-        head.weight.copy_(w0)
-    torch.manual_seed(7)
-    sample = sample_classes(labels, CLASSES, 0.5)
-    x = x0.clone().requires_grad_(True)
-    w = w0[sample.index].clone().requires_grad_(True)
-    expected = ref.elasticface(x, w, sample.target, _next_draws(head), kind, S, plus)
-    torch.manual_seed(7)  # the head draws the same class sample (its margins come from its own stream)
-    loss = head(x, labels)
-    torch.testing.assert_close(loss, expected, rtol=RTOL, atol=0)
-    gx, gw = torch.autograd.grad(loss, (x, head.weight))
-    ref_gx, ref_gw = torch.autograd.grad(expected, (x, w))
-    assert gw.is_sparse
-    dense = torch.zeros_like(w0)
-    dense[sample.index] = ref_gw
-    _close((gx, gw.to_dense()), (ref_gx, dense))
+    head = _head(kind, plus, sample_rate=SAMPLE_RATE)
+    # the margins come from the head's own stream, not the class sample's seed
+    check_partial_fc(head, x0, w0, labels,
+                     lambda x, w, target: ref.elasticface(x, w, target, _next_draws(head), kind, S, plus))
 
 
 def test_plus_gives_the_harder_rows_the_larger_margins() -> None:

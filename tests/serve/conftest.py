@@ -1,8 +1,11 @@
-"""Fixtures for the service tests: the real YuNet + MobileFaceNet, fresh galleries, LFW photos, a live server."""
+"""Fixtures for the service tests: the real YuNet + MobileFaceNet, fresh galleries, LFW photos, a live server,
+a Chromium page on it."""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import socket
 import threading
 import time
@@ -14,7 +17,23 @@ import pytest
 MODEL = "face_recognition_mobilefacenet/mobilefacenet_dynamic_batch.onnx"
 DETECTOR = "face_detection_yunet/face_detection_yunet_2023mar.onnx"
 LFW = "lfw/lfw-deepfunneled"
+LOCAL = "http://127.0.0.1:8000"  # TestClient's default Host, 'testserver', is refused without a key
+CHROMIUM = Path(os.environ.get("MARGINFACE_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 THRESHOLD = 0.35  # fixed cosine threshold for the tests; the decisions below are far from it either way
+
+
+def grey_png(width: int, height: int) -> bytes:
+    """A plain grey PNG of that size (no face)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(path: Path) -> tuple[str, bytes, str]:
+    """A JPEG file as a multipart upload: (name, bytes, content type)."""
+    return path.name, path.read_bytes(), "image/jpeg"
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +95,33 @@ def running_server(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
+
+
+@pytest.fixture
+def open_page():
+    """open_page(app, height) -> a context manager: `app` served live and a headless Chromium page open at its /,
+    yielding (page, Playwright's expect); the page must raise no script error. Skips without Chromium or
+    Playwright."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package (or set MARGINFACE_CHROMIUM)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright for Python is not installed")
+
+    @contextlib.contextmanager
+    def open_on(app, height: int) -> Iterator[tuple]:
+        with running_server(app) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                                 args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": height})
+                errors: list[str] = []
+                page.on("pageerror", lambda err: errors.append(str(err)))
+                page.goto(url + "/")
+                yield page, sync_api.expect
+                assert errors == []
+            finally:
+                browser.close()
+
+    return open_on
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from PIL import Image
 
 from marginface.serve import create_app
 
-from .conftest import THRESHOLD, running_server
+from .conftest import LOCAL, THRESHOLD, running_server, upload
 
 KEY = "test-key-0123"
-LOCAL = "http://127.0.0.1:8000"  # TestClient's default Host, 'testserver', is refused without a key
 COLIN, BUSH, BLAIR = "Colin_Powell", "George_W_Bush", "Tony_Blair"
 
 
@@ -42,10 +41,6 @@ def _bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
-def _file(path: Path) -> tuple[str, bytes, str]:
-    return path.name, path.read_bytes(), "image/jpeg"
-
-
 @pytest.fixture
 def client(gallery_path, recognizer):
     with TestClient(create_app(gallery_path, recognizer=recognizer), base_url=LOCAL) as test_client:
@@ -53,16 +48,16 @@ def client(gallery_path, recognizer):
 
 
 def _enrol(client: TestClient, name: str, *paths: Path, **kwargs) -> httpx.Response:
-    return client.post("/v1/identities", data={"name": name}, files=[("images", _file(p)) for p in paths], **kwargs)
+    return client.post("/v1/identities", data={"name": name}, files=[("images", upload(p)) for p in paths], **kwargs)
 
 
 def test_api_key_guards_every_route_in_either_header(gallery_path, recognizer, lfw):
     with TestClient(create_app(gallery_path, api_key=KEY, recognizer=recognizer)) as client:
-        photo = {"image": _file(lfw(COLIN, 1))}
+        photo = {"image": upload(lfw(COLIN, 1))}
         calls = [("GET", "/healthz", {}), ("GET", "/v1/identities", {}), ("POST", "/v1/identify", {"files": photo}),
                  ("POST", "/v1/detect", {"files": photo}), ("POST", "/v1/embed", {"files": photo}),
-                 ("POST", "/v1/verify", {"files": {"image1": _file(lfw(COLIN, 1)), "image2": _file(lfw(COLIN, 2))}}),
-                 ("POST", "/v1/identities", {"data": {"name": "x"}, "files": [("images", _file(lfw(COLIN, 1)))]}),
+                 ("POST", "/v1/verify", {"files": {"image1": upload(lfw(COLIN, 1)), "image2": upload(lfw(COLIN, 2))}}),
+                 ("POST", "/v1/identities", {"data": {"name": "x"}, "files": [("images", upload(lfw(COLIN, 1)))]}),
                  ("DELETE", "/v1/identities/x", {})]
         for method, url, kwargs in calls:
             missing = client.request(method, url, **kwargs)
@@ -72,7 +67,7 @@ def test_api_key_guards_every_route_in_either_header(gallery_path, recognizer, l
             assert wrong.status_code == 401 and "wrong API key" in wrong.json()["detail"]
         assert client.get("/healthz", headers={"X-API-Key": KEY}).status_code == 200
         assert client.get("/healthz", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-        answer = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 1))},
+        answer = client.post("/v1/identify", files={"image": upload(lfw(COLIN, 1))},
                              headers={"Authorization": f"Bearer {KEY}"})
         assert answer.status_code == 200, answer.text
         page = client.get("/")  # static page: no data in it; it asks for the key itself
@@ -154,19 +149,19 @@ def test_photo_without_a_face_is_422(client):
 
 
 def test_detect_embed_verify_on_lfw(client, lfw):
-    detected = client.post("/v1/detect", files={"image": _file(lfw(COLIN, 1))}).json()
+    detected = client.post("/v1/detect", files={"image": upload(lfw(COLIN, 1))}).json()
     assert detected["image"] == {"name": "Colin_Powell_0001.jpg", "width": 250, "height": 250}
     x, y, w, h = detected["faces"][0]["box"]
     assert 50 < x + w / 2 < 200 and 50 < y + h / 2 < 200 and w > 50  # LFW is centred on the face
     assert "embedding" not in detected["faces"][0]
 
-    embedded = client.post("/v1/embed", files={"image": _file(lfw(COLIN, 1))}).json()
+    embedded = client.post("/v1/embed", files={"image": upload(lfw(COLIN, 1))}).json()
     vector = np.asarray(embedded["faces"][0]["embedding"])
     assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-4
     assert embedded["model"]
 
-    same = client.post("/v1/verify", files={"image1": _file(lfw(COLIN, 1)), "image2": _file(lfw(COLIN, 2))}).json()
-    other = client.post("/v1/verify", files={"image1": _file(lfw(COLIN, 1)), "image2": _file(lfw(BUSH, 1))}).json()
+    same = client.post("/v1/verify", files={"image1": upload(lfw(COLIN, 1)), "image2": upload(lfw(COLIN, 2))}).json()
+    other = client.post("/v1/verify", files={"image1": upload(lfw(COLIN, 1)), "image2": upload(lfw(BUSH, 1))}).json()
     assert same["same"] is True and other["same"] is False
     assert same["score"] > THRESHOLD > other["score"]
     assert same["threshold"] == {"value": THRESHOLD, "source": "fixed"}
@@ -184,10 +179,10 @@ def test_enrol_identify_delete(client, lfw):
     assert listed["count"] == 1
     assert listed["identities"][0]["name"] == "Colin Powell" and listed["identities"][0]["templates"] == 2
 
-    known = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 3))}).json()["faces"][0]
+    known = client.post("/v1/identify", files={"image": upload(lfw(COLIN, 3))}).json()["faces"][0]
     assert known["name"] == "Colin Powell" and known["score"] >= THRESHOLD
     assert known["threshold"] == {"value": THRESHOLD, "source": "fixed"}
-    stranger = client.post("/v1/identify", files={"image": _file(lfw(BUSH, 1))}).json()["faces"][0]
+    stranger = client.post("/v1/identify", files={"image": upload(lfw(BUSH, 1))}).json()["faces"][0]
     assert stranger["name"] == "unknown" and stranger["score"] < THRESHOLD
 
     health = client.get("/healthz").json()
@@ -195,7 +190,7 @@ def test_enrol_identify_delete(client, lfw):
 
     assert client.delete("/v1/identities/Colin Powell").json() == {"removed": "Colin Powell"}
     assert client.get("/v1/identities").json()["count"] == 0
-    gone = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 3))}).json()["faces"][0]
+    gone = client.post("/v1/identify", files={"image": upload(lfw(COLIN, 3))}).json()["faces"][0]
     assert gone["name"] == "unknown"
     missing = client.delete("/v1/identities/Colin Powell")
     assert missing.status_code == 404 and "Colin Powell" in missing.json()["detail"]
@@ -218,10 +213,10 @@ def test_enrolment_skips_a_faceless_photo_and_enrols_nothing_when_no_photo_has_a
                                "skipped": [{"photo": "wall.png", "reason": "no face found"}]}
     assert [(p["name"], p["templates"]) for p in client.get("/v1/identities").json()["identities"]] == [("Colin", 1)]
     assert client.delete("/v1/identities/Colin").status_code == 200
-    blank = client.post("/v1/identities", data={"name": "   "}, files=[("images", _file(lfw(COLIN, 1)))])
+    blank = client.post("/v1/identities", data={"name": "   "}, files=[("images", upload(lfw(COLIN, 1)))])
     assert blank.status_code == 422 and "must not be empty" in blank.json()["detail"]
     for bad, why in [("a\tb", "control characters"), ("Unknown", "matches nobody"), ("x" * 201, "at most 200")]:
-        refused = client.post("/v1/identities", data={"name": bad}, files=[("images", _file(lfw(COLIN, 1)))])
+        refused = client.post("/v1/identities", data={"name": bad}, files=[("images", upload(lfw(COLIN, 1)))])
         assert refused.status_code == 422 and why in refused.json()["detail"], (bad, refused.text)
     assert client.get("/v1/identities").json()["count"] == 0
 
@@ -253,7 +248,7 @@ def test_concurrent_enrol_and_identify(client, lfw):
         assert [f.result() for f in identifications] == ["Colin"] * 18
     listed = {item["name"]: item["templates"] for item in client.get("/v1/identities").json()["identities"]}
     assert listed == {"Colin": 1, **{person: 1 for person in people}}
-    blair = client.post("/v1/identify", files={"image": _file(lfw(BLAIR, 2))}).json()["faces"][0]
+    blair = client.post("/v1/identify", files={"image": upload(lfw(BLAIR, 2))}).json()["faces"][0]
     assert blair["name"] == "Tony_Blair"
 
 
@@ -286,7 +281,7 @@ def test_cross_site_writes_and_dns_rebinding_are_refused_without_a_key(client, l
     assert client.delete("/v1/identities/Colin", headers={"Origin": "http://127.0.0.1:3000"}).status_code == 403
     rebound = {"Host": "evil.example:8000"}
     for method, url, kwargs in [("GET", "/v1/identities", {}), ("GET", "/healthz", {}),
-                                ("POST", "/v1/embed", {"files": {"image": _file(lfw(COLIN, 2))}})]:
+                                ("POST", "/v1/embed", {"files": {"image": upload(lfw(COLIN, 2))}})]:
         answer = client.request(method, url, headers=rebound, **kwargs)
         assert answer.status_code == 400 and "is not served" in answer.json()["detail"], (method, url)
     for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "LOCALHOST"):

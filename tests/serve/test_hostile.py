@@ -14,19 +14,9 @@ from PIL import Image
 from marginface.serve import create_app
 
 from ..conftest import remount_read_only, tmpfs
+from .conftest import LOCAL, grey_png, upload
 
-LOCAL = "http://127.0.0.1:8000"
 COLIN = "Colin_Powell"
-
-
-def _png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _file(path: Path) -> tuple[str, bytes, str]:
-    return path.name, path.read_bytes(), "image/jpeg"
 
 
 @pytest.fixture
@@ -38,8 +28,8 @@ def client(gallery_path, recognizer):
 
 @pytest.mark.parametrize("size", [(1, 20_000), (20_000, 1)])
 def test_an_elongated_image_is_400_naming_its_size_on_every_route(client, lfw, size):
-    line = ("line.png", _png(*size), "image/png")
-    face = _file(lfw(COLIN, 1))
+    line = ("line.png", grey_png(*size), "image/png")
+    face = upload(lfw(COLIN, 1))
     calls = [("/v1/detect", {"image": line}), ("/v1/embed", {"image": line}), ("/v1/identify", {"image": line}),
              ("/v1/verify", {"image1": face, "image2": line}), ("/v1/verify", {"image1": line, "image2": face})]
     for url, files in calls:
@@ -75,17 +65,17 @@ def test_a_full_disk_is_507_with_the_reason_and_healthz_says_the_gallery_cannot_
         with TestClient(create_app(path, recognizer=recognizer), base_url=LOCAL,
                         raise_server_exceptions=False) as client:
             assert client.post("/v1/identities", data={"name": "Colin"},
-                               files=[("images", _file(lfw(COLIN, 1)))]).status_code == 201
+                               files=[("images", upload(lfw(COLIN, 1)))]).status_code == 201
             assert client.get("/healthz").json()["status"] == "ok"
             filler = _fill(disk)
-            photos = [("images", _file(lfw("George_W_Bush", i))) for i in range(1, 9)]
+            photos = [("images", upload(lfw("George_W_Bush", i))) for i in range(1, 9)]
             refused = client.post("/v1/identities", data={"name": "Bush"}, files=photos)
             assert refused.status_code == 507, refused.text
             assert f"{path}: cannot write the gallery: the disk holding it is full" in refused.json()["detail"]
             health = client.get("/healthz").json()
             assert health["status"] == "degraded" and health["writable"] is False
             assert "full" in health["write_problem"]
-            known = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 2))})
+            known = client.post("/v1/identify", files={"image": upload(lfw(COLIN, 2))})
             assert known.status_code == 200 and known.json()["faces"][0]["name"] == "Colin"  # reads still work
             filler.unlink()
             assert client.post("/v1/identities", data={"name": "Bush"}, files=photos).status_code == 201
@@ -142,11 +132,11 @@ def test_names_are_normalised_checked_and_invalid_utf8_is_422(client, lfw):
     broken = client.post("/v1/identities", content=body, headers=headers)
     assert broken.status_code == 422 and "text field 'name' is not valid utf-8" in broken.json()["detail"]
     for name in ("ｕｎｋｎｏｗｎ", "unkn\u043ewn", ".", ".."):
-        refused = client.post("/v1/identities", data={"name": name}, files=[("images", _file(lfw(COLIN, 1)))])
+        refused = client.post("/v1/identities", data={"name": name}, files=[("images", upload(lfw(COLIN, 1)))])
         assert refused.status_code == 422, (name, refused.text)
     assert client.get("/v1/identities").json()["count"] == 0
     assert client.delete("/v1/identities/%FF").status_code == 422
-    enrolled = client.post("/v1/identities", data={"name": " Zoe\u0301 "}, files=[("images", _file(lfw(COLIN, 1)))])
+    enrolled = client.post("/v1/identities", data={"name": " Zoe\u0301 "}, files=[("images", upload(lfw(COLIN, 1)))])
     assert enrolled.status_code == 201 and enrolled.json()["name"] == "Zo\u00e9"
     assert client.delete("/v1/identities/Zo%C3%A9").json() == {"removed": "Zo\u00e9"}
     assert client.get("/v1/identities").json()["count"] == 0
@@ -155,14 +145,14 @@ def test_names_are_normalised_checked_and_invalid_utf8_is_422(client, lfw):
 def test_the_same_photo_under_two_names_is_409_unless_allowed(client, lfw):
     """The probe: one photo enrolled as two people; identify then answered whichever came first."""
     assert client.post("/v1/identities", data={"name": "Colin"},
-                       files=[("images", _file(lfw(COLIN, 1)))]).status_code == 201
+                       files=[("images", upload(lfw(COLIN, 1)))]).status_code == 201
     twice = client.post("/v1/identities", data={"name": "Mallory"},
-                        files=[("images", _file(lfw(COLIN, 2))), ("images", _file(lfw(COLIN, 1)))])
+                        files=[("images", upload(lfw(COLIN, 2))), ("images", upload(lfw(COLIN, 1)))])
     assert twice.status_code == 409
     assert "Colin_Powell_0001.jpg" in twice.json()["detail"] and "already enrolled as 'Colin'" in twice.json()["detail"]
     assert [p["name"] for p in client.get("/v1/identities").json()["identities"]] == ["Colin"]
     allowed = client.post("/v1/identities?allow_shared_photo=true", data={"name": "Mallory"},
-                          files=[("images", _file(lfw(COLIN, 1)))])
+                          files=[("images", upload(lfw(COLIN, 1)))])
     assert allowed.status_code == 201 and allowed.json()["added"] == 1
 
 
@@ -192,10 +182,10 @@ def test_a_gallery_on_a_read_only_mount_is_listed_and_searched_and_changes_are_5
         with TestClient(create_app(path, recognizer=recognizer), base_url=LOCAL,
                         raise_server_exceptions=False) as client:
             assert client.get("/v1/identities").json()["identities"][0]["name"] == "Colin"
-            known = client.post("/v1/identify", files={"image": _file(lfw(COLIN, 2))}).json()
+            known = client.post("/v1/identify", files={"image": upload(lfw(COLIN, 2))}).json()
             assert known["faces"][0]["name"] == "Colin"
             refused = client.post("/v1/identities", data={"name": "Bush"},
-                                  files=[("images", _file(lfw("George_W_Bush", 1)))])
+                                  files=[("images", upload(lfw("George_W_Bush", 1)))])
             assert refused.status_code == 503 and "is open read-only" in refused.json()["detail"]
             assert "read-only mount" in refused.json()["detail"]
             assert client.delete("/v1/identities/Colin").status_code == 503

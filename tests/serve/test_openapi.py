@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,19 +13,10 @@ from PIL import Image
 
 from marginface.serve import create_app
 
+from .conftest import LOCAL, grey_png, upload
+
 KEY = "k-0123"
-LOCAL = "http://127.0.0.1:8000"
 COLIN = "Colin_Powell"
-
-
-def _png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _file(path: Path) -> tuple[str, bytes, str]:
-    return path.name, path.read_bytes(), "image/jpeg"
 
 
 def _operation(schema: dict, method: str, url: str) -> dict:
@@ -85,7 +75,7 @@ def test_without_a_key_no_security_scheme_is_declared(gallery_path, recognizer):
 
 def test_every_status_the_probes_get_is_declared_for_their_route(keyed, lfw):
     """The probes of issue 16, each checked against the route's declared responses and the error body shape."""
-    face, other = _file(lfw(COLIN, 1)), _file(lfw("George_W_Bush", 1))
+    face, other = upload(lfw(COLIN, 1)), upload(lfw("George_W_Bush", 1))
     assert keyed.post("/v1/identities", data={"name": "Colin"}, files=[("images", face)]).status_code == 201
     noise = Image.effect_noise((700, 700), 100).convert("RGB")
     big = io.BytesIO()
@@ -94,13 +84,13 @@ def test_every_status_the_probes_get_is_declared_for_their_route(keyed, lfw):
         ("GET", "/healthz", {}), ("GET", "/v1/identities", {}),
         ("GET", "/v1/identities", {"headers": {"X-API-Key": "wrong"}}),
         ("GET", "/v1/identities", {"headers": {"Host": "evil.example"}}),
-        ("POST", "/v1/detect", {"files": {"image": ("line.png", _png(1, 20_000), "image/png")}}),
+        ("POST", "/v1/detect", {"files": {"image": ("line.png", grey_png(1, 20_000), "image/png")}}),
         ("POST", "/v1/detect", {"files": {"image": ("notes.txt", b"words", "text/plain")}}),
         ("POST", "/v1/detect", {"files": {"image": ("big.png", big.getvalue(), "image/png")}}),
         ("POST", "/v1/detect", {"json": {"image": "x"}}),
-        ("POST", "/v1/embed", {"files": {"image": ("wall.png", _png(200, 200), "image/png")}}),
+        ("POST", "/v1/embed", {"files": {"image": ("wall.png", grey_png(200, 200), "image/png")}}),
         ("POST", "/v1/embed", {"files": {"photo": face}}),
-        ("POST", "/v1/verify", {"files": {"image1": face, "image2": ("wall.png", _png(200, 200), "image/png")}}),
+        ("POST", "/v1/verify", {"files": {"image1": face, "image2": ("wall.png", grey_png(200, 200), "image/png")}}),
         ("POST", "/v1/identify?k=0", {"files": {"image": face}}),
         ("POST", "/v1/identify?k=2", {"files": {"image": face}}),
         ("POST", "/v1/identify", {"files": {"image": face}, "headers": {"Origin": "http://evil.example"}}),

@@ -15,9 +15,6 @@ from marginface.infer.people import People
 from marginface.infer.people_scan import add_photos
 from marginface.serve import create_app
 
-from .conftest import running_server
-from .test_page import CHROMIUM
-
 SCREENSHOT = Path(__file__).resolve().parents[2] / "bench" / "results" / "serve" / "people.png"
 KEY = "people-page-key"
 COLIN, BUSH = "Colin_Powell", "George_W_Bush"
@@ -39,97 +36,84 @@ def clusters(gallery_path: Path, recognizer, lfw) -> dict:
 
 
 @pytest.mark.slow
-def test_name_a_cluster_from_the_page_then_identify_by_that_name(gallery_path, recognizer, lfw, clusters):
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package (or set MARGINFACE_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright for Python is not installed")
-    expect = sync_api.expect
+def test_name_a_cluster_from_the_page_then_identify_by_that_name(gallery_path, recognizer, lfw, clusters,
+                                                                 open_page):
     app = create_app(gallery_path, api_key=KEY, recognizer=recognizer)
     ids = clusters["ids"]
-    with running_server(app) as url, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(url + "/")
-            page.fill("#api-key", KEY)
-            page.click("#key-form button")
-            expect(page.locator("#service-info")).to_contain_text("0 people")
+    with open_page(app, height=900) as (page, expect):
+        page.fill("#api-key", KEY)
+        page.click("#key-form button")
+        expect(page.locator("#service-info")).to_contain_text("0 people")
 
-            page.click("#tab-people")
-            expect(page.locator("#view-identify")).to_be_hidden()
-            rows = page.locator("#person-list li")
-            expect(rows).to_have_count(4)
-            colin_row = page.locator(f"#person-list li[data-ref='{clusters['colin']}']")
-            expect(colin_row).to_contain_text(f"unnamed {clusters['colin']}")
-            expect(colin_row).to_contain_text("4 faces")
-            expect(page.locator("#people-counts")).to_contain_text("4 unnamed clusters, 7 faces from 7 photos")
+        page.click("#tab-people")
+        expect(page.locator("#view-identify")).to_be_hidden()
+        rows = page.locator("#person-list li")
+        expect(rows).to_have_count(4)
+        colin_row = page.locator(f"#person-list li[data-ref='{clusters['colin']}']")
+        expect(colin_row).to_contain_text(f"unnamed {clusters['colin']}")
+        expect(colin_row).to_contain_text("4 faces")
+        expect(page.locator("#people-counts")).to_contain_text("4 unnamed clusters, 7 faces from 7 photos")
 
-            # the cluster as a grid of its thumbnails, fetched with the key
-            colin_row.locator(".person-open").click()
-            tiles = page.locator("#face-grid .face-tile")
-            expect(tiles).to_have_count(4)
-            expect(page.locator("#thumb-note")).to_be_hidden()
-            page.wait_for_function("() => Array.from(document.querySelectorAll('#face-grid img'))"
-                                   ".every((img) => img.complete && img.naturalWidth === 112)")
+        # the cluster as a grid of its thumbnails, fetched with the key
+        colin_row.locator(".person-open").click()
+        tiles = page.locator("#face-grid .face-tile")
+        expect(tiles).to_have_count(4)
+        expect(page.locator("#thumb-note")).to_be_hidden()
+        page.wait_for_function("() => Array.from(document.querySelectorAll('#face-grid img'))"
+                               ".every((img) => img.complete && img.naturalWidth === 112)")
 
-            # the Bush face is not Colin: select it, take it out
-            expect(page.locator("#not-button")).to_be_disabled()
-            page.click(f"#face-grid .face-tile[data-face='{ids[3]}']")
-            page.click("#not-button")
-            expect(page.locator("#people-status")).to_contain_text(f"1 face taken out of {clusters['colin']}")
-            expect(tiles).to_have_count(3)
-            expect(page.locator("#people-counts")).to_contain_text("1 face not in anyone yet")
+        # the Bush face is not Colin: select it, take it out
+        expect(page.locator("#not-button")).to_be_disabled()
+        page.click(f"#face-grid .face-tile[data-face='{ids[3]}']")
+        page.click("#not-button")
+        expect(page.locator("#people-status")).to_contain_text(f"1 face taken out of {clusters['colin']}")
+        expect(tiles).to_have_count(3)
+        expect(page.locator("#people-counts")).to_contain_text("1 face not in anyone yet")
 
-            # name the cluster
-            page.fill("#person-name", "Colin Powell")
-            page.click("#name-button")
-            expect(page.locator("#people-status")).to_contain_text(f"{clusters['colin']} is now Colin Powell")
-            expect(page.locator("#person-list li[data-ref='Colin Powell']")).to_contain_text("3 faces")
-            expect(page.locator("#person-title")).to_contain_text("Colin Powell · 3 faces · 3 templates")
-            expect(page.locator("#people-list li[data-name='Colin Powell']")).to_contain_text("3 templates")
-            if os.environ.get("MARGINFACE_KEEP_SCREENSHOT"):
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+        # name the cluster
+        page.fill("#person-name", "Colin Powell")
+        page.click("#name-button")
+        expect(page.locator("#people-status")).to_contain_text(f"{clusters['colin']} is now Colin Powell")
+        expect(page.locator("#person-list li[data-ref='Colin Powell']")).to_contain_text("3 faces")
+        expect(page.locator("#person-title")).to_contain_text("Colin Powell · 3 faces · 3 templates")
+        expect(page.locator("#people-list li[data-name='Colin Powell']")).to_contain_text("3 templates")
+        if os.environ.get("MARGINFACE_KEEP_SCREENSHOT"):
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            # merge two clusters by ticking them, then drag the third onto the result
-            page.check(f"#person-list li[data-ref='{clusters['bush2']}'] .tick")
-            expect(page.locator("#merge-button")).to_be_disabled()
-            page.check(f"#person-list li[data-ref='{clusters['bush3']}'] .tick")
-            page.click("#merge-button")
-            expect(page.locator("#people-status")).to_contain_text(f"into {clusters['bush2']}")
-            expect(rows).to_have_count(3)
-            page.locator(f"#person-list li[data-ref='{clusters['bush4']}']").drag_to(
-                page.locator(f"#person-list li[data-ref='{clusters['bush2']}']"))
-            expect(page.locator("#people-status")).to_contain_text(
-                f"merged {clusters['bush2']} and {clusters['bush4']} into {clusters['bush2']}")
-            expect(page.locator(f"#person-list li[data-ref='{clusters['bush2']}']")).to_contain_text("3 faces")
-            # one of its faces was stored without a thumbnail: the page says so
-            page.locator(f"#person-list li[data-ref='{clusters['bush2']}'] .person-open").click()
-            expect(page.locator("#thumb-note")).to_contain_text("Thumbnails are not kept for 1 face")
-            expect(page.locator("#thumb-note")).to_contain_text("George_W_Bush_0004.jpg")
-            expect(page.locator("#face-grid .no-thumb")).to_have_count(1)
+        # merge two clusters by ticking them, then drag the third onto the result
+        page.check(f"#person-list li[data-ref='{clusters['bush2']}'] .tick")
+        expect(page.locator("#merge-button")).to_be_disabled()
+        page.check(f"#person-list li[data-ref='{clusters['bush3']}'] .tick")
+        page.click("#merge-button")
+        expect(page.locator("#people-status")).to_contain_text(f"into {clusters['bush2']}")
+        expect(rows).to_have_count(3)
+        page.locator(f"#person-list li[data-ref='{clusters['bush4']}']").drag_to(
+            page.locator(f"#person-list li[data-ref='{clusters['bush2']}']"))
+        expect(page.locator("#people-status")).to_contain_text(
+            f"merged {clusters['bush2']} and {clusters['bush4']} into {clusters['bush2']}")
+        expect(page.locator(f"#person-list li[data-ref='{clusters['bush2']}']")).to_contain_text("3 faces")
+        # one of its faces was stored without a thumbnail: the page says so
+        page.locator(f"#person-list li[data-ref='{clusters['bush2']}'] .person-open").click()
+        expect(page.locator("#thumb-note")).to_contain_text("Thumbnails are not kept for 1 face")
+        expect(page.locator("#thumb-note")).to_contain_text("George_W_Bush_0004.jpg")
+        expect(page.locator("#face-grid .no-thumb")).to_have_count(1)
 
-            # delete it
-            page.once("dialog", lambda dialog: dialog.accept())
-            page.click("#delete-person")
-            expect(page.locator("#people-status")).to_contain_text(f"deleted {clusters['bush2']}: 3 faces")
-            expect(rows).to_have_count(1)
+        # delete it
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#delete-person")
+        expect(page.locator("#people-status")).to_contain_text(f"deleted {clusters['bush2']}: 3 faces")
+        expect(rows).to_have_count(1)
 
-            # a photo added from the page is placed by the gallery's clustering (the auto model ships a cut):
-            # it and the face nobody had placed yet end in a cluster, none is left unassigned
-            page.set_input_files("#faces-files", str(lfw(BUSH, 5)))
-            page.click("#faces-button")
-            expect(page.locator("#people-status")).to_contain_text("added 1 face from 1 photo")
-            expect(page.locator("#people-counts")).to_contain_text("1 unnamed cluster")
-            expect(page.locator("#people-counts")).not_to_contain_text("not in anyone yet")
+        # a photo added from the page is placed by the gallery's clustering (the auto model ships a cut):
+        # it and the face nobody had placed yet end in a cluster, none is left unassigned
+        page.set_input_files("#faces-files", str(lfw(BUSH, 5)))
+        page.click("#faces-button")
+        expect(page.locator("#people-status")).to_contain_text("added 1 face from 1 photo")
+        expect(page.locator("#people-counts")).to_contain_text("1 unnamed cluster")
+        expect(page.locator("#people-counts")).not_to_contain_text("not in anyone yet")
 
-            # a new photo of Colin is identified by the name given on the page
-            page.click("#tab-identify")
-            page.set_input_files("#photo-input", str(lfw(COLIN, 4)))
-            expect(page.locator("#identify-status")).to_contain_text("1 face: Colin Powell")
-            assert errors == []
-        finally:
-            browser.close()
+        # a new photo of Colin is identified by the name given on the page
+        page.click("#tab-identify")
+        page.set_input_files("#photo-input", str(lfw(COLIN, 4)))
+        expect(page.locator("#identify-status")).to_contain_text("1 face: Colin Powell")

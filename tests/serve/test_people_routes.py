@@ -17,9 +17,9 @@ from marginface.infer.gallery import Gallery
 from marginface.infer.people import People
 from marginface.serve import create_app
 
+from .conftest import LOCAL
 from .fakes import BLUE, GREEN, RED, YELLOW, face, photo, store_photo, wall
 
-LOCAL = "http://127.0.0.1:8000"
 KEY = "people-key"
 
 

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from marginface.serve import create_app
 
+from .conftest import LOCAL
 from .fakes import BLUE, GREEN, RED, THRESHOLD, YELLOW, colour_embedding, face, photo, wall
 
-LOCAL = "http://127.0.0.1:8000"
 KEY = "route-key"
 
 

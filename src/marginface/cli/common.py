@@ -1,10 +1,12 @@
-"""What the command families share: a progress bar driven by the library's callbacks, argparse types."""
+"""What the command families share: a progress bar driven by the library's callbacks, argparse types, how a
+check lists what it found."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 
 from tqdm import tqdm
 
@@ -52,3 +54,14 @@ def about(path: object, problem: object) -> str:
     """'PATH: problem', without saying PATH twice when the problem's message already starts with it."""
     message = str(problem)
     return message if message.startswith(f"{path}: ") else f"{path}: {message}"
+
+
+def list_findings(findings: Sequence[object], heading: str, ok: str) -> bool:
+    """Print `ok` when `findings` is empty, else `heading` and each finding indented; whether there were any."""
+    if not findings:
+        print(ok)
+        return False
+    print(heading)
+    for finding in findings:
+        print(f"  {finding}")
+    return True

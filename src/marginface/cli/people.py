@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from marginface.cli.common import positive_int
+from marginface.cli.common import list_findings, positive_int
 
 PERSON_HELP = "a name, or @ID for an unnamed cluster (e.g. @12)"
 
@@ -188,41 +190,40 @@ def _write_sheet(people, person, target: Path, limit: int) -> None:
     print(f"wrote {target}{more}", file=sys.stderr)
 
 
-def _change(args: argparse.Namespace, action) -> object:
-    """Open the gallery, apply `action(people)` (one People change) and close it; the change's result."""
+def _change(args: argparse.Namespace, action: Callable[[Any], Any], said: Callable[[Any], str]) -> int:
+    """Open the gallery, apply `action(people)` (one People change), close it and print said(its result)."""
     gallery, people = _open(args.gallery)
     with gallery:
-        return action(people)
+        result = action(people)
+    print(said(result))
+    return 0
 
 
 def _run_name(args: argparse.Namespace) -> int:
-    person = _change(args, lambda people: people.name(args.person, args.name))
-    print(f"{args.person} is now {person.ref}")
-    return 0
+    return _change(args, lambda people: people.name(args.person, args.name),
+                   lambda person: f"{args.person} is now {person.ref}")
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    kept = _change(args, lambda people: people.merge(args.a, args.b))
-    print(f"merged {args.a} and {args.b} into {kept.ref}")
-    return 0
+    return _change(args, lambda people: people.merge(args.a, args.b),
+                   lambda kept: f"merged {args.a} and {args.b} into {kept.ref}")
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    person = _change(args, lambda people: people.split(args.faces, into=args.to))
-    print(f"moved {len(set(args.faces))} faces to {person.ref}")
-    return 0
+    return _change(args, lambda people: people.split(args.faces, into=args.to),
+                   lambda person: f"moved {len(set(args.faces))} faces to {person.ref}")
 
 
 def _run_not(args: argparse.Namespace) -> int:
-    out = _change(args, lambda people: people.not_this_person(args.faces, args.person))
-    print(f"marked {len(set(args.faces))} faces 'not {args.person}'; {len(out)} taken out of {args.person}")
-    return 0
+    return _change(args, lambda people: people.not_this_person(args.faces, args.person),
+                   lambda out: f"marked {len(set(args.faces))} faces 'not {args.person}'; {len(out)} taken out of "
+                               f"{args.person}")
 
 
 def _run_remove(args: argparse.Namespace) -> int:
-    removed = _change(args, lambda people: people.remove(args.person))
-    print(f"removed {removed['person']}: {removed['faces']} faces, {removed['templates']} templates")
-    return 0
+    return _change(args, lambda people: people.remove(args.person),
+                   lambda removed: f"removed {removed['person']}: {removed['faces']} faces, "
+                                   f"{removed['templates']} templates")
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -231,12 +232,8 @@ def _run_check(args: argparse.Namespace) -> int:
         damaged = people.check()
         faces = people.counts()["faces"]
         print(f"{args.gallery}: {faces} faces checked")
-        if not damaged:
-            print("OK: no damaged face embeddings")
+        if not list_findings(damaged, f"{len(damaged)} damaged face embeddings:", "OK: no damaged face embeddings"):
             return 0
-        print(f"{len(damaged)} damaged face embeddings:")
-        for item in damaged:
-            print(f"  {item}")
         if args.drop:
             print(f"dropped {people.drop_faces([d.face_id for d in damaged])} damaged faces")
         else:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from marginface.cli.common import Progress, about, positive_int
+from marginface.cli.common import Progress, about, list_findings, positive_int
 from marginface.errors import UsageError
 
 
@@ -210,12 +210,9 @@ def _run_gallery_check(args: argparse.Namespace) -> int:
         stats = gallery.stats()
         checked = stats["templates"] + len(damaged)
         print(f"{args.gallery}: {checked} templates of {stats['identities']} identities checked")
-        if not damaged:
-            print("OK: no damaged templates")
+        if not list_findings(damaged, f"{len(damaged)} damaged templates (never used for a decision):",
+                             "OK: no damaged templates"):
             return 0
-        print(f"{len(damaged)} damaged templates (never used for a decision):")
-        for item in damaged:
-            print(f"  {item}")
         if args.drop:
             dropped = gallery.drop_templates([item.template_id for item in damaged])
             people = sorted({item.identity for item in damaged})

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from marginface.data.samples import OnError, Sample, SampleDecoder
 from marginface.errors import InputError
+from marginface.listing import first_of
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"})
@@ -103,7 +104,7 @@ def warn_left_out(scan: IdentityFolderScan) -> None:
                     "are kept once, e.g. %s is %s", scan.root, len(scan.duplicates), path, kept)
     if scan.empty:
         log.warning("%s: %d identity folders have no images of their own and are left out: %s", scan.root,
-                    len(scan.empty), ", ".join(repr(n) for n in scan.empty[:5]))
+                    len(scan.empty), first_of([repr(n) for n in scan.empty], 5, ", "))
 
 
 def scan_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from marginface.errors import InputError
+from marginface.listing import first_of
 
 LABELS_NAME = "labels.json"
 LEGACY_LABELS_NAME = "labels.tsv"  # what `data pack` wrote before labels.json: one "label<TAB>name" line per class
@@ -38,7 +39,7 @@ def read_class_names(path: str | Path) -> list[str]:
     expected = [str(label) for label in range(len(mapping))]
     if sorted(mapping, key=lambda k: (len(k), k)) != expected:
         raise InputError(f"{path}: labels must be exactly 0..{len(mapping) - 1}, found keys "
-                         f"{sorted(mapping)[:5]}{' ...' if len(mapping) > 5 else ''}")
+                         f"{first_of([repr(key) for key in sorted(mapping)], 5, ', ')}")
     return [mapping[key] for key in expected]
 
 

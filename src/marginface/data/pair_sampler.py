@@ -28,6 +28,7 @@ import numpy as np
 from marginface.data.folder import scan_identity_folder
 from marginface.data.pairs import DEFAULT_FOLDS, PairSet, PairSetError
 from marginface.errors import UsageError
+from marginface.listing import first_of
 
 log = logging.getLogger(__name__)
 DEFAULT_PAIRS_PER_FOLD = 300
@@ -96,7 +97,7 @@ def sample_pairs(root: str | Path, num_folds: int = DEFAULT_FOLDS, pairs_per_fol
         same = int(np.sum(sizes * (sizes - 1) // 2))
         different = int((sizes.sum() ** 2 - np.sum(sizes ** 2)) // 2)
         if same < 1:
-            raise PairSetError(f"{root}: fold {f} ({', '.join(names[k] for k in fold[:5])}…) has no identity "
+            raise PairSetError(f"{root}: fold {f} ({first_of([names[k] for k in fold], 5, ', ')}) has no identity "
                                f"with 2 or more images, so no same-identity pair")
         capacity.append((same, different))
     n = min(pairs_per_fold, *(min(c) for c in capacity))

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -100,30 +102,31 @@ def parse_perturbation(spec: str) -> Perturbation:
         return Perturbation("gray")
     if not sep or not text:
         raise PerturbationSpecError(f"bad perturbation '{spec}': {kind} needs a level, e.g. {_EXAMPLES[kind]}")
-    if kind == "blur":
-        level = _number(spec, text, "SIGMA")
-        ok, expected = 0 <= level <= MAX_BLUR_SIGMA, f"0 <= SIGMA <= {MAX_BLUR_SIGMA:g}"
-    elif kind == "downscale":
-        level = _number(spec, text, "PX", integer=True)
-        ok, expected = level >= 1, "PX >= 1"
-    elif kind == "jpeg":
-        level = _number(spec, text, "QUALITY", integer=True)
-        ok, expected = 1 <= level <= 100, "1 <= QUALITY <= 100"
-    elif kind == "occlude":
-        level = _number(spec, text, "FRACTION")
-        ok, expected = 0 <= level <= 1, "0 <= FRACTION <= 1"
-    elif kind == "motion":
-        level = _number(spec, text, "LENGTH")
-        ok, expected = 0 <= level <= MAX_BLUR_SIGMA, f"0 <= LENGTH <= {MAX_BLUR_SIGMA:g}"
-    elif kind == "pixelate":
-        level = _number(spec, text, "PX", integer=True)
-        ok, expected = level >= 1, "PX >= 1"
-    else:  # gamma
-        level = _number(spec, text, "G")
-        ok, expected = level > 0, "G > 0"
-    if not ok:
+    name, integer, in_range, expected = _LEVELS[kind]
+    level = _number(spec, text, name, integer=integer)
+    if not in_range(level):
         raise PerturbationSpecError(f"bad perturbation '{spec}': expected {expected}, found {text}")
     return Perturbation(kind, level)
+
+
+class _Level(NamedTuple):
+    """What a kind's LEVEL is: its name in messages, integer or not, the allowed range and its wording."""
+
+    name: str
+    integer: bool
+    in_range: Callable[[float], bool]
+    expected: str
+
+
+_LEVELS = {
+    "blur": _Level("SIGMA", False, lambda v: 0 <= v <= MAX_BLUR_SIGMA, f"0 <= SIGMA <= {MAX_BLUR_SIGMA:g}"),
+    "downscale": _Level("PX", True, lambda v: v >= 1, "PX >= 1"),
+    "jpeg": _Level("QUALITY", True, lambda v: 1 <= v <= 100, "1 <= QUALITY <= 100"),
+    "occlude": _Level("FRACTION", False, lambda v: 0 <= v <= 1, "0 <= FRACTION <= 1"),
+    "motion": _Level("LENGTH", False, lambda v: 0 <= v <= MAX_BLUR_SIGMA, f"0 <= LENGTH <= {MAX_BLUR_SIGMA:g}"),
+    "pixelate": _Level("PX", True, lambda v: v >= 1, "PX >= 1"),
+    "gamma": _Level("G", False, lambda v: v > 0, "G > 0"),
+}
 
 
 _EXAMPLES = {"blur": "blur:2", "downscale": "downscale:28", "jpeg": "jpeg:10", "occlude": "occlude:0.25",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import socket
 from collections.abc import Iterable
@@ -15,6 +14,7 @@ from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from marginface.errors import UsageError
+from marginface.serve.refusal import refuse
 
 log = logging.getLogger(__name__)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -147,17 +147,17 @@ class BrowserGuard:
         host = headers.get("host", "")
         if not host or not self.host_allowed(host):
             log.warning("refused a %s %s for Host %r", scope.get("method"), scope.get("path"), host)
-            await _refuse(send, status.HTTP_400_BAD_REQUEST,
-                          f"Host {host!r} is not served: without an API key this service answers only to loopback "
-                          "names (localhost, 127.0.0.1, [::1]); allow others with --allow-host")
+            await refuse(send, status.HTTP_400_BAD_REQUEST,
+                         f"Host {host!r} is not served: without an API key this service answers only to loopback "
+                         "names (localhost, 127.0.0.1, [::1]); allow others with --allow-host")
             return
         origin = headers.get("origin")
         if scope.get("method", "").upper() in STATE_CHANGING and origin is not None \
                 and not self.origin_allowed(origin, host, scope.get("scheme", "http")):
             log.warning("refused a cross-site %s %s from Origin %r", scope.get("method"), scope.get("path"), origin)
-            await _refuse(send, status.HTTP_403_FORBIDDEN,
-                          f"cross-site request refused: Origin {origin!r} is not this service ({host}); "
-                          "allow it with --allow-origin")
+            await refuse(send, status.HTTP_403_FORBIDDEN,
+                         f"cross-site request refused: Origin {origin!r} is not this service ({host}); "
+                         "allow it with --allow-origin")
             return
         await self.app(scope, receive, send)
 
@@ -172,11 +172,3 @@ def _origin(origin: str) -> str:
     """An origin as 'scheme://host:port', the form `allowed_origins` are compared in."""
     parts = urlsplit(origin.strip().lower())
     return f"{parts.scheme}://{_with_port(parts.netloc, '443' if parts.scheme == 'https' else '80')}"
-
-
-async def _refuse(send: Send, code: int, detail: str) -> None:
-    payload = json.dumps({"detail": detail}).encode("utf-8")
-    await send({"type": "http.response.start", "status": code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})

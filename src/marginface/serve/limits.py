@@ -4,11 +4,12 @@ and time (408 when the body does not arrive in time), applied as the route reads
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from marginface.serve.refusal import refuse
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,7 +56,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _refuse(send, 413, f"request body of {declared} bytes is over the {self._limit_text()} limit")
+            await refuse(send, 413, f"request body of {declared} bytes is over the {self._limit_text()} limit")
             return
         total = 0
         complete = False
@@ -94,25 +95,16 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await _refuse(send, 413, f"request body is over the {self._limit_text()} limit")
+            await refuse(send, 413, f"request body is over the {self._limit_text()} limit")
         except BodyTimeout:
             if started:
                 raise
-            await _refuse(send, 408, f"request body not received within {self.timeout_s:g} s (got {total} bytes"
-                          + (f" of the {declared} declared)" if declared is not None else ")"))
+            await refuse(send, 408, f"request body not received within {self.timeout_s:g} s (got {total} bytes"
+                         + (f" of the {declared} declared)" if declared is not None else ")"))
 
     def _limit_text(self) -> str:
         mib = self.max_bytes / (1024 * 1024)
         return f"{mib:g} MiB ({self.max_bytes} bytes)"
-
-
-async def _refuse(send: Send, status: int, detail: str) -> None:
-    """A JSON {"detail": ...} answer that closes the connection (the rest of the body is never read)."""
-    payload = json.dumps({"detail": detail}).encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})
 
 
 def _content_length(scope: Scope) -> int | None:
