@@ -44,6 +44,7 @@ from marginface.infer.faces import FaceResult, ModelFingerprint
 from marginface.infer.index import INDEX_KINDS, identity_index
 from marginface.infer.search import TemplateIndex, unit_rows
 from marginface.infer.thresholds import ScoreError, Threshold, check_score
+from marginface.listing import first_of
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 3  # 2: templates.checksum; 3: photos, faces, clusters, cannot_link, templates.face_id
@@ -452,11 +453,10 @@ class Gallery:
     def _refuse_damaged(self) -> None:
         """Raise GalleryDamaged, naming every damaged template, when the gallery holds any (call under the lock)."""
         if self._damaged:
-            shown = "; ".join(str(d) for d in self._damaged[:10])
-            more = f"; and {len(self._damaged) - 10} more" if len(self._damaged) > 10 else ""
+            shown = first_of(self._damaged)
             raise GalleryDamaged(
                 f"gallery {self.path} holds {len(self._damaged)} damaged template(s), so it cannot be searched: "
-                f"{shown}{more} (list them with `marginface gallery check {self.path}`, delete them with --drop "
+                f"{shown} (list them with `marginface gallery check {self.path}`, delete them with --drop "
                 "and enrol those people again)")
 
     def _check_files(self) -> None:
@@ -723,7 +723,7 @@ class Gallery:
             except sqlite3.DatabaseError as err:
                 raise _unreadable(self.path, err) from err
             if findings != ["ok"]:
-                shown = "; ".join(findings[:3]) + (f"; and {len(findings) - 3} more" if len(findings) > 3 else "")
+                shown = first_of(findings, 3)
                 raise GalleryUnreadable(f"{self.path}: the file is damaged (SQLite integrity_check: {shown}); "
                                         f"restore it from a backup, or create the gallery again and re-enrol")
             self._load()

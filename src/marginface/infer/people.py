@@ -43,6 +43,7 @@ from marginface.infer.gallery import (
     template_checksum,
     verify_embeddings,
 )
+from marginface.listing import first_of
 
 log = logging.getLogger(__name__)
 CLUSTER_REF = re.compile(r"@(\d+)")
@@ -387,9 +388,8 @@ class People:
     def _refuse_damaged(self, rows: list[tuple[int, object, int | None, str]]) -> None:
         damaged = self._damaged(rows)
         if damaged:
-            shown = "; ".join(map(str, damaged[:10]))
-            more = f"; and {len(damaged) - 10} more" if len(damaged) > 10 else ""
-            raise FacesDamaged(f"gallery {self.path} holds {len(damaged)} damaged face embedding(s): {shown}{more} "
+            raise FacesDamaged(f"gallery {self.path} holds {len(damaged)} damaged face embedding(s): "
+                               f"{first_of(damaged)} "
                                f"(list them with `marginface people check {self.path}`; `marginface "
                                f"gallery reembed` recomputes them from their photos, --drop deletes them)")
 
