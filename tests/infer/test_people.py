@@ -75,17 +75,21 @@ def person_vector(person: int, rng: np.random.Generator) -> np.ndarray:
     return base + 0.05 * rng.normal(size=8).astype(np.float32)
 
 
+def add_people(people: People, count: int, photos: int, rng: np.random.Generator) -> dict[int, list[int]]:
+    """One-face photos of `count` people (photo k shows person k % count); {person: face ids}."""
+    faces: dict[int, list[int]] = {}
+    for photo in range(photos):
+        person = photo % count
+        faces.setdefault(person, []).extend(
+            people.add_faces(f"/photos/{photo}.jpg", f"sha{photo}", [_face(person_vector(person, rng))]))
+    return faces
+
+
 @pytest.fixture()
 def three(gallery: Gallery) -> tuple[People, dict[int, list[int]]]:
     """Three people (axes 0, 1, 2) with three one-face photos each; {person: face ids}."""
     people = People(gallery)
-    rng = np.random.default_rng(0)
-    faces: dict[int, list[int]] = {}
-    for photo in range(9):
-        person = photo % 3
-        faces.setdefault(person, []).extend(
-            people.add_faces(f"/photos/{photo}.jpg", f"sha{photo}", [_face(person_vector(person, rng))]))
-    return people, faces
+    return people, add_people(people, 3, 9, np.random.default_rng(0))
 
 
 def members(people: People, ref) -> list[int]:

@@ -13,7 +13,7 @@ from marginface.infer.people import People
 from marginface.infer.thresholds import Threshold
 
 from .conftest import FP
-from .test_people import _face, person_vector, run_clustering
+from .test_people import _face, add_people, person_vector, run_clustering
 
 
 def _outcome(gallery: Gallery, queries: np.ndarray) -> dict:
@@ -41,11 +41,7 @@ def test_every_people_change_leaves_the_index_as_a_full_reload_would(tmp_path, k
                              detector=None, index=kind)
     people = People(gallery)
     rng = np.random.default_rng(3)
-    faces: dict[int, list[int]] = {}
-    for photo in range(16):
-        person = photo % 4
-        faces.setdefault(person, []).extend(
-            people.add_faces(f"/photos/{photo}.jpg", f"sha{photo}", [_face(person_vector(person, rng))]))
+    faces = add_people(people, 4, 16, rng)
     queries = np.stack([_face(person_vector(p % 4, rng)).embedding for p in range(12)]
                        + [_face(rng.normal(size=8)).embedding for _ in range(4)])
     gallery.enroll("dan", [(_face(person_vector(3, rng)), "enrolled-1"), (_face(person_vector(3, rng)), "e-2")], FP)
