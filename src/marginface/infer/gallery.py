@@ -556,8 +556,9 @@ class Gallery:
         """Take in this connection's last commit, which wrote templates of `owners` only: the names are read
         again, and so are those owners' templates (verified as when loaded), which replace theirs in the index.
         The result is what a full `_load` gives. Only the exact index is refreshed so; an approximate one (hnsw,
-        ivf) is rebuilt whole, since its graph or cells depend on the order templates arrived in."""
-        if not isinstance(self._index, TemplateIndex):
+        ivf) is rebuilt whole when a change wrote templates, since its graph or cells depend on the order templates
+        arrived in (a change that wrote none, such as adding unassigned faces during a scan, only re-reads names)."""
+        if owners and not isinstance(self._index, TemplateIndex):
             self._load()
             return
         try:
