@@ -9,8 +9,10 @@ another, then held-out verification accuracy as mean ± spread per loss (JSON + 
                                   # MobileFaceNet; each run also evaluated on its held-out pairs degraded by SPEC
 
 Runs whose result.json already exists are read, not retrained, so an interrupted table continues where it
-stopped; a run another runner has claimed (its claimed_by file) is skipped, so two runners can share one runs
-folder, and `--summarise-only` writes the table from whatever has finished. The main losses run for every
+stopped; a record of the earlier report whose run folder is gone (a fresh checkout) is carried over when its
+config digest (config text + overrides, `config_sha256`) still matches, marked "carried", and records of losses
+or seeds this invocation does not plan stay in the report; a run another runner has claimed (its claimed_by
+file) is skipped, so two runners can share one runs folder, and `--summarise-only` writes the table from whatever has finished. The main losses run for every
 seed first, then the extra ones, so a table cut short by time still has the main comparison.
 Each run's wall time (process start to exit, evaluation included) is recorded.
 """
@@ -18,6 +20,7 @@ Each run's wall time (process start to exit, evaluation included) is recorded.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -78,11 +81,30 @@ def run_one(table: str, loss: str, seed: int, runs: Path, overrides: list[str], 
     accuracy = next(iter(result["verification"].values()), float("nan"))
     wall = float(wall_path.read_text()) if wall_path.is_file() else float("nan")
     config = ROOT / "configs" / "paper" / f"{table}_{loss}.yaml"
-    return {"loss": loss, "seed": seed, "accuracy": accuracy, "final_loss": result["final_loss"],
+    return {"loss": loss, "seed": seed, "config_sha256": config_digest(table, loss, overrides),
+            "accuracy": accuracy, "final_loss": result["final_loss"],
             "degraded": {spec: degraded_accuracy(out, spec, config) for spec in degraded},
             "steps": result["steps"], "train_seconds": result["seconds"], "wall_seconds": wall,
             "skipped_steps": result["skipped_steps"], "run_dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT)
                                                                      else out)}
+
+
+def config_digest(table: str, loss: str, overrides: list[str]) -> str:
+    """sha256 of a run's config text and command-line overrides: a carried record is reused only if it matches."""
+    config = (ROOT / "configs" / "paper" / f"{table}_{loss}.yaml").read_text()
+    return hashlib.sha256(json.dumps([config, overrides]).encode()).hexdigest()
+
+
+def carried_records(out: Path, table: str, overrides: list[str], quick: bool) -> dict[tuple[str, int], dict]:
+    """Records of an earlier report at `out` whose run folder is gone (another machine, a cleaned runs/) but
+    whose config digest still matches: kept instead of retrained, so a table continues across checkouts."""
+    if not out.is_file():
+        return {}
+    report = json.loads(out.read_text())
+    if report.get("table") != table or report.get("quick") != quick:
+        return {}
+    return {(r["loss"], r["seed"]): r for r in report["runs"]
+            if r.get("config_sha256") == config_digest(table, r["loss"], overrides)}
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -151,18 +173,26 @@ def main() -> int:
     plan = [(loss, seed) for seed in args.seeds for loss in args.losses]
     plan += [(loss, seed) for seed in args.seeds for loss in args.extra_losses if loss not in args.losses]
     records: list[dict] = []
+    carried = carried_records(out, args.table, overrides, args.quick)
     started = time.perf_counter()
     for loss, seed in plan:
-        record = run_one(args.table, loss, seed, runs, overrides, train=not args.summarise_only,
-                         degraded=tuple(args.degraded))
+        earlier = carried.get((loss, seed))
+        if (earlier is not None and not (runs / f"{loss}_seed{seed}" / "result.json").is_file()
+                and set(args.degraded) <= set(earlier.get("degraded", {}))):
+            record = {**earlier, "degraded": {spec: earlier["degraded"][spec] for spec in args.degraded},
+                      "carried": True}
+        else:
+            record = run_one(args.table, loss, seed, runs, overrides, train=not args.summarise_only,
+                             degraded=tuple(args.degraded))
         if record is None:
             print(f"{loss} seed {seed}: not finished (claimed by another runner or --summarise-only)", flush=True)
             continue
         records.append(record)
-        rows = summarise(records)
+        kept = [r for key, r in carried.items() if key not in plan]
+        rows = summarise(records + kept)
         config = (ROOT / "configs" / "paper" / f"{args.table}_{MAIN_LOSSES[-1]}.yaml").read_text()
         report = {"table": args.table, "quick": args.quick, "overrides": overrides, "threads": args.threads,
-                  "runs": records,
+                  "runs": records + kept,
                   "summary": rows, "elapsed_seconds": time.perf_counter() - started,
                   "config_arcface": config, "finished": len(records) == len(plan)}
         out.write_text(json.dumps(report, indent=1) + "\n")
