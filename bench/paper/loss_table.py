@@ -12,8 +12,9 @@ Runs whose result.json already exists are read, not retrained, so an interrupted
 stopped; a record of the earlier report whose run folder is gone (a fresh checkout) is carried over when its
 config digest (config text + overrides, `config_sha256`) still matches, marked "carried", and records of losses
 or seeds this invocation does not plan stay in the report; a run another runner has claimed (its claimed_by
-file) is skipped, so two runners can share one runs folder, and `--summarise-only` writes the table from whatever has finished. The main losses run for every
-seed first, then the extra ones, so a table cut short by time still has the main comparison.
+file) is skipped, so two runners can share one runs folder, and `--summarise-only` writes the table from
+whatever has finished. The main losses run for every seed first, then the extra ones, so a table cut short by
+time still has the main comparison.
 Each run's wall time (process start to exit, evaluation included) is recorded.
 """
 
