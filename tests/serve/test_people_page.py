@@ -1,12 +1,14 @@
 """The page's People view in a real headless Chromium (issue 18), over real LFW photos and the real models:
 clusters made through the library (scan with thumbnails, then apply_clustering with chosen labels), seen as
 thumbnail grids; take a wrong face out, name the cluster, merge two clusters by ticking them and two by drag,
-delete one, add a photo from the page; then identify a new photo of the named person by that name."""
+name that one and put the face taken out into it from the "Not in anyone yet" grid, delete it, add a photo from
+the page; then identify a new photo of the named person by that name."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -69,6 +71,13 @@ def test_name_a_cluster_from_the_page_then_identify_by_that_name(gallery_path, r
         expect(page.locator("#people-status")).to_contain_text(f"1 face taken out of {clusters['colin']}")
         expect(tiles).to_have_count(3)
         expect(page.locator("#people-counts")).to_contain_text("1 face not in anyone yet")
+        # ... and is listed in no one, with its thumbnail
+        loose = page.locator("#unassigned-grid .face-tile")
+        expect(page.locator("#unassigned-title")).to_have_text("Not in anyone yet · 1 face")
+        expect(loose).to_have_count(1)
+        expect(page.locator(f"#unassigned-grid .face-tile[data-face='{ids[3]}'] img")).to_have_js_property(
+            "naturalWidth", 112)
+        expect(page.locator("#unassigned-note")).to_be_hidden()
 
         # name the cluster
         page.fill("#person-name", "Colin Powell")
@@ -99,10 +108,43 @@ def test_name_a_cluster_from_the_page_then_identify_by_that_name(gallery_path, r
         expect(page.locator("#thumb-note")).to_contain_text("George_W_Bush_0004.jpg")
         expect(page.locator("#face-grid .no-thumb")).to_have_count(1)
 
-        # delete it
+        # name it, then put the face taken out of Colin into it from the grid of faces in no one: not into Colin
+        # (marked 'not' him: the refusal is shown and nothing moves), into George W Bush it goes
+        page.fill("#person-name", "George W Bush")
+        page.click("#name-button")
+        expect(page.locator("#person-title")).to_contain_text("George W Bush · 3 faces")
+        expect(page.locator("#place-button")).to_be_disabled()
+        page.click(f"#unassigned-grid .face-tile[data-face='{ids[3]}']")
+        page.select_option("#place-into", "Colin Powell")
+        page.click("#place-button")
+        expect(page.locator("#people-status")).to_contain_text("409: ")
+        expect(page.locator("#people-status")).to_contain_text("was marked 'not Colin Powell'")
+        expect(loose).to_have_count(1)
+        expect(page.locator("#unassigned-grid .face-tile.selected")).to_have_count(1)  # still chosen
+        page.select_option("#place-into", "George W Bush")
+        page.click("#place-button")
+        expect(page.locator("#people-status")).to_contain_text("1 face put into George W Bush")
+        expect(page.locator("#unassigned-section")).to_be_hidden()
+        expect(page.locator("#person-title")).to_contain_text("George W Bush · 4 faces")
+        expect(page.locator("#people-counts")).not_to_contain_text("not in anyone yet")
+        bush = page.request.get(page.url + "v1/people/" + quote("George W Bush", safe=""),
+                                headers={"X-API-Key": KEY}).json()
+        placed = next(f for f in bush["face_records"] if f["id"] == ids[3])
+        assert placed["person"] == "George W Bush" and placed["assigned_by"] == "user"
+        assert page.request.get(page.url + "v1/faces/unassigned", headers={"X-API-Key": KEY}).json()["total"] == 0
+
+        # the face without a thumbnail, taken out, is in no one: the page says thumbnails are off and how
+        page.click(f"#face-grid .face-tile[data-face='{ids[6]}']")
+        page.click("#not-button")
+        expect(loose).to_have_count(1)
+        expect(page.locator("#unassigned-grid .no-thumb")).to_have_count(1)
+        expect(page.locator("#unassigned-note")).to_contain_text("thumbnails are off; start the service with "
+                                                                 "--keep-thumbnails")
+
+        # delete the person
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("#delete-person")
-        expect(page.locator("#people-status")).to_contain_text(f"deleted {clusters['bush2']}: 3 faces")
+        expect(page.locator("#people-status")).to_contain_text("deleted George W Bush: 3 faces")
         expect(rows).to_have_count(1)
 
         # a photo added from the page is placed by the gallery's clustering (the auto model ships a cut):

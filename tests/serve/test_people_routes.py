@@ -4,8 +4,10 @@ write route behind the key and the Origin check, uploads of photos of unnamed pe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
@@ -243,6 +245,55 @@ def test_uploads_to_a_clustered_gallery_are_placed_with_its_stored_cut(fake_gall
         assert yellow_face not in [f["id"] for f in red["face_records"]]
 
 
+def test_an_empty_gallery_has_no_unassigned_faces(fake_gallery_path, fake_recognizer):
+    with TestClient(create_app(fake_gallery_path, recognizer=fake_recognizer), base_url=LOCAL) as client:
+        answer = client.get("/v1/faces/unassigned")
+    assert answer.status_code == 200
+    assert answer.json() == {"faces": [], "total": 0, "without_embedding": 0, "next_after": None,
+                             "thumbnails_kept": False}
+
+
+def test_unassigned_faces_are_listed_by_id_a_page_at_a_time(client, clustered, fake_gallery_path):
+    assert client.get("/v1/faces/unassigned").json()["total"] == 0  # every face is in a cluster
+    client.post("/v1/people:not", json={"ref": clustered["red"], "faces": [clustered["green"]]})
+    added = client.post("/v1/faces", files=[("images", _png(f"y{i}.png", face(YELLOW, 30 + 5 * i)))
+                                            for i in range(3)]).json()
+    new = [i for p in added["photos"] for i in p["face_ids"]]
+    everyone = sorted([clustered["green"], *new])
+    listed = client.get("/v1/faces/unassigned").json()
+    assert [f["id"] for f in listed["faces"]] == everyone and listed["total"] == 4 and listed["next_after"] is None
+    green = listed["faces"][0]
+    assert green["person"] is None and green["photo_path"] == "/photos/group.png" and green["has_thumbnail"]
+    assert listed["faces"][1]["photo_path"].startswith("upload:") and not listed["faces"][1]["has_thumbnail"]
+    # pages of two, by id; `next_after` leads on, and the last page says there is none
+    first = client.get("/v1/faces/unassigned?limit=2").json()
+    assert [f["id"] for f in first["faces"]] == everyone[:2] and first["next_after"] == everyone[1]
+    second = client.get(f"/v1/faces/unassigned?limit=2&after={first['next_after']}").json()
+    assert [f["id"] for f in second["faces"]] == everyone[2:] and second["next_after"] is None
+    assert second["total"] == 4
+    assert client.get(f"/v1/faces/unassigned?after={everyone[-1]}").json()["faces"] == []
+    # a face placed with :split leaves the list
+    client.post("/v1/people:split", json={"faces": [new[0]], "into": clustered["blue"]})
+    assert [f["id"] for f in client.get("/v1/faces/unassigned").json()["faces"]] == [clustered["green"], *new[1:]]
+    # a face without an embedding (its photo gone at a reembed) is out of clustering: counted, not listed
+    with contextlib.closing(sqlite3.connect(fake_gallery_path)) as db, db:  # as `gallery reembed` leaves it
+        db.execute("UPDATE faces SET embedding = NULL, checksum = NULL WHERE id = ?", (new[2],))
+    rest = client.get("/v1/faces/unassigned").json()
+    assert [f["id"] for f in rest["faces"]] == [clustered["green"], new[1]]
+    assert rest["total"] == 2 and rest["without_embedding"] == 1
+
+
+def test_bad_listing_parameters_are_422_naming_them(client):
+    for query, says in [("limit=0", "query limit: Input should be greater than or equal to 1"),
+                        ("limit=501", "query limit: Input should be less than or equal to 500"),
+                        ("limit=ten", "query limit: Input should be a valid integer"),
+                        ("after=-1", "query after: Input should be greater than or equal to 0"),
+                        (f"after={2**63}", "query after: Input should be less than or equal to")]:
+        answer = client.get(f"/v1/faces/unassigned?{query}")
+        assert answer.status_code == 422 and answer.json()["detail"].startswith(says), (query, answer.json())
+    assert client.get("/v1/faces/unassigned?limit=500").status_code == 200
+
+
 WRITES = [("POST", "/v1/people:name", {"json": {"ref": "{red}", "name": "Ruby"}}),
           ("POST", "/v1/people:merge", {"json": {"a": "{red}", "b": "{blue}"}}),
           ("POST", "/v1/people:split", {"json": {"faces": ["{face}"]}}),
@@ -284,7 +335,8 @@ def test_every_write_route_needs_the_key_and_refuses_a_foreign_origin(fake_galle
 
 def test_reads_need_the_key(fake_gallery_path, fake_recognizer, clustered):
     with TestClient(create_app(fake_gallery_path, api_key=KEY, recognizer=fake_recognizer), base_url=LOCAL) as client:
-        for url in ["/v1/people", _path(clustered["red"]), f"/v1/faces/{clustered['red_faces'][0]}/thumbnail"]:
+        for url in ["/v1/people", _path(clustered["red"]), f"/v1/faces/{clustered['red_faces'][0]}/thumbnail",
+                    "/v1/faces/unassigned"]:
             assert client.get(url).status_code == 401, url
             assert client.get(url, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200, url
 
@@ -310,6 +362,6 @@ def test_the_people_routes_are_one_router_over_the_service():
     assert paths == {("/v1/people", "GET"), ("/v1/people/{ref:path}", "GET"), ("/v1/people:name", "POST"),
                      ("/v1/people:merge", "POST"), ("/v1/people:split", "POST"), ("/v1/people:not", "POST"),
                      ("/v1/people/{ref:path}", "DELETE"), ("/v1/faces/{face_id}/thumbnail", "GET"),
-                     ("/v1/faces", "POST")}
+                     ("/v1/faces/unassigned", "GET"), ("/v1/faces", "POST")}
     for route in router.routes:
         assert any(dep.call is get_service for dep in route.dependant.dependencies), route.path

@@ -8,8 +8,10 @@ A person is addressed by their name or, for an unnamed cluster, as `@<id>`; in t
 '/'. Because a name may be anything, even "merge" or "a/name", the changes are not sub-paths of a person
 (GET /v1/people/merge shows a person called "merge"; OPTIONS there could not list its methods honestly, which
 the schema fuzzer found): they are custom methods of the collection, `POST /v1/people:name` (AIP-136 style),
-with every reference in the JSON body. Write routes are guarded like every other: the API key (create_app),
-the browser guard's Origin check and the body limits (middleware).
+with every reference in the JSON body. The faces in no person are a read-only listing of their own, `GET
+/v1/faces/unassigned` (paged by id: `limit`, `after`), next to the face routes; they are placed with
+`:split`. Write routes are guarded like every other: the API key (create_app), the browser guard's Origin
+check and the body limits (middleware).
 
 No `from __future__ import annotations` here: FastAPI reads the routes' annotations as objects.
 """
@@ -17,7 +19,7 @@ No `from __future__ import annotations` here: FastAPI reads the routes' annotati
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from marginface.infer.people import Person
@@ -35,6 +37,10 @@ WRITE = (*BASE, 403, 404, 409, 422, 503, 507)  # + foreign Origin, 'not this per
 JSON_BODY = (408, 413)  # a body that does not arrive in time, or is over the limit
 Ref = Annotated[str, Path(description="a name, or @<id> for a cluster (URL-encoded)", examples=["@1"])]
 FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a face record's id", examples=[1])]
+MAX_PAGE = 500  # faces per page of a listing: a bounded answer however many faces a gallery holds
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"faces per page, 1 to {MAX_PAGE}")]
+After = Annotated[int, Query(ge=0, le=2**63 - 1, description="list the faces with a larger id: the previous "
+                                                               "page's `next_after`; 0 for the first page")]
 JPEG = {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
               "description": "the face's aligned crop (JPEG)"}}
 
@@ -90,6 +96,14 @@ async def not_this_person(service: ServiceDep, body: schemas.NotBody) -> dict:
 async def remove_person(service: ServiceDep, ref: Ref) -> dict:
     """Delete a person with their faces and templates (biometric data); their photos stay recorded as scanned."""
     return await run_in_threadpool(service.remove_person, ref)
+
+
+@router.get("/v1/faces/unassigned", response_model=schemas.UnassignedFacesOut, responses=errors(*BASE, 422, 503))
+async def unassigned_faces(service: ServiceDep, limit: PageLimit = 100, after: After = 0) -> dict:
+    """The faces in no person yet (fewer than the smallest cluster, or taken out as 'not this person'), by id, a
+    page at a time; place them with POST /v1/people:split."""
+    page = await run_in_threadpool(service.unassigned_faces, limit, after)
+    return jsonable({**page.to_dict(), "thumbnails_kept": service.keep_thumbnails})
 
 
 @router.get("/v1/faces/{face_id}/thumbnail", response_class=Response, responses={**JPEG, **errors(*READ)})

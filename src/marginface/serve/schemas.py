@@ -215,6 +215,19 @@ class FaceRecordOut(BaseModel):
     has_embedding: bool
 
 
+class UnassignedFacesOut(BaseModel):
+    """A page of the faces in no person yet, by id: fewer than the smallest cluster, or taken out as 'not this
+    person'; place them with POST /v1/people:split."""
+
+    faces: list[FaceRecordOut]
+    total: int = Field(description="faces in no person that have an embedding (all pages together)")
+    without_embedding: int = Field(description="faces in no person without an embedding (their photo was gone at "
+                                               "the last reembed): out of clustering and not listed")
+    next_after: int | None = Field(description="pass as `after` for the next page; null on the last page")
+    thumbnails_kept: bool = Field(description="whether this service stores the faces of uploaded photos as "
+                                              "thumbnails (--keep-thumbnails)")
+
+
 class PersonDetailOut(PersonSummary):
     """A person with every face record and the faces marked 'not this person' for them."""
 

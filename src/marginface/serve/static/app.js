@@ -1,11 +1,13 @@
 // marginface web page: identify faces in a photo, enrol people, list and delete them; the People view names,
-// merges and cleans up the unnamed clusters of scanned faces. Plain JS, no build step.
+// merges and cleans up the unnamed clusters of scanned faces and places the faces in no one. Plain JS, no build step.
 "use strict";
 
 const state = {
   key: sessionStorage.getItem("marginface-key") || "", photo: null, image: null,
-  current: null, ticked: new Set(), faces: new Set(), thumbs: [],  // People view
+  current: null, ticked: new Set(), faces: new Set(), thumbs: [],  // People view: the open person
+  loose: new Set(), looseThumbs: [], looseNext: null, looseShown: 0,  // faces in no one
 };
+const LOOSE_PAGE = 100;  // faces in no one fetched per page
 const $ = (id) => document.getElementById(id);
 
 function headers() {
@@ -267,7 +269,8 @@ async function loadPeopleView() {
   const c = data.counts;
   $("people-counts").textContent = `${plural(c.named, "named person")}, ${plural(c.clusters, "unnamed cluster")}, ` +
     `${plural(c.faces, "face")} from ${plural(c.photos, "photo")}` +
-    (c.unassigned ? ` · ${plural(c.unassigned, "face")} not in anyone yet (a clustering run places them)` : "");
+    (c.unassigned ? ` · ${plural(c.unassigned, "face")} not in anyone yet (a clustering run places them, or you ` +
+      "do, below)" : "");
   const refs = new Set(data.people.map((p) => p.ref));
   for (const ref of Array.from(state.ticked)) if (!refs.has(ref)) state.ticked.delete(ref);
   const list = $("person-list");
@@ -280,8 +283,9 @@ async function loadPeopleView() {
     list.append(empty);
   }
   updateMerge();
-  if (state.current && refs.has(state.current)) await showPerson(state.current);
-  else closePerson();
+  fillPlaceInto(data.people);
+  await Promise.all([state.current && refs.has(state.current) ? showPerson(state.current) : closePerson(),
+    loadUnassigned(false)]);
 }
 
 function personRow(person) {
@@ -363,7 +367,7 @@ async function showPerson(ref) {
   $("name-button").textContent = person.kind === "named" ? "Rename" : "Name";
   const grid = $("face-grid");
   grid.replaceChildren();
-  for (const face of person.face_records) grid.append(faceTile(face));
+  for (const face of person.face_records) grid.append(faceTile(face, state.faces, updateFaceButtons, state.thumbs));
   const kept = person.face_records.filter((f) => f.has_thumbnail).length;
   const note = $("thumb-note");
   note.hidden = kept === person.face_records.length;
@@ -378,18 +382,19 @@ function photoName(face) {
   return face.photo_path.replace(/^upload:/, "").split(/[\\/]/).pop();
 }
 
-function faceTile(face) {
+function faceTile(face, chosen, changed, thumbs) {
+  // one face as a tile that toggles its id in the set `chosen`; its thumbnail's blob URL goes into `thumbs`
   const tile = document.createElement("div");
-  tile.className = "face-tile" + (face.assigned_by === "user" ? " user" : "");
+  tile.className = "face-tile" + (face.assigned_by === "user" ? " user" : "") + (chosen.has(face.id) ? " selected" : "");
   tile.dataset.face = String(face.id);
   tile.tabIndex = 0;
   tile.title = `${face.photo_path} · face ${face.face_index + 1} · detection ${fmt(face.detection_score, 2)} · ` +
-    `placed by ${face.assigned_by}`;
+    (face.person ? `placed by ${face.assigned_by}` : "in no one yet");
   if (face.has_thumbnail) {
     const img = document.createElement("img");
     img.alt = `face ${face.id}`;
     tile.append(img);
-    loadThumbnail(face.id, img);
+    loadThumbnail(face.id, img, thumbs);
   } else {
     const box = document.createElement("div");
     box.className = "no-thumb";
@@ -400,22 +405,22 @@ function faceTile(face) {
   caption.textContent = `#${face.id} · ${photoName(face)}`;
   tile.append(caption);
   const toggle = () => {
-    if (state.faces.has(face.id)) state.faces.delete(face.id); else state.faces.add(face.id);
-    tile.classList.toggle("selected", state.faces.has(face.id));
-    updateFaceButtons();
+    if (chosen.has(face.id)) chosen.delete(face.id); else chosen.add(face.id);
+    tile.classList.toggle("selected", chosen.has(face.id));
+    changed();
   };
   tile.addEventListener("click", toggle);
   tile.addEventListener("keydown", (e) => { if (e.key === " " || e.key === "Enter") { e.preventDefault(); toggle(); } });
   return tile;
 }
 
-async function loadThumbnail(id, img) {
-  // fetched with the key (an <img src> cannot send it), shown from a blob URL revoked when the person closes
+async function loadThumbnail(id, img, thumbs) {
+  // fetched with the key (an <img src> cannot send it), shown from a blob URL revoked when its grid is redrawn
   try {
     const response = await fetch(`v1/faces/${id}/thumbnail`, { headers: headers() });
     if (!response.ok) throw new Error(String(response.status));
     const url = URL.createObjectURL(await response.blob());
-    state.thumbs.push(url);
+    thumbs.push(url);
     img.src = url;
   } catch (err) {
     img.alt = `face ${id}: no thumbnail (${err.message})`;
@@ -488,6 +493,79 @@ async function addFaces(event) {
   });
 }
 
+// -- the faces in no one: a paged grid, placed into a person or a new cluster with people:split ---------------
+
+function fillPlaceInto(people) {
+  const select = $("place-into");
+  const before = select.value;
+  const options = [["", "a new person"], ...people.map((p) => [p.ref, personLabel(p)])];
+  select.replaceChildren(...options.map(([value, label]) => {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = label;
+    return option;
+  }));
+  if (options.some(([value]) => value === before)) select.value = before;
+}
+
+async function loadUnassigned(more) {
+  let data;
+  try {
+    data = await api("GET", `v1/faces/unassigned?limit=${LOOSE_PAGE}` + (more ? `&after=${state.looseNext}` : ""));
+  } catch (err) {
+    setStatus("people-status", err.message, "error");
+    return;
+  }
+  const grid = $("unassigned-grid");
+  if (!more) {
+    grid.replaceChildren();
+    for (const url of state.looseThumbs) URL.revokeObjectURL(url);
+    state.looseThumbs = [];
+    state.looseShown = 0;
+    const listed = new Set(data.faces.map((f) => f.id));
+    for (const id of Array.from(state.loose)) if (!listed.has(id)) state.loose.delete(id);
+  }
+  for (const face of data.faces) grid.append(faceTile(face, state.loose, updatePlace, state.looseThumbs));
+  state.looseShown += data.faces.length;
+  state.looseNext = data.next_after;
+  $("unassigned-title").textContent = `Not in anyone yet · ${plural(data.total, "face")}`;
+  const moreButton = $("unassigned-more");
+  moreButton.hidden = data.next_after === null;
+  moreButton.textContent = `show more (${data.total - state.looseShown} left)`;
+  const bare = grid.querySelectorAll(".no-thumb").length;
+  const notes = [];
+  if (bare) {
+    notes.push(`${plural(bare, "face")} without a thumbnail: ` + (data.thumbnails_kept
+      ? "stored before this service kept them, or scanned without marginface cluster --keep-thumbnails"
+      : "thumbnails are off; start the service with --keep-thumbnails to keep them for photos added here " +
+        "(marginface cluster --keep-thumbnails for scanned photos)"));
+  }
+  if (data.without_embedding) {
+    notes.push(`not listed: ${plural(data.without_embedding, "face")} without an embedding (the photo was gone at ` +
+      "the last reembed)");
+  }
+  const note = $("unassigned-note");
+  note.textContent = notes.join("; ");
+  note.hidden = !notes.length;
+  $("unassigned-section").hidden = !data.total && !data.without_embedding;
+  updatePlace();
+}
+
+function updatePlace() {
+  $("place-button").disabled = state.loose.size === 0;
+}
+
+async function placeFaces(event) {
+  event.preventDefault();
+  const faces = Array.from(state.loose);
+  if (!faces.length) return;
+  const into = $("place-into").value || null;
+  await change(() => api("POST", "v1/people:split", { faces, into }), (result) => {
+    for (const id of faces) state.loose.delete(id);
+    return `${plural(faces.length, "face")} put into ${result.person.ref}`;
+  });
+}
+
 function wirePeople() {
   for (const tab of document.querySelectorAll("#views button")) {
     tab.addEventListener("click", () => showView(tab.dataset.view));
@@ -501,6 +579,8 @@ function wirePeople() {
   $("not-button").addEventListener("click", notThisPerson);
   $("split-button").addEventListener("click", splitFaces);
   $("faces-form").addEventListener("submit", addFaces);
+  $("place-form").addEventListener("submit", placeFaces);
+  $("unassigned-more").addEventListener("click", () => loadUnassigned(true));
 }
 
 wire();
