@@ -104,6 +104,27 @@ def test_remove_and_rename(gallery: Gallery, tmp_path: Path) -> None:
         assert again.stats()["templates"] == 2
 
 
+def test_identity_lookups_and_unit_embedding_are_public(gallery: Gallery, tmp_path: Path) -> None:
+    """What infer/people.py needs from a gallery: an identity's id and stored name, and one embedding as the unit
+    vector a template stores; each as committed now, by any process."""
+    gallery.add("Zo\u00e9", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    identity = gallery.identity_id(" Zoe\u0301 ")  # NFD, with spaces: the same stored name
+    assert gallery.identity_name(identity) == "Zo\u00e9"
+    with pytest.raises(UnknownIdentity, match="has no identity 'ann'"):
+        gallery.identity_id("ann")
+    with pytest.raises(UnknownIdentity, match=f"has no identity id {identity + 1}"):
+        gallery.identity_name(identity + 1)
+    with Gallery.open(tmp_path / "g.db") as other:  # another connection's commit is seen
+        other.add("ann", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+        other.rename("Zo\u00e9", "Zoe")
+    assert gallery.identity_name(identity) == "Zoe" and gallery.identity_name(gallery.identity_id("ann")) == "ann"
+    vector = gallery.unit_embedding(np.arange(1, 9, dtype=np.float64))
+    assert vector.dtype == np.float32 and vector.shape == (8,)
+    assert np.isclose(np.linalg.norm(vector), 1.0) and np.allclose(vector, _unit(*range(1, 9)))
+    with pytest.raises(GalleryError, match="must be 8 finite values, got shape"):
+        gallery.unit_embedding(np.full(8, np.nan))
+
+
 def test_other_model_is_refused_naming_both(gallery: Gallery) -> None:
     with pytest.raises(GalleryModelMismatch, match=f"sha256={'ab' * 32}.*sha256={'cd' * 32}"):
         gallery.add("ann", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=OTHER)

@@ -609,7 +609,9 @@ class Gallery:
                 f"gallery {self.path} holds embeddings of model {self.fingerprint.key} ({self.model_path}); "
                 f"the embeddings given come from model {fingerprint.key}")
 
-    def _unit(self, embedding: np.ndarray) -> np.ndarray:
+    def unit_embedding(self, embedding: np.ndarray) -> np.ndarray:
+        """One embedding as the (D,) float32 unit vector a template or face record stores; GalleryError unless it
+        holds the gallery's D finite values."""
         vector = np.asarray(embedding, np.float32).reshape(-1)
         if vector.shape != (self.fingerprint.embedding_dim,) or not np.all(np.isfinite(vector)):
             raise GalleryError(f"embedding must be {self.fingerprint.embedding_dim} finite values, "
@@ -622,7 +624,7 @@ class Gallery:
             source_sha256: str | None = None, detection_score: float | None = None,
             allow_shared_photos: bool = False) -> int | None:
         """Add one template to `name` (created if new); None when that source image is already enrolled."""
-        added = self._insert(name, [(self._unit(embedding), source_sha256, detection_score)], fingerprint,
+        added = self._insert(name, [(self.unit_embedding(embedding), source_sha256, detection_score)], fingerprint,
                              allow_shared_photos, None)
         return added[0] if added else None
 
@@ -634,7 +636,7 @@ class Gallery:
 
         A photo already enrolled under another name is refused (SharedPhoto, naming it from `photo_names` and
         the other person) unless `allow_shared_photos`: identify would answer whichever came first."""
-        items = [(self._unit(face.embedding), sha, face.detection_score) for face, sha in faces]
+        items = [(self.unit_embedding(face.embedding), sha, face.detection_score) for face, sha in faces]
         return len(self._insert(name, items, fingerprint, allow_shared_photos, photo_names))
 
     enrol = enroll  # the project's spelling (docs, CLI); `enroll` stays, as it was published first
@@ -741,12 +743,36 @@ class Gallery:
             self._load()
         return dropped
 
-    def _identity_id(self, name: str) -> int:
-        name = normalize_identity_name(name)
+    def identity_id(self, name: str) -> int:
+        """The id of the identity called `name` (compared as stored: NFC, without surrounding spaces), as committed
+        now; UnknownIdentity when there is none."""
+        with self._lock:
+            self._sync()
+            return self._identity_id(name)
+
+    def identity_name(self, identity: int) -> str:
+        """The stored name of identity `identity` (an id from `identity_id`), as committed now; UnknownIdentity
+        when there is none."""
+        with self._lock:
+            self._sync()
+            if identity not in self._names:
+                raise UnknownIdentity(f"gallery {self.path} has no identity id {identity}")
+            return self._names[identity]
+
+    def _find_identity(self, name: str) -> int | None:
+        """The id of the identity called `name` (already normalised) in what was last read, or None."""
         for identity, known in self._names.items():
             if unicodedata.normalize("NFC", known) == name:
                 return identity
-        raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
+        return None
+
+    def _identity_id(self, name: str) -> int:
+        """identity_id without the lock and the sync (for callers holding both)."""
+        name = normalize_identity_name(name)
+        identity = self._find_identity(name)
+        if identity is None:
+            raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
+        return identity
 
     # -- reading --------------------------------------------------------------------------------------------
     def identities(self) -> list[IdentityInfo]:

@@ -280,11 +280,12 @@ class People:
                                     f"`marginface people list {self.path}`)")
             return Person("cluster", int(row[0]))
         try:
-            identity = self.gallery._identity_id(text)
+            identity = self.gallery.identity_id(text)
+            name = self.gallery.identity_name(identity)
         except UnknownIdentity as err:
             hint = "" if text.startswith("@") else " (clusters are addressed as @ID)"
             raise UnknownPerson(f"{err}{hint}") from err
-        return Person("named", identity, self.gallery._names[identity])
+        return Person("named", identity, name)
 
     def _existing_faces(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> list[int]:
         """The ids, each once, in the order given; UnknownFace naming those the gallery does not hold."""
@@ -437,7 +438,7 @@ class People:
         self.gallery.check_fingerprint(fingerprint)
         if thumbnails is not None and len(thumbnails) != len(faces):
             raise PeopleError(f"gallery {self.path}: {photo_path}: {len(thumbnails)} thumbnails for {len(faces)} faces")
-        vectors = [self.gallery._unit(face.embedding) for face in faces]
+        vectors = [self.gallery.unit_embedding(face.embedding) for face in faces]
         now = time.time()
         added: list[int] = []
         with self.change() as db:
