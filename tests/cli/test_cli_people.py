@@ -94,6 +94,24 @@ def test_list_name_merge_split_not_remove(db, tmp_path: Path, capsys: pytest.Cap
     assert [(i["name"], i["templates"]) for i in json.loads(capsys.readouterr().out)] == [("Ada", 2)]
 
 
+def test_gallery_rename_to_a_look_alike_name_is_refused_and_its_hint_works(
+        db, capsys: pytest.CaptureFixture[str]) -> None:
+    gallery, faces = db
+    assert main(["people", "name", gallery, _ref(gallery, faces[0][0], capsys), "Ada"]) == 0
+    with Gallery.open(gallery) as store:
+        store.add("bob", np.eye(8, dtype=np.float32)[0], fingerprint=FP, source_sha256="bob-1")
+    capsys.readouterr()
+    assert main(["gallery", "rename", gallery, "bob", "ADA"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("marginface: error: gallery ") and err.count("\n") == 1  # one line, no traceback
+    assert "'ADA' differs from the existing person 'Ada' only by case or spacing" in err
+    assert f"merge them (`marginface people merge {gallery} Ada bob`)" in err
+    assert main(["people", "merge", gallery, "Ada", "bob"]) == 0  # what the hint says works
+    assert "merged Ada and bob into Ada" in capsys.readouterr().out
+    assert main(["gallery", "list", gallery, "--json"]) == 0
+    assert [(i["name"], i["templates"]) for i in json.loads(capsys.readouterr().out)] == [("Ada", 4)]
+
+
 def test_show_annotate_writes_a_contact_sheet_and_check_finds_damage(db, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     gallery, faces = db

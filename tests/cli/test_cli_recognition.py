@@ -57,6 +57,10 @@ def test_enroll_identify_and_manage_a_gallery(tmp_path: Path, shared_data: Path,
     assert main(["enroll", db, "--name", "Aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 0
     assert "enrolled 0 new templates for 1 people" in (out := capsys.readouterr().out)
     assert "1 already in the gallery from the same image" in out
+    assert main(["enroll", db, "--name", "aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 2
+    err = capsys.readouterr().err
+    assert "'aaron' differs from the existing person 'Aaron' only by case or spacing" in err
+    assert "enrol them under the existing spelling 'Aaron'" in err and "stopped at 'aaron'" in err
     assert main(["enroll", db, "--name", "", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 2
     assert "identity name" in capsys.readouterr().err
 

@@ -3,6 +3,7 @@ model fingerprint checks, and the same numbers as eval's identification protocol
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from marginface.infer.gallery import (
     GalleryModelMismatch,
     GalleryNotWritable,
     GalleryUnavailable,
+    LookAlikeName,
     SharedPhoto,
     UnknownIdentity,
     _transaction,
@@ -102,6 +104,67 @@ def test_remove_and_rename(gallery: Gallery, tmp_path: Path) -> None:
     with Gallery.open(tmp_path / "g.db") as again:
         assert [i.name for i in again.identities()] == ["anne", "cy"]
         assert again.stats()["templates"] == 2
+
+
+def test_a_new_name_differing_only_by_case_or_spacing_is_refused_on_enrol_and_rename(
+        gallery: Gallery, tmp_path: Path) -> None:
+    """The probe: enrolling 'alice' beside 'Alice', or renaming bob to 'ALICE', made two people no listing could
+    tell apart. The rule is the one People.name follows (Gallery.refuse_look_alike)."""
+    gallery.enroll("Alice Smith", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "a1")], FP)
+    gallery.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), "b1")], FP)
+    for look_alike in ["alice smith", "ALICE  SMITH", " Alice\u00a0Smith", "alice \u2003smith"]:
+        with pytest.raises(LookAlikeName, match=rf"g\.db: {re.escape(repr(look_alike.strip()))} differs from the "
+                                                r"existing person 'Alice Smith' only by case or spacing.*enrol them "
+                                                r"under the existing spelling 'Alice Smith'"):
+            gallery.enroll(look_alike, [(_face(_unit(1, 1, 0, 0, 0, 0, 0, 0)), "a2")], FP)
+    with pytest.raises(LookAlikeName, match="existing person 'Alice Smith'"):
+        gallery.add("alice smith", _unit(1, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="a2")
+    with pytest.raises(LookAlikeName, match=r"'ALICE SMITH' differs from the existing person 'Alice Smith'.*if bob "
+                                            rf"is Alice Smith, merge them \(`marginface people merge {tmp_path}/g\.db "
+                                            r"'Alice Smith' bob`\)"):
+        gallery.rename("bob", "ALICE SMITH")
+    assert [(i.name, i.templates) for i in gallery.identities()] == [("Alice Smith", 1), ("bob", 1)]  # unchanged
+    # the exact name (as stored: NFC, stripped) is the same person: more photos of them
+    assert gallery.enroll(" Alice Smith ", [(_face(_unit(1, 1, 0, 0, 0, 0, 0, 0)), "a2")], FP) == 1
+    assert gallery.add("Alice Smith", _unit(1, 2, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="a3") is not None
+    gallery.rename("Alice Smith", "alice smith")  # a new spelling of the same person
+    gallery.rename("bob", "Bob")
+    assert LookAlikeName.http_status == 409 and issubclass(LookAlikeName, GalleryError)
+    gallery.close()
+    with Gallery.open(tmp_path / "g.db") as again:
+        assert [(i.name, i.templates) for i in again.identities()] == [("Bob", 1), ("alice smith", 3)]
+
+
+def test_enrolling_under_a_stored_name_of_another_normal_form_adds_to_that_person(gallery: Gallery,
+                                                                                   tmp_path: Path) -> None:
+    """A name stored before names were normalised (NFD 'Zoe' + combining acute) is the person an NFC 'Zoé' enrols
+    into: not a second identity, not a look-alike refusal."""
+    gallery.add("Zo\u00e9", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="z1")
+    with sqlite3.connect(tmp_path / "g.db") as other:  # as an older version wrote it
+        other.execute("UPDATE identities SET name = ?", ("Zoe\u0301",))
+    assert gallery.add("Zo\u00e9", _unit(1, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="z2") is not None
+    assert [(i.name, i.templates) for i in gallery.identities()] == [("Zoe\u0301", 2)]
+
+
+def test_identity_lookups_and_unit_embedding_are_public(gallery: Gallery, tmp_path: Path) -> None:
+    """What infer/people.py needs from a gallery: an identity's id and stored name, and one embedding as the unit
+    vector a template stores; each as committed now, by any process."""
+    gallery.add("Zo\u00e9", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    identity = gallery.identity_id(" Zoe\u0301 ")  # NFD, with spaces: the same stored name
+    assert gallery.identity_name(identity) == "Zo\u00e9"
+    with pytest.raises(UnknownIdentity, match="has no identity 'ann'"):
+        gallery.identity_id("ann")
+    with pytest.raises(UnknownIdentity, match=f"has no identity id {identity + 1}"):
+        gallery.identity_name(identity + 1)
+    with Gallery.open(tmp_path / "g.db") as other:  # another connection's commit is seen
+        other.add("ann", _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+        other.rename("Zo\u00e9", "Zoe")
+    assert gallery.identity_name(identity) == "Zoe" and gallery.identity_name(gallery.identity_id("ann")) == "ann"
+    vector = gallery.unit_embedding(np.arange(1, 9, dtype=np.float64))
+    assert vector.dtype == np.float32 and vector.shape == (8,)
+    assert np.isclose(np.linalg.norm(vector), 1.0) and np.allclose(vector, _unit(*range(1, 9)))
+    with pytest.raises(GalleryError, match="must be 8 finite values, got shape"):
+        gallery.unit_embedding(np.full(8, np.nan))
 
 
 def test_other_model_is_refused_naming_both(gallery: Gallery) -> None:

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from marginface.infer.faces import FaceResult
-from marginface.infer.gallery import Gallery, GalleryModelMismatch, GalleryNotWritable, template_checksum
+from marginface.infer.gallery import (
+    Gallery,
+    GalleryModelMismatch,
+    GalleryNotWritable,
+    LookAlikeName,
+    template_checksum,
+)
 from marginface.infer.people import (
     CannotLinkConflict,
     FacesDamaged,
@@ -194,16 +200,19 @@ def test_a_name_that_differs_from_another_persons_only_by_case_or_spacing_is_ref
     c0, c1, c2 = (people.faces([faces[p][0]])[0].person for p in range(3))
     assert people.name(c0, "  Alice  Smith ").ref == "Alice  Smith"  # surrounding spaces stripped
     for look_alike in ["alice  smith", "ALICE SMITH", "Alice Smith", " alice\u00a0 smith"]:
-        with pytest.raises(PeopleError, match=r"differs from the existing person 'Alice  Smith' only by case or "
-                                              rf"spacing.*marginface people merge .*'Alice  Smith' {c1.ref}"):
+        with pytest.raises(LookAlikeName, match=r"differs from the existing person 'Alice  Smith' only by case or "
+                                                rf"spacing.*marginface people merge .*'Alice  Smith' {c1.ref}"):
             people.name(c1, look_alike)
     assert people.show(c1).info.person.kind == "cluster" and people.counts()["named"] == 1  # nothing written
     people.name(c1, "Bob")
-    with pytest.raises(PeopleError, match="'Alice  Smith' only by case"):
+    with pytest.raises(LookAlikeName, match="'Alice  Smith' only by case"):
         people.name("Bob", "alice smith")  # a rename too
     assert people.name("Alice  Smith", "alice smith").ref == "alice smith"  # the same person: a new spelling
     assert people.name(c2, "alice smith").ref == "alice smith"  # the very name: a merge, as ever
     assert sorted(members(people, "alice smith")) == sorted(faces[0] + faces[2])
+    with pytest.raises(LookAlikeName, match="enrol them under the existing spelling 'alice smith'"):
+        people.gallery.enroll("Alice Smith", [(_face(np.eye(8)[0]), "photo-1")], FP)  # enrolment: the same rule
+    assert people.counts()["named"] == 2 and people.gallery.stats()["templates"] == len(faces[0] + faces[2]) + 3
 
 
 def test_enrolled_templates_follow_a_merge_into_the_kept_person(gallery: Gallery, three) -> None:

@@ -1,5 +1,6 @@
 """add_photos and reembed on real LFW photos with the real detector and model: names, merges and cannot-links
-survive a reembed, a deleted photo is listed, thumbnails stand in for it, and contact sheets are drawn."""
+survive a reembed, a deleted photo is listed, thumbnails stand in for it, the same model keeps enrolled templates
+and the threshold, a move onto the auto model takes its shipped threshold, and contact sheets are drawn."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from marginface.infer.faces import ModelFingerprint
 from marginface.infer.gallery import Gallery, GalleryModelMismatch
 from marginface.infer.people import People, PeopleError
 from marginface.infer.people_scan import add_photos, iou, reembed
+from marginface.infer.published import published
 from marginface.infer.recognizer import FaceRecognizer
-from marginface.infer.thresholds import Threshold
+from marginface.infer.thresholds import Threshold, published_threshold
 
 from .test_people import nn_cluster
 
@@ -48,6 +50,13 @@ def photos(tmp_path: Path, shared_data: Path) -> Path:
 def _gallery(tmp_path: Path, recognizer: FaceRecognizer) -> Gallery:
     return Gallery.create(tmp_path / "g.db", recognizer.fingerprint, Threshold.fixed(0.4),
                           model=recognizer.model_path, detector=recognizer.detector_path)
+
+
+def _retrained(recognizer: FaceRecognizer) -> FaceRecognizer:
+    """The same files under another fingerprint: stands in for a retrained model (not the auto one)."""
+    other = FaceRecognizer(recognizer.model_path, recognizer.detector_path, threshold=0.35, threads=1)
+    other.fingerprint = ModelFingerprint(**{**dataclasses.asdict(recognizer.fingerprint), "weights_sha256": "f" * 64})
+    return other
 
 
 def _cluster(people: People) -> None:
@@ -127,9 +136,7 @@ def test_a_model_change_needs_a_threshold_and_says_what_enrolled_templates_lose(
         add_photos(people, recognizer, [photos / "Colin_Powell_1.jpg"])
         people.name(people.split([_main_face(people, photos / "Colin_Powell_1.jpg")]), "Colin")
         gallery.enroll("Tony", [(recognizer.main_face(photos / "Tony_Blair_1.jpg"), "t1")], recognizer.fingerprint)
-        other = FaceRecognizer(recognizer.model_path, recognizer.detector_path, threshold=0.35, threads=1)
-        other.fingerprint = ModelFingerprint(**{**dataclasses.asdict(recognizer.fingerprint),
-                                                "weights_sha256": "f" * 64})  # stands in for a retrained model
+        other = _retrained(recognizer)
         with pytest.raises(PeopleError, match="give its identification threshold"):
             reembed(people, other)
         with pytest.raises(PeopleError, match=r"1 templates of 'Tony' \(1\) were enrolled from photos whose paths "
@@ -145,6 +152,78 @@ def test_a_model_change_needs_a_threshold_and_says_what_enrolled_templates_lose(
     with Gallery.open(tmp_path / "g.db") as again:  # the new binding is committed
         assert again.fingerprint == other.fingerprint
         assert sqlite3.connect(tmp_path / "g.db").execute("SELECT COUNT(*) FROM templates").fetchone() == (1,)
+
+
+def _enrolled_templates(gallery: Gallery) -> dict[int, np.ndarray]:
+    """Template id -> vector of the templates enrolled from photos (no face record)."""
+    ids, _, vectors, _ = gallery.verified_templates()
+    with gallery.reading() as db:
+        enrolled = {row[0] for row in db.execute("SELECT id FROM templates WHERE face_id IS NULL")}
+    return {int(t): v for t, v in zip(ids, vectors, strict=True) if int(t) in enrolled}
+
+
+def test_the_same_model_keeps_enrolled_templates_the_threshold_and_the_clustering_cut(
+        tmp_path: Path, photos: Path, recognizer: FaceRecognizer) -> None:
+    """With the gallery's own model, reembed changes no decision: enrolled templates stay valid (kept, not refused
+    and not dropped), the gallery's threshold stays (not the shipped one, though this is the auto model) unless
+    one is given, and the clustering cut stays calibrated."""
+    assert recognizer.fingerprint.weights_sha256 == published()["model"]["sha256"]  # the auto model's weights
+    with _gallery(tmp_path, recognizer) as gallery:  # threshold 0.4, not the shipped identify one
+        people = People(gallery)
+        add_photos(people, recognizer, [photos / "Colin_Powell_1.jpg"])
+        people.name(people.split([_main_face(people, photos / "Colin_Powell_1.jpg")]), "Colin")
+        tony = recognizer.main_face(photos / "Tony_Blair_1.jpg")
+        gallery.enroll("Tony", [(tony, "t1")], recognizer.fingerprint)
+        with people.change() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('clustering', '{\"cut\": 0.5}')")
+        enrolled = _enrolled_templates(gallery)
+        assert len(enrolled) == 1
+
+        result = reembed(people, recognizer)
+        assert result.dropped_enrolled == {} and result.templates == 2 and result.missing == []
+        assert gallery.threshold == Threshold.fixed(0.4) != published_threshold("identify")
+        assert people.setting("clustering") == '{"cut": 0.5}'
+        after = _enrolled_templates(gallery)
+        assert after.keys() == enrolled.keys()
+        assert all(np.array_equal(after[t], enrolled[t]) for t in enrolled)  # the very bytes, still searched
+        [decision] = gallery.identify_faces([tony], fingerprint=recognizer.fingerprint)
+        assert decision.name == "Tony" and decision.score > 0.99
+
+        reembed(people, recognizer, threshold=Threshold.fixed(0.45))  # a threshold given is the one written
+        assert gallery.threshold == Threshold.fixed(0.45) and len(_enrolled_templates(gallery)) == 1
+    with Gallery.open(tmp_path / "g.db") as again:
+        assert again.threshold == Threshold.fixed(0.45) and again.fingerprint == recognizer.fingerprint
+
+
+def test_onto_the_auto_model_its_shipped_identify_threshold_is_used(
+        tmp_path: Path, photos: Path, recognizer: FaceRecognizer) -> None:
+    """Another model needs a threshold, except onto the auto model: its shipped identify threshold then replaces
+    the old model's (whose scores meant something else); a threshold given still wins."""
+    other = _retrained(recognizer)
+    with Gallery.create(tmp_path / "g.db", other.fingerprint, Threshold.fixed(0.4), model=other.model_path,
+                        detector=other.detector_path) as gallery:
+        people = People(gallery)
+        add_photos(people, other, [photos / "Colin_Powell_1.jpg"])
+        people.name(people.split([_main_face(people, photos / "Colin_Powell_1.jpg")]), "Colin")
+        with people.change() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('clustering', '{\"cut\": 0.5}')")
+
+        reembed(people, recognizer, threshold=Threshold.fixed(0.3))
+        assert gallery.fingerprint == recognizer.fingerprint and gallery.threshold == Threshold.fixed(0.3)
+        assert people.setting("clustering") is None  # calibrated for the old model
+        reembed(people, other, threshold=Threshold.fixed(0.4))  # back onto the stand-in
+        assert gallery.fingerprint == other.fingerprint
+
+        result = reembed(people, recognizer)  # no threshold: the auto model's shipped one
+        shipped = published_threshold("identify")
+        assert gallery.fingerprint == recognizer.fingerprint and gallery.threshold == shipped
+        assert shipped.value != 0.4 and "shipped with marginface" in gallery.threshold.source
+        assert result.templates == 1 and result.missing == []
+        probe = recognizer.main_face(photos / "Colin_Powell_1.jpg")
+        [decision] = gallery.identify_faces([probe], fingerprint=recognizer.fingerprint)
+        assert decision.name == "Colin" and decision.threshold == shipped
+    with Gallery.open(tmp_path / "g.db") as again:
+        assert again.threshold == shipped
 
 
 def test_iou() -> None:

@@ -123,13 +123,17 @@ def test_names_the_gallery_refuses_are_422(client, clustered):
         answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": name})
         assert answer.status_code == 422 and says in answer.json()["detail"], name
     assert client.post("/v1/people:name", json={"ref": clustered["red"], "name": ""}).status_code == 422
-    assert client.post("/v1/people:name", json={"ref": clustered["blue"], "name": "Ruby"}).status_code == 200
-    answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": " ruby "})
-    assert answer.status_code == 422
-    assert "differs from the existing person 'Ruby' only by case" in answer.json()["detail"]
     assert client.post("/v1/people:name", json={"ref": clustered["red"]}).status_code == 422
     assert client.post("/v1/people:name", content=b"not json",
                        headers={"content-type": "application/json"}).status_code == 422
+
+
+def test_a_name_that_differs_from_someones_only_by_case_or_spacing_is_409(client, clustered):
+    assert client.post("/v1/people:name", json={"ref": clustered["blue"], "name": "Ruby"}).status_code == 200
+    answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": " ruby "})
+    assert answer.status_code == 409
+    assert "'ruby' differs from the existing person 'Ruby' only by case" in answer.json()["detail"]
+    assert client.get(_path(clustered["red"])).json()["kind"] == "cluster"  # nothing was changed
 
 
 def test_not_this_person_takes_a_face_out_and_is_respected(client, clustered):

@@ -136,6 +136,17 @@ def test_the_same_photo_under_another_name_is_409(client):
                        files=[("images", _png("r.png", face(RED)))]).json()["added"] == 1
 
 
+def test_a_name_that_differs_from_an_enrolled_one_only_by_case_is_409(client):
+    assert _enrol(client, "Red", _png("r.png", face(RED))).status_code == 201
+    refused = _enrol(client, " RED ", _png("r2.png", face(RED, 46)))
+    assert refused.status_code == 409
+    assert ("'RED' differs from the existing person 'Red' only by case or spacing" in refused.json()["detail"]
+            and "enrol them under the existing spelling 'Red'" in refused.json()["detail"])
+    more = _enrol(client, "Red", _png("r2.png", face(RED, 46)))  # the exact name: more photos of that person
+    assert more.status_code == 201 and more.json()["added"] == 1
+    assert [(i["name"], i["templates"]) for i in client.get("/v1/identities").json()["identities"]] == [("Red", 2)]
+
+
 def test_parameters_and_fields_are_checked(client):
     assert client.post("/v1/identify?k=0", files={"image": _png("r.png", face(RED))}).status_code == 422
     assert client.post("/v1/identify?k=101", files={"image": _png("r.png", face(RED))}).status_code == 422

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import struct
 import threading
@@ -137,6 +138,13 @@ class GalleryError(MarginfaceError, ValueError):
     """A gallery operation that cannot be done: missing file or identity, duplicate name, bad embedding."""
 
     http_status = 422
+
+
+class LookAlikeName(GalleryError):
+    """A new name that differs from an existing person's only by case or spacing: a listing could not tell the two
+    apart. The message names the gallery, both names and what to do instead."""
+
+    http_status = 409
 
 
 class GalleryModelMismatch(GalleryError):
@@ -609,7 +617,31 @@ class Gallery:
                 f"gallery {self.path} holds embeddings of model {self.fingerprint.key} ({self.model_path}); "
                 f"the embeddings given come from model {fingerprint.key}")
 
-    def _unit(self, embedding: np.ndarray) -> np.ndarray:
+    def refuse_look_alike(self, name: str, *, identity: int | None = None, person: str | None = None) -> None:
+        """LookAlikeName when `name` (normalised, nobody's yet) differs from the name of an identity other than
+        `identity` only by case or spacing: the one rule for a new identity (enrolment), a rename and a person
+        named (infer/people.py). `person`: who is being (re)named, for the hint (a merge); None for a new
+        identity (the hint: enrol under the existing spelling). Call it inside a change, so it checks what is
+        committed."""
+        with self._lock:
+            spelling = _spelling(name)
+            known = next((known for other, known in sorted(self._names.items())
+                          if other != identity and _spelling(known) == spelling), None)
+        if known is None:
+            return
+        if person is None:
+            hint = (f"to add photos of {known}, enrol them under the existing spelling {known!r}; for someone "
+                    "else, choose a name that tells the two apart")
+        else:
+            merge = " ".join(shlex.quote(word) for word in (str(self.path), known, person))
+            hint = (f"if {person} is {known}, merge them (`marginface people merge {merge}`); else choose a name "
+                    "that tells the two apart")
+        raise LookAlikeName(f"gallery {self.path}: {name!r} differs from the existing person {known!r} only by "
+                            f"case or spacing, so the two could not be told apart; {hint}")
+
+    def unit_embedding(self, embedding: np.ndarray) -> np.ndarray:
+        """One embedding as the (D,) float32 unit vector a template or face record stores; GalleryError unless it
+        holds the gallery's D finite values."""
         vector = np.asarray(embedding, np.float32).reshape(-1)
         if vector.shape != (self.fingerprint.embedding_dim,) or not np.all(np.isfinite(vector)):
             raise GalleryError(f"embedding must be {self.fingerprint.embedding_dim} finite values, "
@@ -622,7 +654,7 @@ class Gallery:
             source_sha256: str | None = None, detection_score: float | None = None,
             allow_shared_photos: bool = False) -> int | None:
         """Add one template to `name` (created if new); None when that source image is already enrolled."""
-        added = self._insert(name, [(self._unit(embedding), source_sha256, detection_score)], fingerprint,
+        added = self._insert(name, [(self.unit_embedding(embedding), source_sha256, detection_score)], fingerprint,
                              allow_shared_photos, None)
         return added[0] if added else None
 
@@ -633,8 +665,9 @@ class Gallery:
         were new (already-enrolled source images are skipped).
 
         A photo already enrolled under another name is refused (SharedPhoto, naming it from `photo_names` and
-        the other person) unless `allow_shared_photos`: identify would answer whichever came first."""
-        items = [(self._unit(face.embedding), sha, face.detection_score) for face, sha in faces]
+        the other person) unless `allow_shared_photos`: identify would answer whichever came first. A new name
+        that differs from another person's only by case or spacing is refused (LookAlikeName)."""
+        items = [(self.unit_embedding(face.embedding), sha, face.detection_score) for face, sha in faces]
         return len(self._insert(name, items, fingerprint, allow_shared_photos, photo_names))
 
     enrol = enroll  # the project's spelling (docs, CLI); `enroll` stays, as it was published first
@@ -648,11 +681,15 @@ class Gallery:
         with self._lock:  # one lock over the transaction and the index update: a remove cannot slip between
             with self._write():
                 self._sync()
-                row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+                identity = self._find_identity(name)  # more photos of a person enrolled under this very name
+                new = identity is None
+                if new:
+                    self.refuse_look_alike(name)
                 if not allow_shared_photos:
-                    self._refuse_shared(name, row[0] if row else None, items, photo_names)
-                identity = row[0] if row else self._db.execute(
-                    "INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)", (name, now, now)).lastrowid
+                    self._refuse_shared(name, identity, items, photo_names)
+                if new:
+                    identity = self._db.execute("INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)",
+                                                (name, now, now)).lastrowid
                 added, vectors = [], []
                 for vector, sha, score in items:
                     blob = vector.astype("<f4").tobytes()
@@ -667,7 +704,8 @@ class Gallery:
                         added.append(template)
                         vectors.append(vector)
                 self._db.execute("UPDATE identities SET updated = ? WHERE id = ?", (now, identity))
-            self._names[identity] = name  # committed: now the in-memory index
+            if new:
+                self._names[identity] = name  # committed: now the in-memory index
             if added:
                 self._index.add(np.array(added), np.full(len(added), identity), np.stack(vectors))
         return added
@@ -701,7 +739,8 @@ class Gallery:
             self._damaged = [d for d in self._damaged if d.identity_id != identity]
 
     def rename(self, old: str, new: str) -> None:
-        """Rename an identity (its templates stay)."""
+        """Rename an identity (its templates stay); a name another identity has is refused, and so is one that
+        differs from another's only by case or spacing (LookAlikeName)."""
         new = check_identity_name(new)
         with self._lock:
             with self._write():
@@ -709,6 +748,7 @@ class Gallery:
                 identity = self._identity_id(old)
                 if any(unicodedata.normalize("NFC", known) == new for i, known in self._names.items() if i != identity):
                     raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
+                self.refuse_look_alike(new, identity=identity, person=self._names[identity])
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
             self._names[identity] = new
@@ -741,12 +781,36 @@ class Gallery:
             self._load()
         return dropped
 
-    def _identity_id(self, name: str) -> int:
-        name = normalize_identity_name(name)
+    def identity_id(self, name: str) -> int:
+        """The id of the identity called `name` (compared as stored: NFC, without surrounding spaces), as committed
+        now; UnknownIdentity when there is none."""
+        with self._lock:
+            self._sync()
+            return self._identity_id(name)
+
+    def identity_name(self, identity: int) -> str:
+        """The stored name of identity `identity` (an id from `identity_id`), as committed now; UnknownIdentity
+        when there is none."""
+        with self._lock:
+            self._sync()
+            if identity not in self._names:
+                raise UnknownIdentity(f"gallery {self.path} has no identity id {identity}")
+            return self._names[identity]
+
+    def _find_identity(self, name: str) -> int | None:
+        """The id of the identity called `name` (already normalised) in what was last read, or None."""
         for identity, known in self._names.items():
             if unicodedata.normalize("NFC", known) == name:
                 return identity
-        raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
+        return None
+
+    def _identity_id(self, name: str) -> int:
+        """identity_id without the lock and the sync (for callers holding both)."""
+        name = normalize_identity_name(name)
+        identity = self._find_identity(name)
+        if identity is None:
+            raise UnknownIdentity(f"gallery {self.path} has no identity {name!r}")
+        return identity
 
     # -- reading --------------------------------------------------------------------------------------------
     def identities(self) -> list[IdentityInfo]:
@@ -1011,6 +1075,12 @@ def _looks_like(name: str) -> str:
     decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
     bare = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
     return bare.translate(_LOOK_ALIKES).casefold()
+
+
+def _spelling(name: str) -> str:
+    """What tells names apart for a reader: the words of the NFC name, casefolded (case and runs of spaces of any
+    kind do not count)."""
+    return unicodedata.normalize("NFC", " ".join(unicodedata.normalize("NFC", name).split()).casefold())
 
 
 def normalize_identity_name(name: str) -> str:

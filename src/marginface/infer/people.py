@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
 import sqlite3
 import struct
 import time
@@ -280,11 +279,12 @@ class People:
                                     f"`marginface people list {self.path}`)")
             return Person("cluster", int(row[0]))
         try:
-            identity = self.gallery._identity_id(text)
+            identity = self.gallery.identity_id(text)
+            name = self.gallery.identity_name(identity)
         except UnknownIdentity as err:
             hint = "" if text.startswith("@") else " (clusters are addressed as @ID)"
             raise UnknownPerson(f"{err}{hint}") from err
-        return Person("named", identity, self.gallery._names[identity])
+        return Person("named", identity, name)
 
     def _existing_faces(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> list[int]:
         """The ids, each once, in the order given; UnknownFace naming those the gallery does not hold."""
@@ -437,7 +437,7 @@ class People:
         self.gallery.check_fingerprint(fingerprint)
         if thumbnails is not None and len(thumbnails) != len(faces):
             raise PeopleError(f"gallery {self.path}: {photo_path}: {len(thumbnails)} thumbnails for {len(faces)} faces")
-        vectors = [self.gallery._unit(face.embedding) for face in faces]
+        vectors = [self.gallery.unit_embedding(face.embedding) for face in faces]
         now = time.time()
         added: list[int] = []
         with self.change() as db:
@@ -596,18 +596,22 @@ class People:
     def name(self, ref: str | Person, name: str) -> Person:
         """Name a cluster (it becomes a named person, its faces user-placed and templates) or rename a named
         person; when `name` is already someone's, the two are merged into that person. The name is stripped of
-        surrounding spaces; one that differs from another person's only by case or spacing is refused."""
+        surrounding spaces; one that differs from another person's only by case or spacing is refused
+        (LookAlikeName: Gallery.refuse_look_alike, the rule enrolment and rename follow too)."""
         name = check_identity_name(name)
         if CLUSTER_REF.fullmatch(name):
             raise PeopleError(f"gallery {self.path}: {name!r} cannot be a name: @ID addresses clusters")
         with self.change() as db:
             self._decided(db)
             person = self._resolve(db, ref)
-            row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                self._refuse_look_alike(db, name, person)
-            elif (person.kind, person.id) != ("named", row[0]):
-                return self._merge(db, Person("named", int(row[0]), name), person)
+            try:
+                existing: int | None = self.gallery.identity_id(name)
+            except UnknownIdentity:
+                existing = None
+                self.gallery.refuse_look_alike(name, identity=person.id if person.kind == "named" else None,
+                                               person=person.ref)
+            if existing is not None and (person.kind, person.id) != ("named", existing):
+                return self._merge(db, Person("named", existing, self.gallery.identity_name(existing)), person)
             if person.kind == "named":
                 db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?", (name, time.time(), person.id))
                 return Person("named", person.id, name)
@@ -615,17 +619,6 @@ class People:
             named = Person("named", int(db.execute("INSERT INTO identities (name, created, updated) VALUES (?, ?, ?)",
                                                    (name, now, now)).lastrowid), name)
             return self._merge(db, named, person)
-
-    def _refuse_look_alike(self, db: sqlite3.Connection, name: str, person: Person) -> None:
-        """PeopleError when `name` (nobody's yet) differs from another person's name only by case or spacing:
-        two such people could not be told apart in a listing."""
-        for identity, known in db.execute("SELECT id, name FROM identities").fetchall():
-            if _spelling(known) == _spelling(name) and (person.kind, person.id) != ("named", identity):
-                merge = " ".join(shlex.quote(word) for word in (str(self.path), known, person.ref))
-                raise PeopleError(
-                    f"gallery {self.path}: {name!r} differs from the existing person {known!r} only by case or "
-                    f"spacing, so the two could not be told apart; if {person.ref} is {known}, name it {known!r} "
-                    f"or merge them (`marginface people merge {merge}`), else choose a name that tells them apart")
 
     def merge(self, a: str | Person, b: str | Person) -> Person:
         """Merge two people into one (their faces user-placed in it); returns the person kept: the named one
@@ -825,11 +818,6 @@ class People:
                 dropped += db.execute(f"DELETE FROM faces WHERE id IN ({_marks(chunk)})", chunk).rowcount
             self._drop_empty_clusters(db, left)
         return dropped
-
-
-def _spelling(name: str) -> str:
-    """What tells names apart for a reader: the words, casefolded (case and runs of spaces do not count)."""
-    return " ".join(name.split()).casefold()
 
 
 def person_ref(text: str) -> str:

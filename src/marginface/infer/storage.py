@@ -5,7 +5,8 @@ The recognizer, the enrolment plan and the service need only this protocol. Its 
 signatures: every change is one transaction (all or nothing, never acknowledged before it is durable); a
 store bound to one model refuses embeddings and queries of another (GalleryModelMismatch); a damaged
 template is never searched past (GalleryDamaged); a store that cannot write says so (GalleryNotWritable,
-`write_problem`); an old schema is migrated when opened writable and only then.
+`write_problem`); a new name (enrol, rename) that differs from another identity's only by case or spacing is
+refused (LookAlikeName); an old schema is migrated when opened writable and only then.
 """
 
 from __future__ import annotations
