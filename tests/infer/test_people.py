@@ -123,6 +123,55 @@ def test_add_faces_stores_every_face_once_and_records_photos_without_faces(galle
     assert gallery.stats()["templates"] == 0  # unnamed faces are no templates
 
 
+def _drop_embedding(path: Path, face_id: int) -> None:
+    """As `gallery reembed` leaves a face whose photo is gone: no embedding, no checksum."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE faces SET embedding = NULL, checksum = NULL WHERE id = ?", (face_id,))
+    db.close()
+
+
+def test_unassigned_faces_come_a_page_at_a_time_counted_as_counts_counts_them(tmp_path: Path, three) -> None:
+    people, faces = three
+    everyone = sorted(f for ids in faces.values() for f in ids)
+    first = people.unassigned_page(0, 4)
+    assert [f.id for f in first.faces] == everyone[:4] and first.next_after == everyone[3]
+    assert first.total == 9 and first.without_embedding == 0 and all(f.person is None for f in first.faces)
+    last = people.unassigned_page(everyone[7], 4)
+    assert [f.id for f in last.faces] == everyone[8:] and last.next_after is None
+    assert people.unassigned_page(everyone[-1], 4).faces == []
+    # placed faces leave the listing; a face in no person without an embedding is counted apart, never listed
+    people.split(faces[0])
+    _drop_embedding(tmp_path / "g.db", faces[1][0])  # in no person
+    _drop_embedding(tmp_path / "g.db", faces[0][0])  # in a person: counted as without an embedding only
+    page = people.unassigned_page(0, 100)
+    assert [f.id for f in page.faces] == people.unassigned() == sorted(faces[1][1:] + faces[2])
+    assert (page.total, page.without_embedding, page.next_after) == (5, 1, None)
+    counts = people.counts()
+    assert counts["unassigned"] == page.total == len(people.unassigned()) and counts["without_embedding"] == 2
+    assert page.to_dict()["faces"][0]["person"] is None
+    for after, limit in [(0, 0), (-1, 10), (2**63, 10)]:
+        with pytest.raises(PeopleError, match="a page of unassigned faces needs"):
+            people.unassigned_page(after, limit)
+
+
+def test_a_page_of_unassigned_faces_is_one_read_transaction_with_a_limit(three) -> None:
+    people, _ = three
+    seen: list[str] = []
+    with people.reading() as db:
+        db.set_trace_callback(seen.append)
+    try:
+        seen.clear()
+        people.unassigned_page(0, 2)
+        page = list(seen)
+    finally:
+        with people.reading() as db:
+            db.set_trace_callback(None)
+    reads = [i for i, statement in enumerate(page) if "FROM faces" in statement]
+    assert page.count("BEGIN") == 1 and page.count("COMMIT") == 1
+    assert page.index("BEGIN") < min(reads) and max(reads) < page.index("COMMIT")
+    assert any("LIMIT" in page[i] for i in reads)  # the page is cut in SQL: no read of every unassigned id
+
+
 def test_clustering_runs_keep_cluster_ids_stable(three) -> None:
     people, faces = three
     applied = run_clustering(people)

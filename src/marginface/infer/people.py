@@ -49,6 +49,10 @@ CLUSTER_REF = re.compile(r"@(\d+)")
 USER, AUTO = "user", "auto"
 _CHUNK = 500  # ids per `IN (...)` (SQLite allows 32766 parameters; small chunks keep statements short)
 _MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id names nothing (and cannot even be bound)
+IN_NO_PERSON = "identity_id IS NULL AND cluster_id IS NULL"
+# unassigned: in no person and with an embedding, so a clustering run or the user can place it; a face in no
+# person without one (its photo was gone at the last reembed) is out of clustering and counted apart
+UNASSIGNED = f"{IN_NO_PERSON} AND embedding IS NOT NULL"
 
 
 class PeopleError(GalleryError):
@@ -222,6 +226,21 @@ class ClusteringApplied:
         return dict(vars(self))
 
 
+@dataclass(frozen=True)
+class UnassignedPage:
+    """A page of the unassigned faces (by id), how many there are, and where the next page starts."""
+
+    faces: list[FaceRecord]
+    total: int  # unassigned faces (in no person, with an embedding) over all pages
+    without_embedding: int  # faces in no person without an embedding (photo gone at a reembed): not listed
+    next_after: int | None  # pass as `after` for the next page; None on the last
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {"faces": [f.to_dict() for f in self.faces], "total": self.total,
+                "without_embedding": self.without_embedding, "next_after": self.next_after}
+
+
 def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     ids = list(ids)
     for start in range(0, len(ids), _CHUNK):
@@ -253,10 +272,19 @@ class People:
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """The connection for reads in SQL (Gallery.reading: under its lock, after seeing what other processes
-        committed); NeedsMigration for a schema-2 gallery open read-only."""
+        committed), in one read transaction, so every statement of the block sees the same committed state;
+        NeedsMigration for a schema-2 gallery open read-only."""
         self._require_schema()
         with self.gallery.reading() as db:
-            yield db
+            if db.in_transaction:  # inside a change: its write transaction is the one snapshot already
+                yield db
+                return
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                if db.in_transaction:  # a read wrote nothing: ending it only lets the snapshot go
+                    db.execute("COMMIT")
 
     @contextmanager
     def change(self, full_reload: bool = False) -> Iterator[sqlite3.Connection]:
@@ -493,10 +521,23 @@ class People:
                            decisions)
 
     def unassigned(self) -> list[int]:
-        """Ids of the faces in no person (those a run has yet to place, or could not)."""
+        """Ids of the unassigned faces (UNASSIGNED: in no person, with an embedding), by id."""
         with self.reading() as db:
-            return [r[0] for r in db.execute("SELECT id FROM faces WHERE identity_id IS NULL AND cluster_id IS NULL "
-                                             "AND embedding IS NOT NULL ORDER BY id")]
+            return [r[0] for r in db.execute(f"SELECT id FROM faces WHERE {UNASSIGNED} ORDER BY id")]
+
+    def unassigned_page(self, after: int = 0, limit: int = 100) -> UnassignedPage:
+        """At most `limit` unassigned faces with an id above `after` (a face id, so placing faces between two
+        pages skips none), their total, and the faces in no person without an embedding, in one read."""
+        after, limit = int(after), int(limit)
+        if not (0 <= after <= _MAX_ID and 1 <= limit < _MAX_ID):
+            raise PeopleError(f"gallery {self.path}: a page of unassigned faces needs 0 <= after <= {_MAX_ID} and "
+                              f"1 <= limit < {_MAX_ID}, got after {after}, limit {limit}")
+        with self.reading() as db:  # one snapshot: the page and its counts agree whoever commits meanwhile
+            records = self._records(db, f"{UNASSIGNED} AND f.id > ?", [after], limit=limit + 1)  # one more: a next?
+            total, hidden = db.execute("SELECT SUM(embedding IS NOT NULL), SUM(embedding IS NULL) FROM faces WHERE "
+                                       f"{IN_NO_PERSON}").fetchone()
+        next_after = records[limit - 1].id if len(records) > limit else None
+        return UnassignedPage(records[:limit], int(total or 0), int(hidden or 0), next_after)
 
     def apply_clustering(self, face_ids: Sequence[int], labels: Sequence[int], *,
                          targets: Mapping[int, Person] | None = None, meta: Mapping[str, str] | None = None,
@@ -764,16 +805,18 @@ class People:
                 out += self._records(db, f"f.id IN ({_marks(chunk)})", chunk)
         return sorted(out, key=lambda f: f.id)
 
-    def _records(self, db: sqlite3.Connection, where: str, args: list) -> list[FaceRecord]:
-        names = dict(db.execute("SELECT id, name FROM identities").fetchall())
+    def _records(self, db: sqlite3.Connection, where: str, args: list, limit: int | None = None) -> list[FaceRecord]:
+        """The face records matching `where` (over faces f), by id, at most `limit` of them."""
         rows = db.execute(
             "SELECT f.id, p.path, p.sha256, f.face_index, f.box, f.landmarks, f.detection_score, f.raw_norm, "
-            "f.face_size, f.identity_id, f.cluster_id, f.assigned_by, f.thumbnail IS NOT NULL, "
-            f"f.embedding IS NOT NULL FROM faces f JOIN photos p ON p.id = f.photo_id WHERE {where} ORDER BY f.id",
-            args).fetchall()
+            "f.face_size, f.identity_id, i.name, f.cluster_id, f.assigned_by, f.thumbnail IS NOT NULL, "
+            "f.embedding IS NOT NULL FROM faces f JOIN photos p ON p.id = f.photo_id LEFT JOIN identities i ON "
+            f"i.id = f.identity_id WHERE {where} ORDER BY f.id" + ("" if limit is None else " LIMIT ?"),
+            [*args] if limit is None else [*args, limit]).fetchall()
         out = []
-        for (face, path, sha, index, box, marks, score, norm, size, identity, cluster, by, thumb, embedded) in rows:
-            person = (Person("named", identity, names.get(identity)) if identity is not None else
+        for (face, path, sha, index, box, marks, score, norm, size, identity, name, cluster, by, thumb,
+             embedded) in rows:
+            person = (Person("named", identity, name) if identity is not None else
                       Person("cluster", cluster) if cluster is not None else None)
             out.append(FaceRecord(int(face), path, sha, int(index), tuple(json.loads(box)), json.loads(marks),
                                   float(score), float(norm), float(size), person, by, bool(thumb), bool(embedded)))
@@ -789,11 +832,13 @@ class People:
         return row[0]
 
     def counts(self) -> dict:
-        """Photos, faces, unassigned faces, faces without an embedding, named people and clusters."""
+        """Photos, faces, unassigned faces (UNASSIGNED: in no person, with an embedding, as `unassigned` lists
+        them), faces without an embedding (in a person or not: out of search and clustering), named people and
+        clusters."""
         with self.reading() as db:
             photos, faces, unassigned, stale = db.execute(
-                "SELECT (SELECT COUNT(*) FROM photos), COUNT(*), SUM(identity_id IS NULL AND cluster_id IS NULL), "
-                "SUM(embedding IS NULL) FROM faces").fetchone()
+                f"SELECT (SELECT COUNT(*) FROM photos), COUNT(*), SUM({UNASSIGNED}), SUM(embedding IS NULL) "
+                "FROM faces").fetchone()
             named = db.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
             clusters = db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0]
         return {"photos": int(photos), "faces": int(faces), "unassigned": int(unassigned or 0),

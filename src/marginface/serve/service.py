@@ -17,7 +17,7 @@ from marginface.infer.enrolment import Enrolled, enrol
 from marginface.infer.faces import FaceResult, Verification, main_face
 from marginface.infer.gallery import Gallery, Identified, UnknownIdentity
 from marginface.infer.images import DEFAULT_MAX_PIXELS, image_size, load_image
-from marginface.infer.people import FaceRecord, People, PeopleError, Person, PersonDetail, PersonInfo, UnknownFace
+from marginface.infer.people import People, PeopleError, Person, PersonDetail, PersonInfo, UnassignedPage
 from marginface.infer.people_scan import face_thumbnails
 from marginface.infer.recognizer import FaceRecognizer
 from marginface.infer.thresholds import Threshold
@@ -66,27 +66,6 @@ class NoThumbnail(PeopleError):
     """A face record stored without a thumbnail (thumbnails are kept only when asked for)."""
 
     http_status = 404
-
-
-class FacesChanging(Unavailable):
-    """The unassigned faces changed under every read of a listing (another process deleting faces meanwhile)."""
-
-    retry_after_s = 1
-
-
-@dataclass(frozen=True)
-class UnassignedPage:
-    """A page of the faces in no person: their records, how many there are, and where the next page starts."""
-
-    faces: list[FaceRecord]
-    total: int  # faces in no person with an embedding (the ones listed, over all pages)
-    without_embedding: int  # faces in no person without one (their photo was gone at a reembed): not listed
-    next_after: int | None  # pass as `after` for the next page; None on the last
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict."""
-        return {"faces": [f.to_dict() for f in self.faces], "total": self.total,
-                "without_embedding": self.without_embedding, "next_after": self.next_after}
 
 
 class PixelBudget:
@@ -236,20 +215,8 @@ class RecognitionService:
         return self.people.show(ref)
 
     def unassigned_faces(self, limit: int, after: int = 0) -> UnassignedPage:
-        """One page of the faces in no person (People.unassigned: those with an embedding), by id, after `after`."""
-        for _ in range(3):  # a face the CLI deletes between the two reads: read both again
-            ids = self.people.unassigned()
-            later = [face for face in ids if face > after]
-            try:
-                records = self.people.faces(later[:limit]) if later else []
-            except UnknownFace:
-                continue
-            hidden = max(0, self.people.counts()["unassigned"] - len(ids))
-            more = len(later) > limit
-            return UnassignedPage([r for r in records if r.person is None], len(ids), hidden,
-                                  later[limit - 1] if more else None)
-        raise FacesChanging(f"gallery {self.gallery.path}: its unassigned faces kept changing while they were read; "
-                            "retry")
+        """One page of the unassigned faces, by id, after `after` (People.unassigned_page)."""
+        return self.people.unassigned_page(after, limit)
 
     def thumbnail(self, face_id: int) -> bytes:
         """The stored aligned crop (JPEG) of a face; UnknownFace for an unknown id, NoThumbnail when none was kept

@@ -269,8 +269,10 @@ async function loadPeopleView() {
   const c = data.counts;
   $("people-counts").textContent = `${plural(c.named, "named person")}, ${plural(c.clusters, "unnamed cluster")}, ` +
     `${plural(c.faces, "face")} from ${plural(c.photos, "photo")}` +
-    (c.unassigned ? ` · ${plural(c.unassigned, "face")} not in anyone yet (a clustering run places them, or you ` +
-      "do, below)" : "");
+    (c.unassigned ? ` · ${plural(c.unassigned, "face")} not in anyone yet (listed below: place them, or let a ` +
+      "clustering run group them)" : "") +
+    (c.without_embedding ? ` · ${plural(c.without_embedding, "face")} without an embedding (the photo was gone at ` +
+      "the last reembed: out of search and clustering)" : "");
   const refs = new Set(data.people.map((p) => p.ref));
   for (const ref of Array.from(state.ticked)) if (!refs.has(ref)) state.ticked.delete(ref);
   const list = $("person-list");
