@@ -60,7 +60,7 @@ def test_enroll_identify_and_manage_a_gallery(tmp_path: Path, shared_data: Path,
     assert main(["enroll", db, "--name", "aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 2
     err = capsys.readouterr().err
     assert "'aaron' differs from the existing person 'Aaron' only by case or spacing" in err
-    assert "enrol them under the existing spelling 'Aaron'" in err and "stopped at 'aaron'" in err
+    assert "enrol them under the existing spelling 'Aaron'" in err and "(nothing was enrolled)" in err
     assert main(["enroll", db, "--name", "", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 2
     assert "identity name" in capsys.readouterr().err
 
@@ -248,6 +248,36 @@ def test_enroll_checks_every_name_first_lists_loose_photos_and_fails_on_unreadab
     assert "enrolled 6 new templates for 3 people" in captured.out
     assert "loose.jpg: not in a person's sub-folder" in captured.out
     assert captured.out.count("broken.jpg") == 1 and "1 of 8 images could not be read" in captured.err
+
+
+def test_enrol_refuses_look_alike_folders_before_enrolling_anyone(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before the model is loaded (the gallery's model file does not even exist here)."""
+    from marginface.infer.faces import ModelFingerprint
+    from marginface.infer.gallery import Gallery
+    from marginface.infer.thresholds import Threshold
+
+    db = tmp_path / "g.db"
+    fingerprint = ModelFingerprint("e" * 64, 112, "NCHW", "RGB", 127.5, 127.5, 4)
+    with Gallery.create(db, fingerprint, Threshold.fixed(0.5), model=tmp_path / "absent.onnx", detector=None) as g:
+        g.add("Bob", np.eye(4, dtype=np.float32)[0], fingerprint=fingerprint, source_sha256="bob-1")
+    root = tmp_path / "people"
+    for folder in ("Ada", "alice", "Alice"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "1.jpg").write_bytes(b"not read")
+    assert main(["enrol", str(db), str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the folders 'Alice' and 'alice' name people who differ only by case" in err
+    (root / "Alice" / "1.jpg").unlink()
+    (root / "Alice").rmdir()
+    (root / "bob").mkdir()
+    (root / "bob" / "1.jpg").write_bytes(b"not read")
+    assert main(["enrol", str(db), str(root)]) == 2  # Ada and alice come before bob: neither is enrolled
+    err = capsys.readouterr().err
+    assert f"{root / 'bob'}: gallery {db}: 'bob' differs from the existing person 'Bob' only by case" in err
+    assert "nothing was enrolled" in err and err.count("\n") == 1
+    assert main(["gallery", "list", str(db), "--json"]) == 0
+    assert [i["name"] for i in json.loads(capsys.readouterr().out)] == ["Bob"]
 
 
 def test_a_damaged_template_stops_identify_and_gallery_check_finds_and_drops_it(

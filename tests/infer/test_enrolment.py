@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 
 from marginface.errors import UsageError
-from marginface.infer.enrolment import FoundPhoto, NoUsablePhoto, Skipped, enrol, plan_enrolment, plan_folder
+from marginface.infer.enrolment import (
+    FoundPhoto,
+    NoUsablePhoto,
+    Skipped,
+    check_plan,
+    enrol,
+    plan_enrolment,
+    plan_folder,
+)
 from marginface.infer.faces import FaceResult, ModelFingerprint, NoFaceError
-from marginface.infer.gallery import Gallery, GalleryError
+from marginface.infer.gallery import Gallery, GalleryError, LookAlikeName
 from marginface.infer.thresholds import Threshold
 
 FINGERPRINT = ModelFingerprint("e" * 64, 112, "NCHW", "RGB", 127.5, 127.5, 4)
@@ -58,6 +66,40 @@ def test_every_name_is_checked_before_any_photo_is_read(tmp_path: Path):
         plan_folder(root)
     with pytest.raises(GalleryError, match="must not be empty"):
         plan_enrolment([root / "Ada" / "a.jpg"], name="  ")
+
+
+def test_look_alike_folders_are_refused_naming_both_before_any_photo_is_read(tmp_path: Path):
+    for i, (first, second) in enumerate([("alice", "Alice"), ("Ann  Lee", "ann lee"), ("Zoe\u0301", "Zo\u00e9 ")]):
+        root = tmp_path / f"people{i}"
+        _touch(root / "Bob" / "b.jpg")
+        _touch(root / first / "1.jpg")
+        _touch(root / second / "2.jpg")
+        with pytest.raises(LookAlikeName, match=r"differ only by case or spacing.*\(nothing was enrolled\)") as err:
+            plan_folder(root)
+        assert repr(first) in str(err.value) and repr(second) in str(err.value), err.value
+
+
+def test_a_plan_with_a_look_alike_of_someone_held_is_refused_before_anyone_is_enrolled(tmp_path: Path, gallery):
+    enrol(gallery, "Bob", [FoundPhoto("b.jpg", "sb", [_face(0)])], FINGERPRINT)
+    root = tmp_path / "people"
+    _touch(root / "Ada" / "a.jpg")
+    _touch(root / "Bob" / "more.jpg")
+    check_plan(gallery, plan_folder(root))  # more photos of Bob under his very name: fine
+    _touch(root / "bob" / "b2.jpg")
+    _touch(root / "Cy" / "c.jpg")
+    with pytest.raises(LookAlikeName) as err:  # with Bob/ beside bob/ the folders clash first
+        plan_folder(root)
+    (root / "Bob" / "more.jpg").unlink()
+    (root / "Bob").rmdir()
+    plan = plan_folder(root)
+    with pytest.raises(LookAlikeName) as err:
+        check_plan(gallery, plan)
+    message = str(err.value)
+    assert message.startswith(f"{root / 'bob'}: gallery ") and "nothing was enrolled" in message
+    assert "'bob' differs from the existing person 'Bob' only by case or spacing" in message
+    with pytest.raises(LookAlikeName, match="^'BOB': gallery"):
+        check_plan(gallery, plan_enrolment([root / "Ada" / "a.jpg"], name="BOB"))
+    assert [i.name for i in gallery.identities()] == ["Bob"]
 
 
 def test_one_named_person_and_the_wrong_shapes_of_input(tmp_path: Path):

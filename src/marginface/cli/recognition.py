@@ -258,7 +258,7 @@ def _run_gallery_reembed(args: argparse.Namespace) -> int:
 
 def _run_enrol(args: argparse.Namespace) -> int:
     from marginface.fileio import sha256_file
-    from marginface.infer.enrolment import FoundPhoto, NoUsablePhoto, enrol, plan_enrolment
+    from marginface.infer.enrolment import FoundPhoto, NoUsablePhoto, check_plan, enrol, plan_enrolment
     from marginface.infer.gallery import Gallery, GalleryError
     from marginface.infer.recognizer import FaceRecognizer
 
@@ -267,6 +267,7 @@ def _run_enrol(args: argparse.Namespace) -> int:
     skipped = [f"{path}: not in a person's sub-folder" for path in plan.loose]
     added = people = already = unreadable = 0
     with Gallery.open(args.gallery) as gallery:
+        check_plan(gallery, plan)  # a look-alike of someone held refuses the plan before anyone is enrolled
         recognizer = FaceRecognizer.from_gallery(gallery)
         progress = Progress("enrol")
         # one scan over everyone's images (the workers stay busy across people), taken person by person

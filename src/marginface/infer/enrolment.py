@@ -3,7 +3,10 @@ does to an enrolment.
 
 Planning: a folder of people (`root/<name>/<photos>`, one sub-folder per person; photos lying loose at its top
 are listed, never enrolled: whose are they?) or one person's photos (a name and image files or folders). Every
-name is checked before any photo is read, so a bad folder name enrols nobody.
+name is checked before any photo is read, so a bad folder name enrols nobody: each must be a name the gallery
+can store, no two folders may be look-alikes (`alice/` beside `Alice/`: one spelling, `name_spelling`), and
+`check_plan` refuses, before anyone is enrolled, a new name that is a look-alike of a person the gallery holds
+(Gallery.refuse_look_alike, the rule each enrolment's transaction applies again).
 
 The policy for a photo without a face (the same for `marginface enrol` and `POST /v1/identities`): it is
 skipped and reported, and the person is enrolled from the photos that show a face, in one transaction. A
@@ -23,7 +26,14 @@ from typing import Protocol
 from marginface.data.folder import list_images
 from marginface.errors import UsageError
 from marginface.infer.faces import FaceResult, ModelFingerprint, NoFaceError, main_face
-from marginface.infer.gallery import Gallery, GalleryError, check_identity_name
+from marginface.infer.gallery import (
+    Gallery,
+    GalleryError,
+    LookAlikeName,
+    UnknownIdentity,
+    check_identity_name,
+    name_spelling,
+)
 from marginface.infer.recognizer import image_files
 
 log = logging.getLogger(__name__)
@@ -36,6 +46,12 @@ class PersonPhotos:
 
     name: str
     files: list[Path]
+    folder: Path | None = None  # the sub-folder the name comes from (a folder of people); None: a name given
+
+    @property
+    def source(self) -> str:
+        """Where the name comes from, for messages: its folder, else the name."""
+        return str(self.folder) if self.folder is not None else repr(self.name)
 
 
 @dataclass(frozen=True)
@@ -57,22 +73,44 @@ def plan_person(name: str, inputs: Iterable[str | Path]) -> EnrolmentPlan:
 
 
 def plan_folder(root: str | Path) -> EnrolmentPlan:
-    """One person per sub-folder of `root` (named after it; hidden folders left out), every name checked first;
-    the images lying loose at the top of `root` are returned as `loose`."""
+    """One person per sub-folder of `root` (named after it; hidden folders left out), every name checked first
+    (LookAlikeName naming both folders when two differ only by case or spacing); the images lying loose at the
+    top of `root` are returned as `loose`."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder (one sub-folder per person expected)")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise UsageError(f"{root} has no sub-folders (one per person expected)")
-    people = []
+    names = []
     for folder in folders:
         try:
-            people.append(PersonPhotos(check_identity_name(folder.name), image_files([folder])))
+            names.append(check_identity_name(folder.name))
         except GalleryError as err:
             raise GalleryError(f"{folder}: {err}; rename the folder (nothing was enrolled)") from err
-    loose = list_images(root)
-    return EnrolmentPlan(people, loose)
+    seen: dict[str, Path] = {}
+    for folder, name in zip(folders, names, strict=True):
+        other = seen.setdefault(name_spelling(name), folder)
+        if other != folder:
+            raise LookAlikeName(f"{root}: the folders {other.name!r} and {folder.name!r} name people who differ only "
+                                "by case or spacing, so the two could not be told apart; if they are one person, "
+                                "put their photos in one folder, else rename one (nothing was enrolled)")
+    people = [PersonPhotos(name, image_files([folder]), folder) for folder, name in zip(folders, names, strict=True)]
+    return EnrolmentPlan(people, list_images(root))
+
+
+def check_plan(gallery: Gallery, plan: EnrolmentPlan) -> None:
+    """Refuse the whole plan, before anyone is enrolled, when a new name in it is a look-alike of a person the
+    gallery holds (LookAlikeName naming the folder and both names); enrolling more photos of a person under
+    their exact name is fine. Each enrolment checks again inside its transaction (another process may enrol)."""
+    for person in plan.people:
+        try:
+            gallery.identity_id(person.name)  # held under this very name: more photos of them
+        except UnknownIdentity:
+            try:
+                gallery.refuse_look_alike(person.name)
+            except LookAlikeName as err:
+                raise LookAlikeName(f"{person.source}: {err} (nothing was enrolled)") from err
 
 
 def plan_enrolment(inputs: Sequence[str | Path], name: str | None = None) -> EnrolmentPlan:

@@ -622,11 +622,11 @@ class Gallery:
         `identity` only by case or spacing: the one rule for a new identity (enrolment), a rename and a person
         named (infer/people.py). `person`: who is being (re)named, for the hint (a merge); None for a new
         identity (the hint: enrol under the existing spelling). Call it inside a change, so it checks what is
-        committed."""
+        committed (a check made ahead, as enrolment.check_plan's, is made again by the change itself)."""
         with self._lock:
-            spelling = _spelling(name)
+            spelling = name_spelling(name)
             known = next((known for other, known in sorted(self._names.items())
-                          if other != identity and _spelling(known) == spelling), None)
+                          if other != identity and name_spelling(known) == spelling), None)
         if known is None:
             return
         if person is None:
@@ -1077,9 +1077,10 @@ def _looks_like(name: str) -> str:
     return bare.translate(_LOOK_ALIKES).casefold()
 
 
-def _spelling(name: str) -> str:
+def name_spelling(name: str) -> str:
     """What tells names apart for a reader: the words of the NFC name, casefolded (case and runs of spaces of any
-    kind do not count)."""
+    kind do not count). Two names of one spelling are look-alikes (LookAlikeName): the one rule, used by
+    `Gallery.refuse_look_alike` and by enrolment's plan of several people."""
     return unicodedata.normalize("NFC", " ".join(unicodedata.normalize("NFC", name).split()).casefold())
 
 
