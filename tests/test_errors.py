@@ -42,13 +42,23 @@ def test_every_library_error_class_derives_from_the_root_and_keeps_a_builtin_bas
 
 
 def test_statuses_the_service_answers() -> None:
-    from marginface.infer.gallery import GalleryError, GalleryFull, GalleryNotWritable, SharedPhoto
+    from marginface.infer.gallery import (
+        GalleryError,
+        GalleryFull,
+        GalleryNotWritable,
+        LookAlikeName,
+        NameConflict,
+        NameTaken,
+        SharedPhoto,
+    )
     from marginface.infer.images import ImageInputError
     from marginface.infer.recognizer import NoFaceError
     from marginface.serve.service import ServiceBusy
 
     assert [k("x").http_status for k in (GalleryError, GalleryFull, GalleryNotWritable, SharedPhoto, NoFaceError,
                                          ServiceBusy)] == [422, 507, 503, 409, 422, 503]
+    # a name that is someone's, or looks like someone's: one conflict family, 409 (exit status 2 like every error)
+    assert all(issubclass(k, NameConflict) and k("x").http_status == 409 for k in (NameTaken, LookAlikeName))
     assert ImageInputError("x", not_an_image=True).http_status == 415
     assert ImageInputError("x").http_status == 400
     assert ServiceBusy("x").retry_after_s == 5

@@ -106,6 +106,9 @@ def test_gallery_rename_to_a_look_alike_name_is_refused_and_its_hint_works(
     assert err.startswith("marginface: error: gallery ") and err.count("\n") == 1  # one line, no traceback
     assert "'ADA' differs from the existing person 'Ada' only by case or spacing" in err
     assert f"merge them (`marginface people merge {gallery} Ada bob`)" in err
+    assert main(["gallery", "rename", gallery, "bob", "Ada"]) == 2  # the name itself: taken, same advice
+    err = capsys.readouterr().err
+    assert "identity 'Ada' already exists" in err and f"`marginface people merge {gallery} Ada bob`" in err
     assert main(["people", "merge", gallery, "Ada", "bob"]) == 0  # what the hint says works
     assert "merged Ada and bob into Ada" in capsys.readouterr().out
     assert main(["gallery", "list", gallery, "--json"]) == 0

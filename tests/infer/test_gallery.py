@@ -19,6 +19,8 @@ from marginface.infer.gallery import (
     GalleryNotWritable,
     GalleryUnavailable,
     LookAlikeName,
+    NameConflict,
+    NameTaken,
     SharedPhoto,
     UnknownIdentity,
     _transaction,
@@ -98,8 +100,10 @@ def test_remove_and_rename(gallery: Gallery, tmp_path: Path) -> None:
     with pytest.raises(GalleryError, match="has no identity 'bob'"):
         gallery.remove("bob")
     gallery.enroll("cy", [(_face(_unit(0, 0, 1, 0, 0, 0, 0, 0)), None)], FP)
-    with pytest.raises(GalleryError, match="'cy' already exists"):
+    with pytest.raises(NameTaken, match=r"'cy' already exists; if anne is cy, merge them \(`marginface people merge "
+                                        rf"{tmp_path}/g\.db cy anne`\), else choose another name") as taken:
         gallery.rename("anne", "cy")
+    assert isinstance(taken.value, NameConflict) and taken.value.http_status == 409  # as LookAlikeName
     gallery.close()
     with Gallery.open(tmp_path / "g.db") as again:
         assert [i.name for i in again.identities()] == ["anne", "cy"]
@@ -129,7 +133,7 @@ def test_a_new_name_differing_only_by_case_or_spacing_is_refused_on_enrol_and_re
     assert gallery.add("Alice Smith", _unit(1, 2, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="a3") is not None
     gallery.rename("Alice Smith", "alice smith")  # a new spelling of the same person
     gallery.rename("bob", "Bob")
-    assert LookAlikeName.http_status == 409 and issubclass(LookAlikeName, GalleryError)
+    assert LookAlikeName.http_status == 409 and issubclass(LookAlikeName, NameConflict)
     gallery.close()
     with Gallery.open(tmp_path / "g.db") as again:
         assert [(i.name, i.templates) for i in again.identities()] == [("Bob", 1), ("alice smith", 3)]

@@ -140,11 +140,20 @@ class GalleryError(MarginfaceError, ValueError):
     http_status = 422
 
 
-class LookAlikeName(GalleryError):
-    """A new name that differs from an existing person's only by case or spacing: a listing could not tell the two
-    apart. The message names the gallery, both names and what to do instead."""
+class NameConflict(GalleryError):
+    """A name refused because of a person the gallery holds (HTTP 409, like every refusal that depends on what is
+    stored now rather than on the request): the name is theirs, or looks like theirs."""
 
     http_status = 409
+
+
+class NameTaken(NameConflict):
+    """A rename to the name another person has (a rename never merges; `People.name` and `people merge` do)."""
+
+
+class LookAlikeName(NameConflict):
+    """A new name that differs from an existing person's only by case or spacing: a listing could not tell the two
+    apart. The message names the gallery, both names and what to do instead."""
 
 
 class GalleryModelMismatch(GalleryError):
@@ -739,15 +748,18 @@ class Gallery:
             self._damaged = [d for d in self._damaged if d.identity_id != identity]
 
     def rename(self, old: str, new: str) -> None:
-        """Rename an identity (its templates stay); a name another identity has is refused, and so is one that
-        differs from another's only by case or spacing (LookAlikeName)."""
+        """Rename an identity (its templates stay); a name another identity has is refused (NameTaken), and so is
+        one that differs from another's only by case or spacing (LookAlikeName): both NameConflict, 409."""
         new = check_identity_name(new)
         with self._lock:
             with self._write():
                 self._sync()
                 identity = self._identity_id(old)
                 if any(unicodedata.normalize("NFC", known) == new for i, known in self._names.items() if i != identity):
-                    raise GalleryError(f"gallery {self.path}: identity {new!r} already exists")
+                    merge = " ".join(shlex.quote(word) for word in (str(self.path), new, self._names[identity]))
+                    raise NameTaken(f"gallery {self.path}: identity {new!r} already exists; if "
+                                    f"{self._names[identity]} is {new}, merge them (`marginface people merge "
+                                    f"{merge}`), else choose another name")
                 self.refuse_look_alike(new, identity=identity, person=self._names[identity])
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
