@@ -348,6 +348,45 @@ def test_listing_names_first_then_clusters_largest_first(three) -> None:
     json.dumps([i.to_dict() for i in listing]) and json.dumps(people.show("Bo").to_dict())
 
 
+def test_listing_counts_and_sample_face_the_largest_lowest_id_among_equals(gallery: Gallery) -> None:
+    """The listing's counts and sample face (greatest face_size, the lowest id among equal sizes, whoever placed
+    it) on named people, one known only from an enrolled photo, clusters, user and auto faces; each as `show`
+    gives it, and as recounted from the face records."""
+    people, rng, photos = People(gallery), np.random.default_rng(3), iter(range(100))
+
+    def add(axis: int, size: float) -> int:
+        photo = next(photos)
+        face = FaceResult((0.0, 0.0, size, size), np.zeros((5, 2)), 0.9,
+                          unit_rows(person_vector(axis, rng))[0], 20.0, size)
+        [face_id] = people.add_faces(f"/photos/{photo}.jpg", f"sha{photo}", [face])
+        return face_id
+
+    ada = [add(0, s) for s in (30.0, 50.0, 50.0, 40.0)]
+    trio = [add(1, 20.0) for _ in range(3)]
+    rest = [add(2, s) for s in (25.0, 35.0, 35.0)]
+    run_clustering(people)
+    people.name(people.faces([ada[0]])[0].person, "Ada")  # her 4 faces: user-placed, templates
+    late = add(0, 60.0)
+    run_clustering(people)  # `late` joins Ada, placed by the run (auto, no template), and is her largest face
+    pair = people.split(rest[1:])  # two user faces of equal size 35 in a new cluster; rest[0] stays, auto
+    gallery.add("Bob", person_vector(5, rng), fingerprint=FP)  # enrolled photo only: no faces
+    add(3, 99.0)  # the largest face of all, in no person: in nobody's counts
+    listing = people.people()
+    got = [(i.person.ref, i.faces, i.user_faces, i.templates, i.sample_face) for i in listing]
+    trio_ref, rest_ref = (people.faces([f])[0].person.ref for f in (trio[0], rest[0]))
+    assert got == [("Ada", 5, 4, 4, late), ("Bob", 0, 0, 1, None), (trio_ref, 3, 0, 0, trio[0]),
+                   (pair.ref, 2, 2, 0, rest[1]), (rest_ref, 1, 0, 0, rest[0])]
+    by_person: dict[str, list] = {}
+    for face in people.faces():
+        if face.person is not None:
+            by_person.setdefault(face.person.ref, []).append(face)
+    for info in listing:
+        faces = by_person.get(info.person.ref, [])
+        assert (info.faces, info.user_faces) == (len(faces), sum(f.assigned_by == "user" for f in faces))
+        assert info.sample_face == min(((-f.face_size, f.id) for f in faces), default=(0, None))[1]
+        assert people.show(info.person).info == info
+
+
 def test_changes_are_seen_by_another_connection(tmp_path: Path, three) -> None:
     people, faces = three
     with Gallery.open(tmp_path / "g.db") as other:

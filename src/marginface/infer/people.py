@@ -53,6 +53,7 @@ IN_NO_PERSON = "identity_id IS NULL AND cluster_id IS NULL"
 # unassigned: in no person and with an embedding, so a clustering run or the user can place it; a face in no
 # person without one (its photo was gone at the last reembed) is out of clustering and counted apart
 UNASSIGNED = f"{IN_NO_PERSON} AND embedding IS NOT NULL"
+PLACED = "identity_id IS NOT NULL OR cluster_id IS NOT NULL"  # in a person (named or cluster)
 
 
 class PeopleError(GalleryError):
@@ -146,7 +147,8 @@ class FaceRecord:
 
 @dataclass(frozen=True)
 class PersonInfo:
-    """A person with counts: faces (of which user-placed), templates, and a sample face id (the largest)."""
+    """A person with counts: faces (of which user-placed), templates, and a sample face id (the largest:
+    greatest face_size, the lowest id among equals; None for a person without faces)."""
 
     person: Person
     faces: int
@@ -760,26 +762,39 @@ class People:
             return self._infos(db, self._persons(db))
 
     def _infos(self, db: sqlite3.Connection, persons: list[Person]) -> list[PersonInfo]:
-        counts = {(k, i): (n, u) for k, i, n, u in db.execute(
-            "SELECT CASE WHEN identity_id IS NOT NULL THEN 'named' ELSE 'cluster' END, "
-            "COALESCE(identity_id, cluster_id), COUNT(*), SUM(assigned_by = 'user') FROM faces "
-            "WHERE identity_id IS NOT NULL OR cluster_id IS NOT NULL GROUP BY 1, 2")}
-        samples = {(k, i): f for k, i, f in db.execute(
-            "SELECT CASE WHEN identity_id IS NOT NULL THEN 'named' ELSE 'cluster' END, "
-            "COALESCE(identity_id, cluster_id), id FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY identity_id, "
-            "cluster_id ORDER BY face_size DESC, id) AS rank FROM faces WHERE identity_id IS NOT NULL OR cluster_id "
-            "IS NOT NULL) WHERE rank = 1")}
-        templates = dict(db.execute("SELECT identity_id, COUNT(*) FROM templates GROUP BY identity_id").fetchall())
-        times = {("named", i): (c, u) for i, c, u in db.execute("SELECT id, created, updated FROM identities")}
-        times.update({("cluster", i): (c, u) for i, c, u in db.execute("SELECT id, created, updated FROM clusters")})
+        """PersonInfo of `persons` (named ones as given, then the clusters largest first, then by id) in a few
+        set-based statements: one GROUP BY over the faces in a person (a single person's through its index) gives
+        each person's faces, user faces and largest face size; the sample face, the largest face with the lowest id
+        among equals, is then looked up per person through faces_identity / faces_cluster: no face is ranked."""
+        only = persons[0] if len(persons) == 1 else None
+        where, args = (f"{only.column} = ?", [only.id]) if only is not None else (PLACED, [])
+        stats = {("named" if identity is not None else "cluster", identity if identity is not None else cluster):
+                 (faces, user, sample) for identity, cluster, faces, user, sample in db.execute(
+            "WITH per AS (SELECT identity_id, cluster_id, COUNT(*) AS faces, SUM(assigned_by = 'user') AS user, "
+            f"MAX(face_size) AS largest FROM faces WHERE {where} GROUP BY identity_id, cluster_id) "
+            "SELECT identity_id, cluster_id, faces, user, CASE WHEN identity_id IS NOT NULL "
+            "THEN (SELECT MIN(id) FROM faces f WHERE f.identity_id = per.identity_id AND f.face_size = per.largest) "
+            "ELSE (SELECT MIN(id) FROM faces f WHERE f.cluster_id = per.cluster_id AND f.face_size = per.largest) "
+            "END FROM per", args)}
+        if only is None:
+            templates = dict(db.execute("SELECT identity_id, COUNT(*) FROM templates GROUP BY identity_id").fetchall())
+            times = {("named", i): (c, u) for i, c, u in db.execute("SELECT id, created, updated FROM identities")}
+            times.update({("cluster", i): (c, u) for i, c, u in db.execute("SELECT id, created, updated FROM "
+                                                                           "clusters")})
+        else:
+            templates = {only.id: db.execute("SELECT COUNT(*) FROM templates WHERE identity_id = ?",
+                                             (only.id,)).fetchone()[0]} if only.kind == "named" else {}
+            table = "identities" if only.kind == "named" else "clusters"
+            times = {(only.kind, only.id): db.execute(f"SELECT created, updated FROM {table} WHERE id = ?",
+                                                      (only.id,)).fetchone()}
         out = []
         for person in persons:
             key = (person.kind, person.id)
-            faces, user = counts.get(key, (0, 0))
+            faces, user, sample = stats.get(key, (0, 0, None))
             created, updated = times[key]
             out.append(PersonInfo(person, int(faces), int(user or 0),
                                   int(templates.get(person.id, 0)) if person.kind == "named" else 0,
-                                  samples.get(key), float(created), float(updated)))
+                                  None if sample is None else int(sample), float(created), float(updated)))
         named = [i for i in out if i.person.kind == "named"]
         clusters = sorted((i for i in out if i.person.kind == "cluster"), key=lambda i: (-i.faces, i.person.id))
         return named + clusters

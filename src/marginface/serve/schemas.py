@@ -171,7 +171,8 @@ class PersonSummary(PersonOut):
     faces: int
     user_faces: int = Field(description="faces placed by the user (named, merged, split), never moved by a run")
     templates: int = Field(description="the embeddings identify searches for this person")
-    sample_face: int | None = Field(description="the id of their largest face; null for a person without faces")
+    sample_face: int | None = Field(description="the id of their largest face (the lowest id among equal "
+                                                "sizes); null for a person without faces")
     created: float
     updated: float
 
