@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,6 +241,39 @@ def test_changes_by_another_connection_are_seen(tmp_path: Path, gallery: Gallery
         gallery.remove("ann")
         assert [m.name for m in other.search(_unit(1, 0, 0, 0, 0, 0, 0, 0), k=5)[0]] == ["bob"]
         assert other.stats()["templates"] == 1
+
+
+class _CommitBetweenReads:
+    """A connection that lets another gallery commit a new person right after the identities are read."""
+
+    def __init__(self, db: sqlite3.Connection, commit: Callable[[], object]) -> None:
+        self._conn, self._commit = db, commit
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        cursor = self._conn.execute(sql, *args)
+        if sql.startswith("SELECT id, name FROM identities") and self._commit is not None:
+            self._commit, commit = None, self._commit
+            commit()
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def test_loading_reads_identities_and_templates_from_one_snapshot(tmp_path: Path, gallery: Gallery) -> None:
+    """A commit between the two reads of a load logged a live template as damaged ('belongs to no identity')."""
+    gallery.add("ann", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    with Gallery.open(tmp_path / "g.db") as writer:
+        real = gallery._db
+        gallery._db = _CommitBetweenReads(real, lambda: writer.add("bob", _unit(0, 1, 0, 0, 0, 0, 0, 0),
+                                                                   fingerprint=FP))
+        try:
+            gallery._load()
+        finally:
+            gallery._db = real
+        assert gallery._damaged == [] and not real.in_transaction
+        assert gallery.search(_unit(0, 1, 0, 0, 0, 0, 0, 0), k=1)[0][0].name == "bob"  # the next sync sees bob
+        assert gallery._damaged == []
 
 
 def test_concurrent_enrolment_and_search_are_safe(gallery: Gallery) -> None:

@@ -437,9 +437,16 @@ class Gallery:
         try:
             self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
             self.read_binding()
-            self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
-            rows = self._db.execute(
-                "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
+            own = not self._db.in_transaction  # inside a change, its transaction is the one snapshot already
+            if own:  # one read transaction: a commit between the two reads would orphan a live template
+                self._db.execute("BEGIN")
+            try:
+                self._names = dict(self._db.execute("SELECT id, name FROM identities").fetchall())
+                rows = self._db.execute(
+                    "SELECT id, identity_id, embedding, checksum FROM templates ORDER BY id").fetchall()
+            finally:
+                if own and self._db.in_transaction:
+                    self._db.execute("COMMIT")
         except sqlite3.DatabaseError as err:
             raise _unreadable(self.path, err) from err
         self._index = identity_index(self.index_kind, self.fingerprint.embedding_dim, **self._index_params)
