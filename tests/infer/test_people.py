@@ -91,6 +91,27 @@ def add_people(people: People, count: int, photos: int, rng: np.random.Generator
     return faces
 
 
+def test_listing_reads_the_people_and_their_counts_from_one_snapshot(tmp_path: Path, three, monkeypatch) -> None:
+    """GET /v1/people read people() and counts() apart: a commit between them made the two disagree."""
+    people, _ = three
+    run_clustering(people)
+    assert people.listing() == (people.people(), people.counts())
+    rng = np.random.default_rng(5)
+    infos = people._infos
+
+    def commit_after(db: sqlite3.Connection, persons: list) -> list:
+        read = infos(db, persons)
+        with Gallery.open(tmp_path / "g.db") as other:  # another writer, between the two reads
+            People(other).add_faces("/photos/late.jpg", "late", [_face(person_vector(4, rng))])
+        return read
+
+    monkeypatch.setattr(people, "_infos", commit_after)
+    listed, counts = people.listing()
+    assert sum(info.faces for info in listed) + counts["unassigned"] == counts["faces"] == 9
+    assert len(listed) == counts["named"] + counts["clusters"]
+    assert people.counts()["faces"] == 10  # the late face was committed, and is seen by the next read
+
+
 @pytest.fixture()
 def three(gallery: Gallery) -> tuple[People, dict[int, list[int]]]:
     """Three people (axes 0, 1, 2) with three one-face photos each; {person: face ids}."""

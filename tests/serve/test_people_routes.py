@@ -73,6 +73,24 @@ def test_people_are_listed_and_shown_with_their_faces(client, clustered):
     assert client.get("/v1/people/" + clustered["red"]).json()["id"] == red["id"]
 
 
+def test_the_people_list_and_its_counts_come_from_one_snapshot(client, clustered, fake_gallery_path,
+                                                               fake_recognizer, monkeypatch):
+    """A photo stored by another process between the listing's reads made `people` and `counts` disagree."""
+    infos = People._infos
+
+    def commit_after(self, db, persons):
+        read = infos(self, db, persons)
+        with Gallery.open(fake_gallery_path) as other:
+            store_photo(People(other), fake_recognizer, "late.png", face(YELLOW, 40))
+        return read
+
+    monkeypatch.setattr(People, "_infos", commit_after)
+    listed = client.get("/v1/people").json()
+    monkeypatch.undo()
+    assert sum(p["faces"] for p in listed["people"]) + listed["counts"]["unassigned"] == listed["counts"]["faces"]
+    assert listed["counts"]["faces"] == 7 and client.get("/v1/people").json()["counts"]["faces"] == 8
+
+
 def test_thumbnails_are_jpeg_and_404_when_not_kept(client, clustered):
     thumb = client.get(f"/v1/faces/{clustered['red_faces'][0]}/thumbnail")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"

@@ -851,11 +851,21 @@ class People:
         them), faces without an embedding (in a person or not: out of search and clustering), named people and
         clusters."""
         with self.reading() as db:
-            photos, faces, unassigned, stale = db.execute(
-                f"SELECT (SELECT COUNT(*) FROM photos), COUNT(*), SUM({UNASSIGNED}), SUM(embedding IS NULL) "
-                "FROM faces").fetchone()
-            named = db.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
-            clusters = db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0]
+            return self._counts(db)
+
+    def listing(self) -> tuple[list[PersonInfo], dict]:
+        """`people()` and `counts()` from one read transaction, so the two agree under a concurrent writer."""
+        with self.reading() as db:
+            return self._infos(db, self._persons(db)), self._counts(db)
+
+    @staticmethod
+    def _counts(db: sqlite3.Connection) -> dict:
+        """The counts `counts` returns, read on `db` (inside the caller's read transaction)."""
+        photos, faces, unassigned, stale = db.execute(
+            f"SELECT (SELECT COUNT(*) FROM photos), COUNT(*), SUM({UNASSIGNED}), SUM(embedding IS NULL) "
+            "FROM faces").fetchone()
+        named = db.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
+        clusters = db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0]
         return {"photos": int(photos), "faces": int(faces), "unassigned": int(unassigned or 0),
                 "without_embedding": int(stale or 0), "named": int(named), "clusters": int(clusters)}
 

@@ -207,8 +207,9 @@ class RecognitionService:
 
     # -- people and unnamed faces (infer/people.py); changes go one at a time, like enrolments -----------------
     def people_list(self) -> tuple[list[PersonInfo], dict]:
-        """Every named person, then every cluster (largest first), and the gallery's face counts."""
-        return self.people.people(), self.people.counts()
+        """Every named person, then every cluster (largest first), and the gallery's face counts, from one read
+        transaction (People.listing), so the two agree under a concurrent writer."""
+        return self.people.listing()
 
     def person(self, ref: str) -> PersonDetail:
         """One person (a name or `@<id>`) with every face record; UnknownPerson (404) when there is none."""
