@@ -65,7 +65,7 @@ def test_list_name_merge_split_not_remove(db, tmp_path: Path, capsys: pytest.Cap
     assert f"{first} is now Ada" in capsys.readouterr().out
     assert main(["people", "name", gallery, second, " ada "]) == 2
     err = capsys.readouterr().err
-    assert "'ada' differs from the existing person 'Ada' only by case" in err
+    assert "'ada' reads the same as the existing person 'Ada' (case" in err
     assert f"marginface people merge {gallery} Ada {second}" in err
     assert main(["people", "show", gallery, "Ada"]) == 0
     out = capsys.readouterr().out
@@ -104,7 +104,7 @@ def test_gallery_rename_to_a_look_alike_name_is_refused_and_its_hint_works(
     assert main(["gallery", "rename", gallery, "bob", "ADA"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("marginface: error: gallery ") and err.count("\n") == 1  # one line, no traceback
-    assert "'ADA' differs from the existing person 'Ada' only by case or spacing" in err
+    assert "'ADA' reads the same as the existing person 'Ada' (case, spacing" in err
     assert f"merge them (`marginface people merge {gallery} Ada bob`)" in err
     assert main(["gallery", "rename", gallery, "bob", "Ada"]) == 2  # the name itself: taken, same advice
     err = capsys.readouterr().err

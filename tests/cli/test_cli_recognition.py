@@ -59,7 +59,7 @@ def test_enroll_identify_and_manage_a_gallery(tmp_path: Path, shared_data: Path,
     assert "1 already in the gallery from the same image" in out
     assert main(["enroll", db, "--name", "aaron", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 2
     err = capsys.readouterr().err
-    assert "'aaron' differs from the existing person 'Aaron' only by case or spacing" in err
+    assert "'aaron' reads the same as the existing person 'Aaron' (case, spacing" in err
     assert "enrol them under the existing spelling 'Aaron'" in err and "(nothing was enrolled)" in err
     assert main(["enroll", db, "--name", "", str(lfw(shared_data, "Aaron_Eckhart", 1))]) == 2
     assert "identity name" in capsys.readouterr().err
@@ -267,14 +267,14 @@ def test_enrol_refuses_look_alike_folders_before_enrolling_anyone(tmp_path: Path
         (root / folder / "1.jpg").write_bytes(b"not read")
     assert main(["enrol", str(db), str(root)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "the folders 'Alice' and 'alice' name people who differ only by case" in err
+    assert err.count("\n") == 1 and "the folders 'Alice' and 'alice' name people whose names read the same (case" in err
     (root / "Alice" / "1.jpg").unlink()
     (root / "Alice").rmdir()
     (root / "bob").mkdir()
     (root / "bob" / "1.jpg").write_bytes(b"not read")
     assert main(["enrol", str(db), str(root)]) == 2  # Ada and alice come before bob: neither is enrolled
     err = capsys.readouterr().err
-    assert f"{root / 'bob'}: gallery {db}: 'bob' differs from the existing person 'Bob' only by case" in err
+    assert f"{root / 'bob'}: gallery {db}: 'bob' reads the same as the existing person 'Bob' (case" in err
     assert "nothing was enrolled" in err and err.count("\n") == 1
     assert main(["gallery", "list", str(db), "--json"]) == 0
     assert [i["name"] for i in json.loads(capsys.readouterr().out)] == ["Bob"]

@@ -26,6 +26,8 @@ from marginface.infer.gallery import (
     SharedPhoto,
     UnknownIdentity,
     _transaction,
+    check_identity_name,
+    name_spelling,
 )
 from marginface.infer.recognizer import FaceResult, ModelFingerprint
 from marginface.infer.search import unit_rows
@@ -119,15 +121,15 @@ def test_a_new_name_differing_only_by_case_or_spacing_is_refused_on_enrol_and_re
     gallery.enroll("Alice Smith", [(_face(_unit(1, 0, 0, 0, 0, 0, 0, 0)), "a1")], FP)
     gallery.enroll("bob", [(_face(_unit(0, 1, 0, 0, 0, 0, 0, 0)), "b1")], FP)
     for look_alike in ["alice smith", "ALICE  SMITH", " Alice\u00a0Smith", "alice \u2003smith"]:
-        with pytest.raises(LookAlikeName, match=rf"g\.db: {re.escape(repr(look_alike.strip()))} differs from the "
-                                                r"existing person 'Alice Smith' only by case or spacing.*enrol them "
+        with pytest.raises(LookAlikeName, match=rf"g\.db: {re.escape(repr(look_alike.strip()))} reads the same as "
+                                                r"the existing person 'Alice Smith' \(case, spacing.*enrol them "
                                                 r"under the existing spelling 'Alice Smith'"):
             gallery.enroll(look_alike, [(_face(_unit(1, 1, 0, 0, 0, 0, 0, 0)), "a2")], FP)
     with pytest.raises(LookAlikeName, match="existing person 'Alice Smith'"):
         gallery.add("alice smith", _unit(1, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP, source_sha256="a2")
-    with pytest.raises(LookAlikeName, match=r"'ALICE SMITH' differs from the existing person 'Alice Smith'.*if bob "
-                                            rf"is Alice Smith, merge them \(`marginface people merge {tmp_path}/g\.db "
-                                            r"'Alice Smith' bob`\)"):
+    with pytest.raises(LookAlikeName, match=r"'ALICE SMITH' reads the same as the existing person 'Alice Smith'.*if "
+                                            rf"bob is Alice Smith, merge them \(`marginface people merge "
+                                            rf"{tmp_path}/g\.db 'Alice Smith' bob`\)"):
         gallery.rename("bob", "ALICE SMITH")
     assert [(i.name, i.templates) for i in gallery.identities()] == [("Alice Smith", 1), ("bob", 1)]  # unchanged
     # the exact name (as stored: NFC, stripped) is the same person: more photos of them
@@ -139,6 +141,50 @@ def test_a_new_name_differing_only_by_case_or_spacing_is_refused_on_enrol_and_re
     gallery.close()
     with Gallery.open(tmp_path / "g.db") as again:
         assert [(i.name, i.templates) for i in again.identities()] == [("Bob", 1), ("alice smith", 3)]
+
+
+@pytest.mark.parametrize("look_alike", [
+    "\u0410nna", "\u0391nna", "\uff21nna", "\U0001d400nna", "Ann\u0430", "Anna\u3164", "Anna\u2800", "Anna\u034f",
+    "Anna\ufe0f", "Anna\u115f", "Anna\u1160", "An\u034fna", "ANNA\u3164 "])
+def test_homoglyphs_other_forms_and_invisible_characters_make_look_alikes(gallery: Gallery, look_alike: str) -> None:
+    """The hostile probe: Cyrillic or Greek A, full-width or math-bold A, or an invisible filler after the name
+    made a second 'Anna' no listing could tell apart: the rule folds them all (name_spelling)."""
+    gallery.add("Anna", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    with pytest.raises(LookAlikeName, match=r"reads the same as the existing person 'Anna' \(case, spacing, Unicode "
+                                            r"form \(NFKC\), invisible characters and look-alike letters"):
+        gallery.add(look_alike, _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    gallery.add("bob", _unit(0, 0, 1, 0, 0, 0, 0, 0), fingerprint=FP)
+    with pytest.raises(LookAlikeName, match="existing person 'Anna'"):
+        gallery.rename("bob", look_alike)
+    assert [i.name for i in gallery.identities()] == ["Anna", "bob"]
+
+
+def test_turkish_dotted_and_dotless_i_are_look_alikes_but_diacritics_still_count(gallery: Gallery) -> None:
+    """İ and ı read as i ('İsmail' is 'Ismail'); 'José' is not 'Jose', nor 'Änna' 'Anna' (diacritics count)."""
+    gallery.add("Ismail", _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    for look_alike in ["\u0130smail", "isma\u0131l", "I\u0307smail"]:
+        with pytest.raises(LookAlikeName, match="existing person 'Ismail'"):
+            gallery.add(look_alike, _unit(0, 1, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    for name, other in [("Jose", "Jos\u00e9"), ("Anna", "A\u0308nna"), ("Zoe", "Zo\u00eb")]:
+        gallery.add(name, _unit(0, 0, 1, 0, 0, 0, 0, 0), fingerprint=FP)
+        gallery.add(other, _unit(0, 0, 0, 1, 0, 0, 0, 0), fingerprint=FP)
+    assert name_spelling("Anna\u3164Smith") == name_spelling(" anna  smith") == "anna smith"
+    assert name_spelling("\u0392eta") == name_spelling("beta") != name_spelling("b\u00e9ta")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("\u3164", "only invisible characters"), ("\u2800", "only invisible characters"),
+    ("\u034f", "only invisible characters"), ("\u115f\u1160", "only invisible characters"),
+    ("\ufe0f\u3164", "only invisible characters"), ("unknown\u3164", "reads as 'unknown'"),
+    ("unknown\u2800", "reads as 'unknown'"), ("u\u034fnknown", "reads as 'unknown'"),
+    ("UNKN\u039fWN", "reads as 'unknown'")])
+def test_names_of_invisible_characters_or_reading_as_unknown_are_refused(gallery: Gallery, name: str,
+                                                                         message: str) -> None:
+    with pytest.raises(GalleryError, match=message):
+        check_identity_name(name)
+    with pytest.raises(GalleryError, match=message):
+        gallery.add(name, _unit(1, 0, 0, 0, 0, 0, 0, 0), fingerprint=FP)
+    assert gallery.identities() == []
 
 
 def test_enrolling_under_a_stored_name_of_another_normal_form_adds_to_that_person(gallery: Gallery,

@@ -150,7 +150,20 @@ def test_a_name_that_differs_from_someones_only_by_case_or_spacing_is_409(client
     assert client.post("/v1/people:name", json={"ref": clustered["blue"], "name": "Ruby"}).status_code == 200
     answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": " ruby "})
     assert answer.status_code == 409
-    assert "'ruby' differs from the existing person 'Ruby' only by case" in answer.json()["detail"]
+    assert "'ruby' reads the same as the existing person 'Ruby' (case" in answer.json()["detail"]
+    assert client.get(_path(clustered["red"])).json()["kind"] == "cluster"  # nothing was changed
+
+
+def test_homoglyph_invisible_and_blank_names_are_refused_over_http(client, clustered):
+    assert client.post("/v1/people:name", json={"ref": clustered["blue"], "name": "Ruby"}).status_code == 200
+    for look_alike in ["R\u057dby", "Ruby\u3164", "Rub\u0443", "\uff32uby", "Ruby\u2800"]:
+        answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": look_alike})
+        assert answer.status_code == 409, look_alike
+        assert "reads the same as the existing person 'Ruby'" in answer.json()["detail"]
+    for blank, says in [("\u3164", "only invisible characters"), ("\u2800", "only invisible characters"),
+                        ("\u034f", "only invisible characters"), ("unknown\u3164", "reads as 'unknown'")]:
+        answer = client.post("/v1/people:name", json={"ref": clustered["red"], "name": blank})
+        assert answer.status_code == 422 and says in answer.json()["detail"], blank
     assert client.get(_path(clustered["red"])).json()["kind"] == "cluster"  # nothing was changed
 
 

@@ -140,7 +140,7 @@ def test_a_name_that_differs_from_an_enrolled_one_only_by_case_is_409(client):
     assert _enrol(client, "Red", _png("r.png", face(RED))).status_code == 201
     refused = _enrol(client, " RED ", _png("r2.png", face(RED, 46)))
     assert refused.status_code == 409
-    assert ("'RED' differs from the existing person 'Red' only by case or spacing" in refused.json()["detail"]
+    assert ("'RED' reads the same as the existing person 'Red' (case, spacing" in refused.json()["detail"]
             and "enrol them under the existing spelling 'Red'" in refused.json()["detail"])
     more = _enrol(client, "Red", _png("r2.png", face(RED, 46)))  # the exact name: more photos of that person
     assert more.status_code == 201 and more.json()["added"] == 1

@@ -27,6 +27,7 @@ from marginface.data.folder import list_images
 from marginface.errors import UsageError
 from marginface.infer.faces import FaceResult, ModelFingerprint, NoFaceError, main_face
 from marginface.infer.gallery import (
+    SAME_READING,
     Gallery,
     GalleryError,
     LookAlikeName,
@@ -74,7 +75,7 @@ def plan_person(name: str, inputs: Iterable[str | Path]) -> EnrolmentPlan:
 
 def plan_folder(root: str | Path) -> EnrolmentPlan:
     """One person per sub-folder of `root` (named after it; hidden folders left out), every name checked first
-    (LookAlikeName naming both folders when two differ only by case or spacing); the images lying loose at the
+    (LookAlikeName naming both folders when two names read the same: name_spelling); the images lying loose at the
     top of `root` are returned as `loose`."""
     root = Path(root)
     if not root.is_dir():
@@ -92,9 +93,9 @@ def plan_folder(root: str | Path) -> EnrolmentPlan:
     for folder, name in zip(folders, names, strict=True):
         other = seen.setdefault(name_spelling(name), folder)
         if other != folder:
-            raise LookAlikeName(f"{root}: the folders {other.name!r} and {folder.name!r} name people who differ only "
-                                "by case or spacing, so the two could not be told apart; if they are one person, "
-                                "put their photos in one folder, else rename one (nothing was enrolled)")
+            raise LookAlikeName(f"{root}: the folders {other.name!r} and {folder.name!r} name people whose names read "
+                                f"the same ({SAME_READING}), so the two could not be told apart; if they are one "
+                                "person, put their photos in one folder, else rename one (nothing was enrolled)")
     people = [PersonPhotos(name, image_files([folder]), folder) for folder, name in zip(folders, names, strict=True)]
     return EnrolmentPlan(people, list_images(root))
 

@@ -152,8 +152,9 @@ class NameTaken(NameConflict):
 
 
 class LookAlikeName(NameConflict):
-    """A new name that differs from an existing person's only by case or spacing: a listing could not tell the two
-    apart. The message names the gallery, both names and what to do instead."""
+    """A new name that reads the same as an existing person's (name_spelling: case, spacing, invisible characters
+    and look-alike letters aside): a listing could not tell the two apart. The message names the gallery, both
+    names and what to do instead."""
 
 
 class GalleryModelMismatch(GalleryError):
@@ -635,7 +636,8 @@ class Gallery:
 
     def refuse_look_alike(self, name: str, *, identity: int | None = None, person: str | None = None) -> None:
         """LookAlikeName when `name` (normalised, nobody's yet) differs from the name of an identity other than
-        `identity` only by case or spacing: the one rule for a new identity (enrolment), a rename and a person
+        `identity` only in what `name_spelling` ignores (case, spacing, invisible characters, look-alike letters):
+        the one rule for a new identity (enrolment), a rename and a person
         named (infer/people.py). `person`: who is being (re)named, for the hint (a merge); None for a new
         identity (the hint: enrol under the existing spelling). Call it inside a change, so it checks what is
         committed (a check made ahead, as enrolment.check_plan's, is made again by the change itself)."""
@@ -652,8 +654,8 @@ class Gallery:
             merge = " ".join(shlex.quote(word) for word in (str(self.path), known, person))
             hint = (f"if {person} is {known}, merge them (`marginface people merge {merge}`); else choose a name "
                     "that tells the two apart")
-        raise LookAlikeName(f"gallery {self.path}: {name!r} differs from the existing person {known!r} only by "
-                            f"case or spacing, so the two could not be told apart; {hint}")
+        raise LookAlikeName(f"gallery {self.path}: {name!r} reads the same as the existing person {known!r} "
+                            f"({SAME_READING}), so the two could not be told apart; {hint}")
 
     def unit_embedding(self, embedding: np.ndarray) -> np.ndarray:
         """One embedding as the (D,) float32 unit vector a template or face record stores; GalleryError unless it
@@ -682,7 +684,7 @@ class Gallery:
 
         A photo already enrolled under another name is refused (SharedPhoto, naming it from `photo_names` and
         the other person) unless `allow_shared_photos`: identify would answer whichever came first. A new name
-        that differs from another person's only by case or spacing is refused (LookAlikeName)."""
+        that reads the same as another person's (name_spelling) is refused (LookAlikeName)."""
         items = [(self.unit_embedding(face.embedding), sha, face.detection_score) for face, sha in faces]
         return len(self._insert(name, items, fingerprint, allow_shared_photos, photo_names))
 
@@ -756,7 +758,7 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         """Rename an identity (its templates stay); a name another identity has is refused (NameTaken), and so is
-        one that differs from another's only by case or spacing (LookAlikeName): both NameConflict, 409."""
+        one that reads the same as another's (name_spelling; LookAlikeName): both NameConflict, 409."""
         new = check_identity_name(new)
         with self._lock:
             with self._write():
@@ -1079,8 +1081,9 @@ def _not_writable(path: Path, err: sqlite3.Error) -> GalleryError:
 
 
 MAX_NAME_LENGTH = 200
-# Letters of other scripts (and Latin small capitals, IPA, digits) that look like Latin ones, for the one check
-# that needs it: a name that reads as "unknown". Both cases are listed; NFKC has folded full-width and math forms.
+# Letters of other scripts (and Latin small capitals, IPA, digits) that look like Latin ones, for how a name reads
+# (_fold: the look-alike rule and the "unknown" check). Both cases are listed; NFKC has folded full-width and math
+# forms.
 _LOOK_ALIKES = str.maketrans({look: latin for latin, looks in {
     "a": "аᴀɑα", "b": "вʙ", "c": "сϲᴄ", "d": "ԁ", "e": "еєε", "h": "һнʜ", "i": "іıι", "j": "ј", "k": "кκᴋ",
     "m": "мᴍ", "n": "ոռпπηɴ", "o": "оοօᴏ0", "p": "рρ", "q": "ԛ", "s": "ѕ", "t": "тτᴛ", "u": "սυʋᴜи", "y": "уү",
@@ -1089,18 +1092,44 @@ _LOOK_ALIKES = str.maketrans({look: latin for latin, looks in {
 }.items() for look in looks})
 
 
+# Code points that show nothing (Unicode's Default_Ignorable_Code_Point set) and the fillers that show only a
+# blank: a name holding them reads as the name without them. The blank ones count as a space (U+2800 braille blank
+# is not default-ignorable but renders as one), the others as nothing.
+_BLANKS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+_IGNORABLE = (frozenset("\u00ad\u034f\u061c\u180e\ufeff") | frozenset(map(chr, range(0x17b4, 0x17b6)))
+              | frozenset(map(chr, range(0x180b, 0x1810))) | frozenset(map(chr, range(0x200b, 0x2010)))
+              | frozenset(map(chr, range(0x202a, 0x202f))) | frozenset(map(chr, range(0x2060, 0x2070)))
+              | frozenset(map(chr, range(0xfe00, 0xfe10))) | frozenset(map(chr, range(0x1bca0, 0x1bca4)))
+              | frozenset(map(chr, range(0x1d173, 0x1d17b))) | frozenset(map(chr, range(0xe0000, 0xe1000))))
+_INVISIBLE = str.maketrans({**{c: " " for c in _BLANKS}, **{c: None for c in _IGNORABLE}})
+_DOTTED = str.maketrans({"\u0130": "i", "\u0131": "i"})  # Turkish İ and dotless ı read as i
+# What the look-alike rule ignores, in the words its messages use.
+SAME_READING = ("case, spacing, Unicode form (NFKC), invisible characters and look-alike letters of other scripts "
+                "do not count")
+
+
+def _fold(name: str, *, marks: bool) -> str:
+    """A name as it reads: NFKC, Turkish dotted/dotless i as i, casefolded, invisible code points dropped (blank
+    fillers as spaces), combining marks kept or dropped (`marks`), look-alike letters as Latin, words single-spaced."""
+    text = unicodedata.normalize("NFKC", name).translate(_DOTTED).translate(_INVISIBLE).translate(_LOOK_ALIKES)
+    text = unicodedata.normalize("NFKC", text.casefold()).translate(_INVISIBLE)  # casefold may decompose
+    if not marks:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return unicodedata.normalize("NFC", " ".join(text.translate(_LOOK_ALIKES).split()))
+
+
 def _looks_like(name: str) -> str:
-    """What a name reads as: NFKC, combining marks dropped, look-alike letters folded to Latin, casefolded."""
-    decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
-    bare = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
-    return bare.translate(_LOOK_ALIKES).casefold()
+    """What a name reads as, diacritics aside (the 'unknown' check): name_spelling without combining marks."""
+    return _fold(name, marks=False)
 
 
 def name_spelling(name: str) -> str:
-    """What tells names apart for a reader: the words of the NFC name, casefolded (case and runs of spaces of any
-    kind do not count). Two names of one spelling are look-alikes (LookAlikeName): the one rule, used by
-    `Gallery.refuse_look_alike` and by enrolment's plan of several people."""
-    return unicodedata.normalize("NFC", " ".join(unicodedata.normalize("NFC", name).split()).casefold())
+    """What tells names apart for a reader, the look-alike rule's one folding: NFKC, casefolded (Turkish İ and ı as
+    i), invisible code points dropped (default-ignorables; blank fillers such as U+3164 and U+2800 as spaces),
+    Cyrillic/Greek/Armenian look-alike letters as Latin, runs of spaces as one; diacritics still count ('José' is
+    not 'Jose'). Two names of one spelling are look-alikes (LookAlikeName), in `Gallery.refuse_look_alike` and in
+    enrolment's plan of several people."""
+    return _fold(name, marks=True)
 
 
 def normalize_identity_name(name: str) -> str:
@@ -1129,6 +1158,9 @@ def check_identity_name(name: str) -> str:
     if unicodedata.normalize("NFKC", name) in (".", ".."):
         raise GalleryError(f"identity name {name!r} cannot be addressed in a URL (clients collapse '.' and '..' "
                            "path segments); choose another name")
+    if not name_spelling(name):
+        raise GalleryError(f"identity name {name!r} holds only invisible characters (such as U+3164 or U+2800), so "
+                           "no listing could show it; choose a name with letters")
     if _looks_like(name) == "unknown":
         raise GalleryError(f"identity name {name!r} reads as 'unknown', what decisions call a face that matches "
                            "nobody; choose another name")

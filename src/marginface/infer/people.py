@@ -639,7 +639,7 @@ class People:
     def name(self, ref: str | Person, name: str) -> Person:
         """Name a cluster (it becomes a named person, its faces user-placed and templates) or rename a named
         person; when `name` is already someone's, the two are merged into that person. The name is stripped of
-        surrounding spaces; one that differs from another person's only by case or spacing is refused
+        surrounding spaces; one that reads the same as another person's (name_spelling) is refused
         (LookAlikeName: Gallery.refuse_look_alike, the rule enrolment and rename follow too)."""
         name = check_identity_name(name)
         if CLUSTER_REF.fullmatch(name):

@@ -5,7 +5,7 @@ The recognizer, the enrolment plan and the service need only this protocol. Its 
 signatures: every change is one transaction (all or nothing, never acknowledged before it is durable); a
 store bound to one model refuses embeddings and queries of another (GalleryModelMismatch); a damaged
 template is never searched past (GalleryDamaged); a store that cannot write says so (GalleryNotWritable,
-`write_problem`); a new name (enrol, rename) that differs from another identity's only by case or spacing is
+`write_problem`); a new name (enrol, rename) that reads the same as another identity's (name_spelling) is
 refused (LookAlikeName); an old schema is migrated when opened writable and only then.
 """
 

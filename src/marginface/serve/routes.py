@@ -28,8 +28,8 @@ STATUS_MEANING = {
     403: "a state-changing request from a foreign Origin",
     404: "no such identity, person or face, or no thumbnail kept of the face",
     408: "the request body did not arrive in time",
-    409: "a photo already enrolled under another name, a new name that differs from an existing person's only "
-         "by case or spacing, or a change against a 'not this person' mark",
+    409: "a photo already enrolled under another name, a new name that reads the same as an existing person's "
+         "(name_spelling), or a change against a 'not this person' mark",
     413: "the request body is over the upload limit",
     415: "not multipart/form-data, or bytes of no image format",
     422: "no face in a photo (for an enrolment: in any of its photos), a missing or invalid field or parameter, "
