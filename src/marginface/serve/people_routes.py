@@ -81,8 +81,8 @@ async def show_person(service: ServiceDep, ref: Ref) -> dict:
 @router.post("/v1/people:name", response_model=schemas.PersonChanged, responses=errors(*WRITE, *JSON_BODY))
 async def name_person(service: ServiceDep, body: schemas.NameBody) -> dict:
     """Name a cluster (its faces become the user's and identify answers with the name) or rename a person; a
-    name someone has already merges the two into that person; one that differs from someone's only by case or
-    spacing is 409."""
+    name someone has already merges the two into that person; one that reads the same as someone's (case,
+    spacing, Unicode form, invisible characters and look-alike letters aside) is 409."""
     return {"person": _person(await run_in_threadpool(service.name_person, body.ref, body.name))}
 
 
