@@ -9,14 +9,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from marginface.backbones import save
+from marginface.backbones import get_backbone, save
 from marginface.cli import main
 
 
-def test_cli_eval_exported_model_on_synthetic(tmp_path: Path, trained_like_mbf: torch.nn.Module,
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported MobileFaceNet small enough that embedding 240 faces costs a fraction of a second: these tests
+    check the command (sets, options, report), not the network (tests/backbones, tests/infer/test_export.py)."""
+    kwargs = {"scale": 1, "blocks": [1, 1, 1, 1], "input_pool": 4}
+    torch.manual_seed(0)
+    return save(get_backbone("mbf", num_features=16, **kwargs).eval(), "mbf", tmp_path_factory.mktemp("m"), **kwargs)
+
+
+def test_cli_eval_exported_model_on_synthetic(tmp_path: Path, small_model: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    save(trained_like_mbf, "mbf", tmp_path / "model")
-    assert main(["eval", str(tmp_path / "model"), "--synthetic", "--folds", "0,1", "--no-flip",
+    assert main(["eval", str(small_model), "--synthetic", "--folds", "0,1", "--no-flip",
                  "--out", str(tmp_path / "report")]) == 0
     assert "synthetic" in capsys.readouterr().out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -24,10 +32,8 @@ def test_cli_eval_exported_model_on_synthetic(tmp_path: Path, trained_like_mbf: 
     assert report["options"]["no_flip"] is True
 
 
-def test_cli_eval_needs_a_set(tmp_path: Path, trained_like_mbf: torch.nn.Module,
-                              capsys: pytest.CaptureFixture[str]) -> None:
-    save(trained_like_mbf, "mbf", tmp_path / "model")
-    assert main(["eval", str(tmp_path / "model")]) == 2
+def test_cli_eval_needs_a_set(small_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(small_model)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
 
 

@@ -17,6 +17,7 @@ from marginface.data.perturb import parse_perturbations
 from marginface.data.synthetic import synthetic_face
 from marginface.data.transforms import to_model_input
 from marginface.eval.pipeline import evaluate_pair_set, perturbed_face
+from marginface.eval.verification import evaluate_verification
 from marginface.infer.detect import YuNetDetector
 from marginface.infer.embedder import TorchEmbedder
 from marginface.infer.prepare import FacePreprocessor
@@ -64,6 +65,15 @@ def test_pipeline_perturbation_changes_scores_reproducibly(tiny_model: Path, fac
     clean, occluded = scores(), scores("occlude:0.3")
     assert not np.allclose(clean, occluded)
     np.testing.assert_array_equal(occluded, scores("occlude:0.3"))
+
+
+def test_pipeline_passes_the_threshold_search_to_the_verification(tiny_model: Path, faces: Path) -> None:
+    pair_set = sample_pairs(faces, pairs_per_fold=2).subset([0, 1, 2])
+    grid = evaluate_pair_set(pair_set, TorchEmbedder(load(tiny_model)), flip=False, search="grid")
+    assert grid.verification.threshold_search == "grid"
+    expected = evaluate_verification(grid.scores, grid.issame, pair_set.folds, search="grid")
+    assert [f.threshold for f in grid.verification.folds] == [f.threshold for f in expected.folds]
+    assert grid.verification.accuracy_threshold == expected.accuracy_threshold
 
 
 def test_cli_perturb_errors_are_one_line(tiny_model: Path, faces: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,8 +14,14 @@ from marginface.infer.embedder import OnnxEmbedder, OnnxInputSpec, SerialisedEmb
 from marginface.infer.export import export_onnx
 
 
-def test_onnx_spec_bgr_and_normalisation(tmp_path: Path, trained_like_mbf: torch.nn.Module) -> None:
-    path = export_onnx(trained_like_mbf, tmp_path / "m.onnx")
+@pytest.fixture(scope="module")
+def onnx_path(trained_like_mbf: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """trained_like_mbf exported once for this module (the export itself is tests/infer/test_export.py's)."""
+    return export_onnx(trained_like_mbf, tmp_path_factory.mktemp("onnx") / "m.onnx")
+
+
+def test_onnx_spec_bgr_and_normalisation(onnx_path: Path) -> None:
+    path = onnx_path
     faces = np.random.default_rng(1).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
     rgb = OnnxEmbedder(path).embed(faces)
     bgr = OnnxEmbedder(path, OnnxInputSpec(channel_order="BGR")).embed(faces[..., ::-1].copy())
@@ -26,8 +32,8 @@ def test_onnx_spec_bgr_and_normalisation(tmp_path: Path, trained_like_mbf: torch
         OnnxEmbedder(path, input_name="x")
 
 
-def test_worker_embedders(tmp_path: Path, trained_like_mbf: torch.nn.Module) -> None:
-    path = export_onnx(trained_like_mbf, tmp_path / "m.onnx")
+def test_worker_embedders(onnx_path: Path, trained_like_mbf: torch.nn.Module) -> None:
+    path = onnx_path
     shared = OnnxEmbedder(path, OnnxInputSpec(channel_order="BGR"))
     lock = threading.Lock()
     own = worker_embedder(shared, lock)

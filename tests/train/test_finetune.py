@@ -26,7 +26,7 @@ AUGMENT = "data.augment={probability: 1.0, max_kinds: 2, kinds: {downscale: [10,
 def pretrained_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny MobileFaceNet with non-trivial weights, exported to ONNX: the 'model somebody else trained'."""
     torch.manual_seed(3)
-    model = get_backbone("mbf", num_features=16, scale=1, blocks=(1, 1, 1, 1))
+    model = get_backbone("mbf", num_features=16, scale=1, blocks=(1, 1, 1, 1), input_pool=4)
     with torch.no_grad():
         model.train()(torch.rand(8, 3, 112, 112) * 2 - 1)  # BN statistics away from their defaults
     return export_onnx(model.eval(), tmp_path_factory.mktemp("pre") / "pretrained.onnx")

@@ -36,7 +36,7 @@ def test_tiny_run_trains_logs_and_exports(tmp_path: Path) -> None:
     assert events[0] == StartEvent(step=0, total=6)  # a progress bar can begin at step 0
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert [e.step for e in steps] == [1, 2, 3, 4, 5, 6]
-    assert steps[-1].loss < steps[0].loss * 0.75  # 12.2 -> 4.9 on this seed; a trainer that never updated fails
+    assert steps[-1].loss < steps[0].loss * 0.75  # 13.1 -> 3.9 on this seed; a trainer that never updated fails
     assert isinstance(events[-1], DoneEvent) and events[-1].result == result
     run = tmp_path / "run"
     for name in ("config.yaml", "labels.json", "metrics.csv", "result.json", "model/model.json",
@@ -111,7 +111,9 @@ def test_nonfinite_embeddings_stop_after_patience(tmp_path: Path, caplog) -> Non
 
 
 def _train_cli(run: Path, *extra: str) -> list[str]:
+    # full resolution (input_pool 1): steps slow enough that the kill lands mid-run with a wide margin
     return [sys.executable, "-m", "marginface", "train", *sum((["--set", s] for s in TINY), []),
+            "--set", "model.kwargs={scale: 1, blocks: [1, 1, 1, 1]}",
             "--set", f"output_dir={run}", "--set", "optim.max_steps=8", "--set", "checkpoint_every=1",
             "--set", "model.dropout=0.2", "--set", "head.sample_rate=0.5", *extra]
 
@@ -159,7 +161,7 @@ def test_adamw_accumulation_bf16_and_clipping(tmp_path: Path) -> None:
 def test_finetune_from_arcface_torch_style_pth(tmp_path: Path) -> None:
     from marginface.backbones import get_backbone
 
-    source = get_backbone("mbf", num_features=16, scale=1, blocks=(1, 1, 1, 1))
+    source = get_backbone("mbf", num_features=16, scale=1, blocks=(1, 1, 1, 1), input_pool=4)  # TINY's backbone
     torch.nn.init.constant_(source.features.layers[2].weight, 0.01)
     # arcface_torch's model.pt of a DDP run: parameter names behind 'module.'
     torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, tmp_path / "model.pt")
