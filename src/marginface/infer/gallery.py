@@ -315,6 +315,7 @@ class Gallery:
         self._lock = threading.RLock()
         self.read_binding()
         self._names: dict[int, str] = {}
+        self._spellings: dict[str, str] = {}  # name -> name_spelling(name), memo of the look-alike rule's folding
         self._damaged: list[DamagedTemplate] = []
         self._files: dict[str, tuple[int, int] | None] = {}
         self._failed_write: str | None = None  # the last change's write error, until a change succeeds
@@ -644,18 +645,28 @@ class Gallery:
         with self._lock:
             spelling = name_spelling(name)
             known = next((known for other, known in sorted(self._names.items())
-                          if other != identity and name_spelling(known) == spelling), None)
+                          if other != identity and self._spelling(known) == spelling), None)
         if known is None:
             return
         if person is None:
             hint = (f"to add photos of {known}, enrol them under the existing spelling {known!r}; for someone "
                     "else, choose a name that tells the two apart")
         else:
-            merge = " ".join(shlex.quote(word) for word in (str(self.path), known, person))
-            hint = (f"if {person} is {known}, merge them (`marginface people merge {merge}`); else choose a name "
-                    "that tells the two apart")
+            hint = (f"if {person} is {known}, merge them (`{self._merge_command(known, person)}`); else choose a "
+                    "name that tells the two apart")
         raise LookAlikeName(f"gallery {self.path}: {name!r} reads the same as the existing person {known!r} "
                             f"({SAME_READING}), so the two could not be told apart; {hint}")
+
+    def _merge_command(self, keep: str, gone: str) -> str:
+        """The `marginface people merge` command that folds person `gone` into `keep` in this gallery."""
+        return "marginface people merge " + " ".join(shlex.quote(word) for word in (str(self.path), keep, gone))
+
+    def _spelling(self, known: str) -> str:
+        """name_spelling of a stored name, folded once per name (a new identity checks every stored one)."""
+        spelling = self._spellings.get(known)
+        if spelling is None:
+            spelling = self._spellings[known] = name_spelling(known)
+        return spelling
 
     def unit_embedding(self, embedding: np.ndarray) -> np.ndarray:
         """One embedding as the (D,) float32 unit vector a template or face record stores; GalleryError unless it
@@ -764,11 +775,10 @@ class Gallery:
             with self._write():
                 self._sync()
                 identity = self._identity_id(old)
-                if any(unicodedata.normalize("NFC", known) == new for i, known in self._names.items() if i != identity):
-                    merge = " ".join(shlex.quote(word) for word in (str(self.path), new, self._names[identity]))
-                    raise NameTaken(f"gallery {self.path}: identity {new!r} already exists; if "
-                                    f"{self._names[identity]} is {new}, merge them (`marginface people merge "
-                                    f"{merge}`), else choose another name")
+                if self._find_identity(new) not in (None, identity):
+                    old_name = self._names[identity]
+                    raise NameTaken(f"gallery {self.path}: identity {new!r} already exists; if {old_name} is {new}, "
+                                    f"merge them (`{self._merge_command(new, old_name)}`), else choose another name")
                 self.refuse_look_alike(new, identity=identity, person=self._names[identity])
                 self._db.execute("UPDATE identities SET name = ?, updated = ? WHERE id = ?",
                                  (new, time.time(), identity))
